@@ -1,0 +1,68 @@
+"""Dtype promotion, contiguity and validation of array arguments."""
+import numpy as np
+
+_NATIVE = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def as_array(value, name):
+    """np.asarray(value) with a TypeError naming `name` for non-numeric data."""
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be array-like of real numbers: {exc}") from None
+    kind = array.dtype.kind
+    if kind == "c":
+        raise TypeError(f"{name} is complex ({array.dtype}); convcpu computes real convolutions only")
+    if kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers, got dtype {array.dtype}")
+    return array
+
+
+def compute_dtype(*arrays):
+    """np.result_type of the real inputs, then at least float32.
+
+    float32 and float64 are computed natively; integers, bool and float16
+    promote like NumPy (uint8 with float32 -> float32, int64 -> float64).
+    """
+    dtype = np.promote_types(np.result_type(*[a.dtype for a in arrays if a is not None]), np.float32)
+    if dtype not in _NATIVE:
+        raise TypeError(f"convcpu computes in float32 or float64; inputs promote to {dtype}")
+    return dtype
+
+
+def contiguous(array, dtype):
+    """A C-contiguous, native-byte-order copy in `dtype` when needed; the input itself
+    otherwise (it is only ever read)."""
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
+def check_out(out, shape, dtype, inputs):
+    """Validate a user-supplied out= array, or allocate one."""
+    if out is None:
+        return np.empty(shape, dtype=dtype)
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f"out has dtype {out.dtype}, the result has dtype {dtype}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"out has shape {out.shape}, the result has shape {tuple(shape)}")
+    if not out.flags.c_contiguous:
+        raise ValueError("out must be C-contiguous")
+    if not out.flags.writeable:
+        raise ValueError("out must be writeable")
+    if not out.dtype.isnative:
+        raise ValueError("out must be in native byte order")
+    for name, array in inputs.items():
+        if array is not None and np.may_share_memory(out, array):
+            raise ValueError(f"out must not overlap {name}")
+    return out
+
+
+def blas_dims_ok(*dims):
+    """BLAS takes 32-bit ints: refuse (for now) any dimension that would overflow."""
+    limit = 2**31 - 1
+    bad = [d for d in dims if d > limit]
+    if bad:
+        raise ValueError(
+            f"a GEMM dimension of {max(bad)} exceeds the 32-bit BLAS limit {limit}; "
+            "split the input into smaller batches or images")

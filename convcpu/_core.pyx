@@ -1,0 +1,324 @@
+# Tiled im2col + GEMM convolution driver.
+#
+# A convolution is cut into tasks (sample, group, tile of output pixels, block
+# of output channels).  Each task copies the input patches of its pixel tile
+# into a small per-thread buffer (im2col), presets the output tile with the
+# bias and runs one GEMM over the whole reduction (C_in/groups * R * S), so
+# each output element is produced by one BLAS call whose shape depends only on
+# the convolution shape: results do not depend on the thread count.
+#
+# Padding never materialises: hmap / wmap map a padded coordinate to the input
+# row / column it reads, or -1 for a zero (built in Python for every
+# padding_mode), and ow_lo / ow_hi give for each kernel column the output
+# columns whose input column is inside the image, where the copy is a plain
+# (strided) run.
+from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy, memset
+from cython.parallel cimport prange, parallel
+
+cimport numpy as cnp
+
+from convcpu._blas cimport floating, gemm_colmajor
+from convcpu._openmp cimport CONVCPU_OPENMP, omp_get_max_threads
+
+import numpy as np
+
+cnp.import_array()
+
+HAVE_OPENMP = bool(CONVCPU_OPENMP)
+
+# A tile of im2col columns is sized to stay in L2 next to the GEMM's own
+# packed panels.  Measured on the bench layers (docs/BENCHMARKS.md).
+TILE_BYTES = 256 * 1024
+MIN_TILE_PIXELS = 32
+# Enough independent tasks for batch-1 layers to spread over the cores; the
+# tiling is derived from the shape alone, never from the thread count.
+MIN_TASKS = 16
+MIN_KBLOCK = 64
+
+
+def openmp_max_threads():
+    """omp_get_max_threads(): the OpenMP default team size (1 without OpenMP)."""
+    return omp_get_max_threads()
+
+
+cdef struct ConvPlan:
+    Py_ssize_t C, H, W, K, R, S, Ho, Wo
+    Py_ssize_t sh, sw, dh, dw, pad_left
+    Py_ssize_t groups, Cg, Kg
+    Py_ssize_t ptile, kblock, n_ptiles, n_kblocks, n_tasks, ws_elems
+    bint channels_last, direct
+    const Py_ssize_t* hmap
+    const Py_ssize_t* wmap
+    const Py_ssize_t* ow_lo
+    const Py_ssize_t* ow_hi
+    const void* x
+    const void* w
+    const void* bias
+    void* out
+
+
+cdef inline Py_ssize_t _ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    # a, b >= 0 (b > 0); the module is compiled with cdivision, where
+    # -(-a // b) would truncate instead of rounding up.
+    return (a + b - 1) // b
+
+
+cdef inline Py_ssize_t _min(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return a if a < b else b
+
+
+cdef inline Py_ssize_t _max(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return a if a > b else b
+
+
+cdef void _im2col_nchw(const ConvPlan* p, const floating* xg, Py_ssize_t p0,
+                       Py_ssize_t npix, floating* col) noexcept nogil:
+    """col[(c*R + r)*S + s, j] = x_pad[c, oh*sh + r*dh, ow*sw + s*dw] for the
+    output pixels p0 .. p0+npix-1 (row-major over (oh, ow)); xg is x[n, group]."""
+    cdef Py_ssize_t HW = p.H * p.W
+    cdef Py_ssize_t c, r, s, j, a, b, oh, hs, wsrc, ow, lo, hi, off
+    cdef floating* dst
+    cdef const floating* src
+    for c in range(p.Cg):
+        for r in range(p.R):
+            for s in range(p.S):
+                dst = col + ((c * p.R + r) * p.S + s) * npix
+                off = s * p.dw - p.pad_left
+                oh = p0 // p.Wo
+                a = p0 - oh * p.Wo
+                j = 0
+                while j < npix:
+                    b = _min(p.Wo, a + npix - j)
+                    hs = p.hmap[oh * p.sh + r * p.dh]
+                    if hs < 0:
+                        memset(dst + j, 0, (b - a) * sizeof(floating))
+                    else:
+                        src = xg + c * HW + hs * p.W
+                        lo = _max(a, _min(p.ow_lo[s], b))
+                        hi = _max(lo, _min(p.ow_hi[s], b))
+                        for ow in range(a, lo):
+                            wsrc = p.wmap[ow * p.sw + s * p.dw]
+                            dst[j + ow - a] = src[wsrc] if wsrc >= 0 else 0
+                        if p.sw == 1:
+                            memcpy(dst + j + lo - a, src + lo + off, (hi - lo) * sizeof(floating))
+                        else:
+                            for ow in range(lo, hi):
+                                dst[j + ow - a] = src[ow * p.sw + off]
+                        for ow in range(hi, b):
+                            wsrc = p.wmap[ow * p.sw + s * p.dw]
+                            dst[j + ow - a] = src[wsrc] if wsrc >= 0 else 0
+                    j += b - a
+                    a = 0
+                    oh += 1
+
+
+cdef void _im2col_nhwc(const ConvPlan* p, const floating* xn, Py_ssize_t cbase,
+                       Py_ssize_t p0, Py_ssize_t npix, floating* col) noexcept nogil:
+    """col[j, (r*S + s)*Cg + c] = x_pad[oh*sh + r*dh, ow*sw + s*dw, cbase + c]:
+    contiguous channel runs; a whole kernel row in one copy when it can."""
+    cdef Py_ssize_t run = p.Cg * sizeof(floating)
+    cdef Py_ssize_t rsc = p.R * p.S * p.Cg
+    cdef bint whole_rows = p.Cg == p.C and p.dw == 1
+    cdef Py_ssize_t j, pix, oh, ow, r, s, hs, wsrc
+    cdef floating* dst
+    cdef const floating* src_row
+    for j in range(npix):
+        pix = p0 + j
+        oh = pix // p.Wo
+        ow = pix - oh * p.Wo
+        dst = col + j * rsc
+        for r in range(p.R):
+            hs = p.hmap[oh * p.sh + r * p.dh]
+            if hs < 0:
+                memset(dst, 0, p.S * run)
+                dst += p.S * p.Cg
+                continue
+            src_row = xn + hs * p.W * p.C + cbase
+            if whole_rows and p.ow_lo[0] <= ow < p.ow_hi[0] and p.ow_lo[p.S - 1] <= ow < p.ow_hi[p.S - 1]:
+                memcpy(dst, src_row + (ow * p.sw - p.pad_left) * p.C, p.S * run)
+                dst += p.S * p.Cg
+                continue
+            for s in range(p.S):
+                wsrc = p.wmap[ow * p.sw + s * p.dw]
+                if wsrc < 0:
+                    memset(dst, 0, run)
+                else:
+                    memcpy(dst, src_row + wsrc * p.C, run)
+                dst += p.Cg
+
+
+cdef void _run_task(const ConvPlan* p, Py_ssize_t t, floating* ws,
+                    Py_ssize_t* last_tile) noexcept nogil:
+    cdef Py_ssize_t kb = t % p.n_kblocks
+    cdef Py_ssize_t tile = t // p.n_kblocks
+    cdef Py_ssize_t pt = tile % p.n_ptiles
+    cdef Py_ssize_t g = (tile // p.n_ptiles) % p.groups
+    cdef Py_ssize_t n = tile // (p.n_ptiles * p.groups)
+    cdef Py_ssize_t HoWo = p.Ho * p.Wo
+    cdef Py_ssize_t p0 = pt * p.ptile
+    cdef Py_ssize_t npix = _min(p.ptile, HoWo - p0)
+    cdef Py_ssize_t k0 = g * p.Kg + kb * p.kblock
+    cdef Py_ssize_t kn = _min(p.kblock, p.Kg - kb * p.kblock)
+    cdef Py_ssize_t crs = p.Cg * p.R * p.S
+    cdef const floating* x = <const floating*>p.x
+    cdef const floating* w = <const floating*>p.w
+    cdef const floating* bias = <const floating*>p.bias
+    cdef floating* out = <floating*>p.out
+    cdef const floating* b
+    cdef Py_ssize_t ldb, j, kk
+    cdef floating* c
+    cdef floating v
+    if not p.channels_last:
+        x = x + (n * p.C + g * p.Cg) * p.H * p.W
+        if p.direct:
+            b = x + p0
+            ldb = HoWo
+        else:
+            if last_tile[0] != tile:
+                _im2col_nchw(p, x, p0, npix, ws)
+                last_tile[0] = tile
+            b = ws
+            ldb = npix
+        c = out + (n * p.K + k0) * HoWo + p0
+        for kk in range(kn):
+            v = bias[k0 + kk] if bias != NULL else 0
+            for j in range(npix):
+                c[kk * HoWo + j] = v
+        gemm_colmajor(npix, kn, crs, b, ldb, w + k0 * crs, crs, 1, c, HoWo)
+    else:
+        x = x + n * p.H * p.W * p.C
+        if p.direct:
+            b = x + p0 * p.C + g * p.Cg
+            ldb = p.C
+        else:
+            if last_tile[0] != tile:
+                _im2col_nhwc(p, x, g * p.Cg, p0, npix, ws)
+                last_tile[0] = tile
+            b = ws
+            ldb = crs
+        c = out + (n * HoWo + p0) * p.K + k0
+        for j in range(npix):
+            if bias != NULL:
+                memcpy(c + j * p.K, bias + k0, kn * sizeof(floating))
+            else:
+                memset(c + j * p.K, 0, kn * sizeof(floating))
+        gemm_colmajor(kn, npix, crs, w + k0, p.K, b, ldb, 1, c, p.K)
+
+
+cdef int _run_plan(const ConvPlan* p, floating* out, int num_threads,
+                   bint use_openmp) noexcept nogil:
+    """Run every task of p (out is p.out, typed); 0 on success, -1 when a
+    workspace could not be had."""
+    cdef int failed = 0
+    cdef int* failed_flag = &failed
+    cdef Py_ssize_t t
+    cdef floating* ws = NULL
+    cdef Py_ssize_t* last_tile = NULL
+    cdef Py_ssize_t last
+    cdef size_t ws_bytes = _max(p.ws_elems, 1)
+    ws_bytes *= sizeof(ws[0])
+    if use_openmp and num_threads > 1 and p.n_tasks > 1:
+        with parallel(num_threads=num_threads):
+            ws = <floating*>malloc(ws_bytes)
+            last_tile = <Py_ssize_t*>malloc(sizeof(Py_ssize_t))
+            if ws == NULL or last_tile == NULL:
+                failed_flag[0] = 1
+            else:
+                last_tile[0] = -1
+            for t in prange(p.n_tasks, schedule='dynamic'):
+                if ws != NULL and last_tile != NULL:
+                    _run_task(p, t, ws, last_tile)
+            free(ws)
+            free(last_tile)
+    else:
+        ws = <floating*>malloc(ws_bytes)
+        if ws == NULL:
+            return -1
+        last = -1
+        for t in range(p.n_tasks):
+            _run_task(p, t, ws, &last)
+        free(ws)
+    return -1 if failed else 0
+
+
+def plan_tiles(Py_ssize_t n_batch, Py_ssize_t groups, Py_ssize_t out_pixels,
+               Py_ssize_t out_per_group, Py_ssize_t reduction, Py_ssize_t itemsize,
+               bint direct):
+    """Choose (pixels per tile, output channels per block) from the shape alone.
+
+    The im2col tile (reduction x pixels) is kept near TILE_BYTES; tiles shrink
+    (not below MIN_TILE_PIXELS) and then output channels split (not below
+    MIN_KBLOCK) until there are MIN_TASKS tasks, so batch-1 layers spread over
+    the cores.  Nothing here depends on the thread count.
+    """
+    cdef Py_ssize_t ptile, kblock, tasks
+    if direct:
+        ptile = out_pixels
+    else:
+        ptile = TILE_BYTES // max(reduction * itemsize, 1)
+        ptile = max(MIN_TILE_PIXELS, ptile - ptile % 16)
+    ptile = max(1, min(ptile, out_pixels))
+    tasks = n_batch * groups * _ceil_div(out_pixels, ptile)
+    if tasks < MIN_TASKS and ptile > MIN_TILE_PIXELS:
+        want = _ceil_div(MIN_TASKS, n_batch * groups)
+        ptile = max(MIN_TILE_PIXELS, _ceil_div(out_pixels, want))
+        ptile = min(ptile, out_pixels)
+        tasks = n_batch * groups * _ceil_div(out_pixels, ptile)
+    kblock = out_per_group
+    if tasks < MIN_TASKS and out_per_group >= 2 * MIN_KBLOCK:
+        want = _ceil_div(MIN_TASKS, tasks)
+        kblock = max(MIN_KBLOCK, _ceil_div(out_per_group, want))
+    return int(ptile), int(max(kblock, 1))
+
+
+def conv_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
+                 cnp.ndarray hmap, cnp.ndarray wmap, cnp.ndarray ow_lo, cnp.ndarray ow_hi,
+                 tuple dims, bint channels_last, bint direct,
+                 int num_threads, bint use_openmp):
+    """Run a prepared 2-D convolution; every argument is checked by convcpu.conv.
+
+    x: (N, C, H, W) or (N, H, W, C) C-contiguous, float32 or float64.
+    w: (K, Cg*R*S) for NCHW, (R*S*Cg, K) for NHWC, same dtype.
+    bias: (K,) or None.  out: (N, K, Ho, Wo) or (N, Ho, Wo, K), written whole.
+    hmap / wmap / ow_lo / ow_hi: intp index tables (see the module comment).
+    dims: (C, H, W, K, R, S, Ho, Wo, sh, sw, dh, dw, pad_left, groups).
+    """
+    cdef ConvPlan p
+    cdef cnp.ndarray bias_arr
+    cdef int status
+    (p.C, p.H, p.W, p.K, p.R, p.S, p.Ho, p.Wo,
+     p.sh, p.sw, p.dh, p.dw, p.pad_left, p.groups) = dims
+    p.Cg = p.C // p.groups
+    p.Kg = p.K // p.groups
+    p.channels_last = channels_last
+    p.direct = direct
+    ptile, kblock = plan_tiles(x.shape[0], p.groups, p.Ho * p.Wo, p.Kg,
+                               p.Cg * p.R * p.S, x.itemsize, direct)
+    p.ptile = ptile
+    p.kblock = kblock
+    p.n_ptiles = _ceil_div(p.Ho * p.Wo, p.ptile)
+    p.n_kblocks = _ceil_div(p.Kg, p.kblock)
+    p.n_tasks = x.shape[0] * p.groups * p.n_ptiles * p.n_kblocks
+    p.ws_elems = 0 if direct else p.ptile * p.Cg * p.R * p.S
+    p.hmap = <const Py_ssize_t*>cnp.PyArray_DATA(hmap)
+    p.wmap = <const Py_ssize_t*>cnp.PyArray_DATA(wmap)
+    p.ow_lo = <const Py_ssize_t*>cnp.PyArray_DATA(ow_lo)
+    p.ow_hi = <const Py_ssize_t*>cnp.PyArray_DATA(ow_hi)
+    p.x = cnp.PyArray_DATA(x)
+    p.w = cnp.PyArray_DATA(w)
+    p.out = cnp.PyArray_DATA(out)
+    if bias is None:
+        p.bias = NULL
+    else:
+        bias_arr = bias
+        p.bias = cnp.PyArray_DATA(bias_arr)
+    if x.dtype.num == cnp.NPY_FLOAT:
+        with nogil:
+            status = _run_plan(&p, <float*>p.out, num_threads, use_openmp)
+    else:
+        with nogil:
+            status = _run_plan(&p, <double*>p.out, num_threads, use_openmp)
+    if status != 0:
+        raise MemoryError("convcpu: could not allocate a per-thread im2col workspace")
+    return out

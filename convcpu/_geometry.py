@@ -1,0 +1,170 @@
+"""Every shape rule of convcpu in one place: layouts, weight formats, stride,
+dilation, padding forms, padding modes and output sizes."""
+import operator
+
+import numpy as np
+
+_DATA_FORMATS = {
+    1: {"NCL": False, "NCW": False, "NLC": True, "NWC": True},
+    2: {"NCHW": False, "NHWC": True},
+    3: {"NCDHW": False, "NDHWC": True},
+}
+_SPATIAL_LETTERS = {1: ("W",), 2: ("H", "W"), 3: ("D", "H", "W")}
+_PADDING_STRINGS = ("valid", "same", "same_lower")
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
+
+def channels_last(data_format, nspatial):
+    """True for NHWC-like layouts, False for NCHW-like ones; ValueError otherwise."""
+    formats = _DATA_FORMATS[nspatial]
+    if not isinstance(data_format, str) or data_format.upper() not in formats:
+        raise ValueError(
+            f"data_format must be one of {sorted(formats)} for a {nspatial}-D op, got {data_format!r}")
+    return formats[data_format.upper()]
+
+
+def default_weight_format(nspatial, is_channels_last):
+    """PyTorch's OI<spatial> with channels-first data, TensorFlow's <spatial>IO with channels-last."""
+    spatial = "".join(_SPATIAL_LETTERS[nspatial])
+    return spatial + "IO" if is_channels_last else "OI" + spatial
+
+
+def weight_to_oi(weight, weight_format, nspatial):
+    """View `weight` (laid out as `weight_format`) as (O, I, *kernel).
+
+    The format names each axis with O (output channels), I (input channels per
+    group) and the spatial letters (H, W; D for 3-D; W or L for 1-D): for example
+    "OIHW" (PyTorch), "HWIO" (TensorFlow), "OHWI".
+    """
+    if not isinstance(weight_format, str):
+        raise TypeError(f"weight_format must be a string, got {type(weight_format).__name__}")
+    fmt = weight_format.upper()
+    if nspatial == 1:
+        fmt = fmt.replace("L", "W")
+    wanted = ("O", "I") + _SPATIAL_LETTERS[nspatial]
+    if len(fmt) != len(wanted) or sorted(fmt) != sorted(wanted):
+        example = default_weight_format(nspatial, False)
+        raise ValueError(
+            f"weight_format {weight_format!r} must order the letters of {example!r} "
+            f"(e.g. {example!r}, {default_weight_format(nspatial, True)!r})")
+    if weight.ndim != len(wanted):
+        raise ValueError(
+            f"weight must have {len(wanted)} dimensions ({weight_format}), got shape {weight.shape}")
+    return weight.transpose([fmt.index(letter) for letter in wanted])
+
+
+def _as_int(value, name):
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an int, got bool")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int or a tuple of ints, got {value!r}") from None
+
+
+def expand(value, nspatial, name, minimum=1):
+    """An int or one int per spatial axis, each >= minimum, as a tuple."""
+    if isinstance(value, (tuple, list, np.ndarray)):
+        values = tuple(_as_int(v, name) for v in value)
+        if len(values) != nspatial:
+            raise ValueError(f"{name} must have {nspatial} entries (one per spatial axis), got {value!r}")
+    else:
+        values = (_as_int(value, name),) * nspatial
+    if any(v < minimum for v in values):
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return values
+
+
+def same_padding(size, kernel, stride, dilation, lower=False):
+    """TensorFlow / ONNX SAME: output ceil(size / stride), the odd pixel at the end
+    (SAME_UPPER) or, with lower=True, at the start (SAME_LOWER)."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    small, large = total // 2, total - total // 2
+    return (large, small) if lower else (small, large)
+
+
+def resolve_padding(padding, sizes, kernel, stride, dilation):
+    """Padding as ((before, after), ...) per spatial axis.
+
+    Accepts an int, one int per axis, one (before, after) pair per axis,
+    "valid", "same" (SAME_UPPER) or "same_lower".
+    """
+    n = len(sizes)
+    if isinstance(padding, str):
+        mode = padding.lower()
+        if mode not in _PADDING_STRINGS:
+            raise ValueError(f"padding must be an int, a tuple or one of {_PADDING_STRINGS}, got {padding!r}")
+        if mode == "valid":
+            return ((0, 0),) * n
+        return tuple(same_padding(sizes[i], kernel[i], stride[i], dilation[i], mode == "same_lower")
+                     for i in range(n))
+    if isinstance(padding, (tuple, list, np.ndarray)):
+        entries = list(padding)
+        if len(entries) != n:
+            raise ValueError(
+                f"padding must have {n} entries (an int or a (before, after) pair per spatial axis), "
+                f"got {padding!r}")
+        pairs = []
+        for entry in entries:
+            if isinstance(entry, (tuple, list, np.ndarray)):
+                if len(entry) != 2:
+                    raise ValueError(f"padding pairs must be (before, after), got {entry!r} in {padding!r}")
+                pairs.append((_as_int(entry[0], "padding"), _as_int(entry[1], "padding")))
+            else:
+                value = _as_int(entry, "padding")
+                pairs.append((value, value))
+    else:
+        value = _as_int(padding, "padding")
+        pairs = [(value, value)] * n
+    if any(p < 0 for pair in pairs for p in pair):
+        raise ValueError(f"padding must be >= 0, got {padding!r}")
+    return tuple(pairs)
+
+
+def output_size(size, kernel, stride, dilation, pad, axis_name="spatial"):
+    """floor((size + before + after - dilation*(kernel-1) - 1) / stride) + 1, which must be >= 1."""
+    span = dilation * (kernel - 1) + 1
+    padded = size + pad[0] + pad[1]
+    if padded < span:
+        raise ValueError(
+            f"the {axis_name} axis is too small: input size {size} padded by {pad} is {padded}, "
+            f"less than the dilated kernel size {span} (kernel {kernel}, dilation {dilation})")
+    return (padded - span) // stride + 1
+
+
+def index_map(size, pad, mode):
+    """For each padded coordinate, the input index it reads, or -1 for a zero.
+
+    PyTorch's padding_mode semantics: 'reflect' mirrors without repeating the
+    edge (needs pad < size), 'replicate' repeats the edge, 'circular' wraps
+    (needs pad <= size).
+    """
+    before, after = pad
+    index = np.arange(size, dtype=np.intp)
+    if mode == "zeros":
+        return np.pad(index, pad, mode="constant", constant_values=-1)
+    if mode == "reflect" and max(pad) >= size:
+        raise ValueError(
+            f"padding_mode='reflect' needs padding < input size, got padding {pad} for size {size}")
+    if mode == "circular" and max(pad) > size:
+        raise ValueError(
+            f"padding_mode='circular' needs padding <= input size, got padding {pad} for size {size}")
+    numpy_mode = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}[mode]
+    return np.pad(index, (before, after), mode=numpy_mode)
+
+
+def check_padding_mode(padding_mode):
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+
+
+def interior_range(size, kernel, stride, dilation, pad_before, out_size):
+    """For each kernel tap s, the output indices [lo, hi) whose input index
+    o*stride + s*dilation - pad_before lies inside [0, size)."""
+    taps = np.arange(kernel) * dilation - pad_before
+    lo = -((taps) // stride)  # ceil(-tap / stride)
+    hi = (size - 1 - taps) // stride + 1
+    lo = np.clip(lo, 0, out_size)
+    hi = np.clip(hi, lo, out_size)
+    return lo.astype(np.intp), hi.astype(np.intp)

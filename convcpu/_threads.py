@@ -1,0 +1,123 @@
+"""Thread count, the BLAS thread limit and fork handling.
+
+The thread count is resolved once per call here, in Python; the kernels only
+receive it.  Inside convcpu's OpenMP regions BLAS must run single-threaded
+(each OpenMP thread calls GEMM on its own tile), so every kernel call is
+wrapped in `blas_single_threaded()`.
+
+Fork: GCC's libgomp keeps its thread pool across fork(), so a child that
+enters a parallel region after its parent did hangs forever.  After a fork
+convcpu runs the child's kernels without OpenMP (serially): slower, never hung.
+"""
+import contextlib
+import os
+import threading
+
+from threadpoolctl import ThreadpoolController
+
+from convcpu import _core
+
+_lock = threading.Lock()
+_library_setting = None
+_in_forked_child = False
+_controller = None
+_blas_depth = 0
+_blas_limiter = None
+
+
+def _mark_forked_child():
+    global _in_forked_child, _lock, _blas_depth, _blas_limiter, _controller
+    _in_forked_child = True
+    # The parent's lock and counters may have been held by a thread that does
+    # not exist in the child: start afresh.
+    _lock = threading.Lock()
+    _blas_depth = 0
+    _blas_limiter = None
+    _controller = None
+
+
+os.register_at_fork(after_in_child=_mark_forked_child)
+
+
+def _available_cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+def _check_count(n, name):
+    if isinstance(n, bool) or not isinstance(n, int):
+        try:
+            import operator
+            n = operator.index(n)
+        except TypeError:
+            raise TypeError(f"{name} must be an int, got {type(n).__name__}") from None
+    if n < 1:
+        raise ValueError(f"{name} must be >= 1, got {n}")
+    return n
+
+
+def _default_threads():
+    env = os.environ.get("CONVCPU_NUM_THREADS")
+    if env:
+        try:
+            value = int(env)
+        except ValueError:
+            raise ValueError(f"CONVCPU_NUM_THREADS must be an integer >= 1, got {env!r}") from None
+        return _check_count(value, "CONVCPU_NUM_THREADS")
+    return max(1, min(_core.openmp_max_threads(), _available_cores()))
+
+
+def set_num_threads(n):
+    """Set the library-wide thread count (None restores the default:
+    CONVCPU_NUM_THREADS, else the OpenMP default capped by the usable cores)."""
+    global _library_setting
+    _library_setting = None if n is None else _check_count(n, "n")
+
+
+def get_num_threads():
+    """The thread count a call with num_threads=None uses."""
+    return _library_setting if _library_setting is not None else _default_threads()
+
+
+def resolve(num_threads):
+    """(threads, use_openmp) for one call."""
+    n = get_num_threads() if num_threads is None else _check_count(num_threads, "num_threads")
+    if _in_forked_child or not _core.HAVE_OPENMP:
+        return 1, False
+    return n, True
+
+
+def in_forked_child():
+    return _in_forked_child
+
+
+def _blas_controller():
+    """The BLAS libraries SciPy's cython_blas may run on (cached)."""
+    global _controller
+    if _controller is None:
+        _controller = ThreadpoolController().select(user_api="blas")
+    return _controller
+
+
+@contextlib.contextmanager
+def blas_single_threaded():
+    """Limit BLAS to one thread while any convcpu kernel runs.
+
+    Reference-counted so that concurrent calls from many Python threads do not
+    restore the user's setting while another call is still computing.
+    """
+    global _blas_depth, _blas_limiter
+    with _lock:
+        if _blas_depth == 0:
+            _blas_limiter = _blas_controller().limit(limits=1)
+        _blas_depth += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _blas_depth -= 1
+            if _blas_depth == 0 and _blas_limiter is not None:
+                _blas_limiter.restore_original_limits()
+                _blas_limiter = None

@@ -1,0 +1,168 @@
+"""Forward convolutions: conv1d and conv2d (cross-correlation, as in deep learning)."""
+import numpy as np
+
+from convcpu import _arrays, _core, _geometry, _threads
+
+
+def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+           data_format="NCL", weight_format=None, padding_mode="zeros", out=None,
+           num_threads=None):
+    """1-D convolution (cross-correlation), as ``torch.nn.functional.conv1d`` / ``tf.nn.conv1d``.
+
+    Parameters
+    ----------
+    x : array_like, (N, C_in, L) for "NCL"/"NCW" or (N, L, C_in) for "NLC"/"NWC";
+        an unbatched (C_in, L) / (L, C_in) input gives an unbatched output.
+    weight : array_like, (C_out, C_in/groups, K) ("OIW", the default with NCL) or
+        (K, C_in/groups, C_out) ("WIO", the default with NLC), or as `weight_format`.
+    bias : (C_out,) or None.
+    stride, dilation : int or 1-tuple, >= 1.
+    padding : int, (p,), ((before, after),), "valid", "same" or "same_lower"
+        (TensorFlow / ONNX SAME: output ceil(L / stride), odd padding at the end,
+        for any stride).
+    groups : int dividing C_in and C_out.
+    padding_mode : "zeros", "reflect", "replicate" or "circular" (PyTorch).
+    out : optional C-contiguous array of the result's exact shape and dtype.
+    num_threads : threads for this call (None: `convcpu.get_num_threads()`).
+
+    Returns
+    -------
+    numpy.ndarray, (N, C_out, L_out) or (N, L_out, C_out), float32 or float64
+    (``np.result_type`` of the inputs, at least float32).
+
+    Examples
+    --------
+    >>> import numpy as np, convcpu
+    >>> x = np.arange(5, dtype=np.float32).reshape(1, 1, 5)
+    >>> convcpu.conv1d(x, np.array([[[1, -1]]], dtype=np.float32))
+    array([[[-1., -1., -1., -1.]]], dtype=float32)
+    """
+    return _conv(1, x, weight, bias, stride, padding, dilation, groups, data_format,
+                 weight_format, padding_mode, out, num_threads)
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+           data_format="NCHW", weight_format=None, padding_mode="zeros", out=None,
+           num_threads=None):
+    """2-D convolution (cross-correlation), as ``torch.nn.functional.conv2d``,
+    ``tf.nn.conv2d`` and ONNX ``Conv``.
+
+    Parameters
+    ----------
+    x : array_like, (N, C_in, H, W) for "NCHW" or (N, H, W, C_in) for "NHWC";
+        an unbatched 3-D input gives an unbatched output.
+    weight : array_like, (C_out, C_in/groups, R, S) ("OIHW", PyTorch, the default
+        with NCHW) or (R, S, C_in/groups, C_out) ("HWIO", TensorFlow, the default
+        with NHWC); any order of those letters through `weight_format` ("OHWI", ...).
+    bias : (C_out,) or None.
+    stride, dilation : int or (sh, sw), >= 1.
+    padding : int, (ph, pw), ((top, bottom), (left, right)) (asymmetric, as ONNX
+        pads), "valid", "same" (TensorFlow / ONNX SAME_UPPER: output
+        ceil(in / stride) for any stride, odd padding at the end) or "same_lower".
+    groups : int dividing C_in and C_out.
+    padding_mode : "zeros", "reflect", "replicate" or "circular" (PyTorch).
+    out : optional C-contiguous array of the result's exact shape and dtype.
+    num_threads : threads for this call (None: `convcpu.get_num_threads()`).
+
+    Returns
+    -------
+    numpy.ndarray, (N, C_out, H_out, W_out) or (N, H_out, W_out, C_out) with
+    H_out = floor((H + top + bottom - dilation*(R-1) - 1) / stride) + 1;
+    float32 or float64 (``np.result_type`` of the inputs, at least float32).
+
+    Examples
+    --------
+    >>> import numpy as np, convcpu
+    >>> x = (np.arange(16, dtype=np.float32) * 0.1).reshape(1, 4, 4, 1)
+    >>> convcpu.conv2d(x, np.ones((3, 3, 1, 1), np.float32), padding="valid",
+    ...                data_format="NHWC")[0, :, :, 0].round(4)
+    array([[4.5, 5.4],
+           [8.1, 9. ]], dtype=float32)
+    """
+    return _conv(2, x, weight, bias, stride, padding, dilation, groups, data_format,
+                 weight_format, padding_mode, out, num_threads)
+
+
+def _conv(nspatial, x, weight, bias, stride, padding, dilation, groups, data_format,
+          weight_format, padding_mode, out, num_threads):
+    last = _geometry.channels_last(data_format, nspatial)
+    x = _arrays.as_array(x, "x")
+    weight = _arrays.as_array(weight, "weight")
+    bias = None if bias is None else _arrays.as_array(bias, "bias")
+    dtype = _arrays.compute_dtype(x, weight, bias)
+    _geometry.check_padding_mode(padding_mode)
+    threads, use_openmp = _threads.resolve(num_threads)
+
+    if x.ndim not in (nspatial + 1, nspatial + 2):
+        raise ValueError(
+            f"x must have {nspatial + 2} dimensions ({data_format}) or {nspatial + 1} (unbatched), "
+            f"got shape {x.shape}")
+    unbatched = x.ndim == nspatial + 1
+    xb = x[np.newaxis] if unbatched else x
+    channels = xb.shape[-1] if last else xb.shape[1]
+    spatial = xb.shape[1:-1] if last else xb.shape[2:]
+
+    if weight_format is None:
+        weight_format = _geometry.default_weight_format(nspatial, last)
+    w_oi = _geometry.weight_to_oi(weight, weight_format, nspatial)
+    out_channels, in_per_group = w_oi.shape[:2]
+    kernel = w_oi.shape[2:]
+    groups = _geometry.expand(groups, 1, "groups")[0]
+    if channels % groups or out_channels % groups:
+        raise ValueError(
+            f"groups={groups} must divide the input channels ({channels}) and the output "
+            f"channels ({out_channels})")
+    if in_per_group != channels // groups:
+        raise ValueError(
+            f"weight {weight.shape} ({weight_format}) has {in_per_group} input channels per group; "
+            f"x {x.shape} ({data_format}) with groups={groups} needs {channels // groups}")
+    if min(kernel, default=1) < 1:
+        raise ValueError(f"weight {weight.shape} has an empty kernel")
+    if bias is not None and bias.shape != (out_channels,):
+        raise ValueError(f"bias must have shape ({out_channels},), got {bias.shape}")
+
+    stride = _geometry.expand(stride, nspatial, "stride")
+    dilation = _geometry.expand(dilation, nspatial, "dilation")
+    pads = _geometry.resolve_padding(padding, spatial, kernel, stride, dilation)
+    names = ("height", "width") if nspatial == 2 else ("length",)
+    out_spatial = tuple(
+        _geometry.output_size(spatial[i], kernel[i], stride[i], dilation[i], pads[i], names[i])
+        for i in range(nspatial))
+    batch = xb.shape[0]
+    out_shape = ((batch,) + out_spatial + (out_channels,) if last
+                 else (batch, out_channels) + out_spatial)
+    result = _arrays.check_out(out, out_shape[1:] if unbatched else out_shape, dtype,
+                               {"x": x, "weight": weight, "bias": bias})
+    result_b = result.reshape(out_shape)
+    if result.size == 0:
+        return result
+    if in_per_group == 0:  # an empty reduction: the output is the bias
+        fill = 0 if bias is None else bias.reshape((-1,) + (() if last else (1,) * nspatial))
+        result_b[...] = fill
+        return result
+
+    # From here on a 1-D convolution is a 2-D one with a height of 1.
+    if nspatial == 1:
+        xb = xb[:, np.newaxis] if last else xb[:, :, np.newaxis]
+        w_oi = w_oi[:, :, np.newaxis]
+        spatial, kernel, out_spatial = (1,) + spatial, (1,) + kernel, (1,) + out_spatial
+        stride, dilation, pads = (1,) + stride, (1,) + dilation, ((0, 0),) + pads
+    xc = _arrays.contiguous(xb, dtype)
+    if last:  # (R*S*Cg, K): TensorFlow's HWIO flattened
+        w_packed = _arrays.contiguous(w_oi.transpose(2, 3, 1, 0), dtype).reshape(-1, out_channels)
+    else:  # (K, Cg*R*S): PyTorch's OIHW flattened
+        w_packed = _arrays.contiguous(w_oi, dtype).reshape(out_channels, -1)
+    bias_c = None if bias is None else _arrays.contiguous(bias, dtype)
+
+    (H, W), (R, S), (Ho, Wo) = spatial, kernel, out_spatial
+    hmap = _geometry.index_map(H, pads[0], padding_mode)
+    wmap = _geometry.index_map(W, pads[1], padding_mode)
+    ow_lo, ow_hi = _geometry.interior_range(W, S, stride[1], dilation[1], pads[1][0], Wo)
+    direct = R == 1 and S == 1 and stride == (1, 1) and pads == ((0, 0), (0, 0))
+    _arrays.blas_dims_ok(Ho * Wo, in_per_group * R * S, out_channels, channels)
+    dims = (channels, H, W, out_channels, R, S, Ho, Wo, stride[0], stride[1],
+            dilation[0], dilation[1], pads[1][0], groups)
+    with _threads.blas_single_threaded():
+        _core.conv_forward(xc, w_packed, bias_c, result_b, hmap, wmap, ow_lo, ow_hi, dims,
+                           last, direct, threads, use_openmp)
+    return result
