@@ -21,20 +21,29 @@ cimport numpy as cnp
 from convcpu._blas cimport floating, gemm_colmajor
 from convcpu._openmp cimport CONVCPU_OPENMP, omp_get_max_threads
 
+import os
+
 import numpy as np
 
 cnp.import_array()
 
 HAVE_OPENMP = bool(CONVCPU_OPENMP)
 
-# A tile of im2col columns is sized to stay in L2 next to the GEMM's own
-# packed panels.  Measured on the bench layers (docs/BENCHMARKS.md).
-TILE_BYTES = 256 * 1024
-MIN_TILE_PIXELS = 32
-# Enough independent tasks for batch-1 layers to spread over the cores; the
-# tiling is derived from the shape alone, never from the thread count.
-MIN_TASKS = 16
-MIN_KBLOCK = 64
+# OpenBLAS packs both operands of every GEMM call, so each task re-packs its
+# block of weights: the fewer pixel tiles, the less packing.  Tiles are
+# therefore as wide as the workspace cap allows, and parallelism comes first
+# from blocks of output channels, then from narrower pixel tiles.  The
+# workspace of a thread is one im2col tile, <= TILE_BYTES whatever the image.
+TILE_BYTES = 1024 * 1024
+MIN_TILE_PIXELS = 64
+# Enough independent tasks for batch-1 layers to spread over the machine's
+# cores (two each, for balance); every split costs GEMM efficiency (measured:
+# 8 GEMMs of an eighth of the work take 15-25% longer).  The tiling depends
+# on the shape and the machine, never on the thread count of a call, so
+# results are the same for any number of threads.
+MIN_TASKS = 2 * max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                    else (os.cpu_count() or 1))
+MIN_KBLOCK = 32
 
 
 def openmp_max_threads():
@@ -247,28 +256,28 @@ def plan_tiles(Py_ssize_t n_batch, Py_ssize_t groups, Py_ssize_t out_pixels,
                bint direct):
     """Choose (pixels per tile, output channels per block) from the shape alone.
 
-    The im2col tile (reduction x pixels) is kept near TILE_BYTES; tiles shrink
-    (not below MIN_TILE_PIXELS) and then output channels split (not below
-    MIN_KBLOCK) until there are MIN_TASKS tasks, so batch-1 layers spread over
-    the cores.  Nothing here depends on the thread count.
+    Widest pixel tile whose im2col buffer (reduction x pixels) fits TILE_BYTES;
+    then, while there are fewer than MIN_TASKS tasks, output channels split
+    into blocks of at least MIN_KBLOCK, then pixel tiles narrow down to
+    MIN_TILE_PIXELS.
     """
-    cdef Py_ssize_t ptile, kblock, tasks
+    cdef Py_ssize_t ptile, kblock, n_kblocks, base
     if direct:
         ptile = out_pixels
     else:
         ptile = TILE_BYTES // max(reduction * itemsize, 1)
         ptile = max(MIN_TILE_PIXELS, ptile - ptile % 16)
     ptile = max(1, min(ptile, out_pixels))
-    tasks = n_batch * groups * _ceil_div(out_pixels, ptile)
-    if tasks < MIN_TASKS and ptile > MIN_TILE_PIXELS:
-        want = _ceil_div(MIN_TASKS, n_batch * groups)
-        ptile = max(MIN_TILE_PIXELS, _ceil_div(out_pixels, want))
-        ptile = min(ptile, out_pixels)
-        tasks = n_batch * groups * _ceil_div(out_pixels, ptile)
-    kblock = out_per_group
-    if tasks < MIN_TASKS and out_per_group >= 2 * MIN_KBLOCK:
-        want = _ceil_div(MIN_TASKS, tasks)
-        kblock = max(MIN_KBLOCK, _ceil_div(out_per_group, want))
+    base = n_batch * groups
+    n_kblocks = 1
+    if base * _ceil_div(out_pixels, ptile) < MIN_TASKS:
+        n_kblocks = min(_ceil_div(MIN_TASKS, base * _ceil_div(out_pixels, ptile)),
+                        max(1, out_per_group // MIN_KBLOCK))
+    kblock = _ceil_div(out_per_group, n_kblocks)
+    n_kblocks = _ceil_div(out_per_group, kblock)
+    if base * n_kblocks * _ceil_div(out_pixels, ptile) < MIN_TASKS and ptile > MIN_TILE_PIXELS:
+        ptile = _ceil_div(out_pixels, _ceil_div(MIN_TASKS, base * n_kblocks))
+        ptile = min(out_pixels, max(MIN_TILE_PIXELS, ptile + (-ptile) % 16))
     return int(ptile), int(max(kblock, 1))
 
 

@@ -5,11 +5,19 @@ receive it.  Inside convcpu's OpenMP regions BLAS must run single-threaded
 (each OpenMP thread calls GEMM on its own tile), so every kernel call is
 wrapped in `blas_single_threaded()`.
 
+threadpoolctl finds the BLAS libraries, but its limits are not used for
+OpenBLAS: threadpoolctl (3.8) lets only one Python thread, the first that set
+a limit, change OpenBLAS's process-wide setting, and silently ignores the
+others, so a convcpu call from a worker thread would run a multi-threaded
+OpenBLAS inside every OpenMP thread (seen here).  convcpu calls OpenBLAS's
+own get/set functions instead, reference-counted across concurrent calls.
+
 Fork: GCC's libgomp keeps its thread pool across fork(), so a child that
 enters a parallel region after its parent did hangs forever.  After a fork
 convcpu runs the child's kernels without OpenMP (serially): slower, never hung.
 """
 import contextlib
+import ctypes
 import os
 import threading
 
@@ -93,11 +101,31 @@ def in_forked_child():
     return _in_forked_child
 
 
+def _openblas_functions(filepath):
+    """(get, set) thread-count functions of the OpenBLAS at filepath, or None."""
+    try:
+        dll = ctypes.CDLL(filepath)
+    except OSError:
+        return None
+    for prefix, suffix in (("", ""), ("scipy_", ""), ("scipy_", "64_")):
+        get = getattr(dll, f"{prefix}openblas_get_num_threads{suffix}", None)
+        set_ = getattr(dll, f"{prefix}openblas_set_num_threads{suffix}", None)
+        if get is not None and set_ is not None:
+            return get, set_
+    return None
+
+
 def _blas_controller():
-    """The BLAS libraries SciPy's cython_blas may run on (cached)."""
+    """[(get_num_threads, set_num_threads)] for each loaded BLAS (cached)."""
     global _controller
     if _controller is None:
-        _controller = ThreadpoolController().select(user_api="blas")
+        functions = []
+        for lib in ThreadpoolController().select(user_api="blas").lib_controllers:
+            found = None
+            if lib.internal_api == "openblas" and lib.info().get("threading_layer") != "openmp":
+                found = _openblas_functions(lib.filepath)
+            functions.append(found or (lib.get_num_threads, lib.set_num_threads))
+        _controller = functions
     return _controller
 
 
@@ -111,7 +139,10 @@ def blas_single_threaded():
     global _blas_depth, _blas_limiter
     with _lock:
         if _blas_depth == 0:
-            _blas_limiter = _blas_controller().limit(limits=1)
+            functions = _blas_controller()
+            _blas_limiter = [(set_, get()) for get, set_ in functions]
+            for set_, _ in _blas_limiter:
+                set_(1)
         _blas_depth += 1
     try:
         yield
@@ -119,5 +150,7 @@ def blas_single_threaded():
         with _lock:
             _blas_depth -= 1
             if _blas_depth == 0 and _blas_limiter is not None:
-                _blas_limiter.restore_original_limits()
+                for set_, original in _blas_limiter:
+                    if original is not None and original >= 1:
+                        set_(original)
                 _blas_limiter = None

@@ -1,0 +1,50 @@
+"""Side-by-side timing: every contender of a case runs in the same process,
+interleaved round by round, and is summarised by its median.  The machine is
+shared and noisy, so only ratios measured this way are trusted."""
+import statistics
+import time
+
+
+# After a call, OpenMP (libgomp), ONNX Runtime and OpenBLAS workers spin for a
+# while before sleeping (OpenBLAS's for up to ~2**28 cycles); on a 2-core
+# machine a spinning pool of one contender steals the cores of the next
+# (measured: a 2-thread sgemm just before convcpu made it 1.6x slower).  A
+# pause (not timed) before each contender's turn lets every pool go idle, so
+# each library runs in its default configuration.
+SETTLE_SECONDS = 0.15
+
+
+def interleaved(contenders, rounds=15, warmup=2, burst=3):
+    """Time each callable of {name: fn} in rounds, interleaved: in every round
+    each contender runs once untimed (its threads wake up) then `burst` timed
+    times.  Returns {name: median seconds over all timed calls}.
+    """
+    for fn in contenders.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, fn in contenders.items():
+            time.sleep(SETTLE_SECONDS)
+            fn()
+            for _ in range(burst):
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def markdown_table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def geomean(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    product = 1.0
+    for v in values:
+        product *= v
+    return product ** (1.0 / len(values))

@@ -1,0 +1,50 @@
+"""Plain NumPy references, written for clarity, not speed: the tests and the
+benchmark check the engine against these.  They share no code with it."""
+import numpy as np
+
+_NUMPY_PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge",
+                    "circular": "wrap"}
+
+
+def same_pads(size, kernel, stride, dilation, lower=False):
+    """TensorFlow SAME padding for one axis: ceil(size / stride) outputs."""
+    out = (size + stride - 1) // stride
+    total = max(0, (out - 1) * stride + dilation * (kernel - 1) + 1 - size)
+    return (total - total // 2, total // 2) if lower else (total // 2, total - total // 2)
+
+
+def conv_reference(x, w, bias=None, stride=1, pads=0, dilation=1, groups=1,
+                   padding_mode="zeros"):
+    """Direct N-D cross-correlation in float64.
+
+    x: (N, C, *spatial); w: (K, C // groups, *kernel); pads: int or one
+    (before, after) pair per spatial axis.  Returns (N, K, *out) float64.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
+    nsp = x.ndim - 2
+    stride = (stride,) * nsp if np.isscalar(stride) else tuple(stride)
+    dilation = (dilation,) * nsp if np.isscalar(dilation) else tuple(dilation)
+    pads = ((pads, pads),) * nsp if np.isscalar(pads) else tuple(tuple(p) for p in pads)
+    mode = _NUMPY_PAD_MODES[padding_mode]
+    xp = np.pad(x, ((0, 0), (0, 0)) + pads, mode=mode)
+    n, c = x.shape[:2]
+    k = w.shape[0]
+    cg, kg = c // groups, k // groups
+    kernel = w.shape[2:]
+    out_size = [(xp.shape[2 + i] - dilation[i] * (kernel[i] - 1) - 1) // stride[i] + 1
+                for i in range(nsp)]
+    out = np.zeros((n, k) + tuple(out_size))
+    for g in range(groups):
+        xg = xp[:, g * cg:(g + 1) * cg]
+        wg = w[g * kg:(g + 1) * kg]
+        for tap in np.ndindex(*kernel):
+            window = tuple(
+                slice(tap[i] * dilation[i], tap[i] * dilation[i] + (out_size[i] - 1) * stride[i] + 1,
+                      stride[i]) for i in range(nsp))
+            patch = xg[(slice(None), slice(None)) + window]
+            out[:, g * kg:(g + 1) * kg] += np.einsum("nc...,kc->nk...", patch,
+                                                     wg[(slice(None), slice(None)) + tap])
+    if bias is not None:
+        out += np.asarray(bias, dtype=np.float64).reshape((1, -1) + (1,) * nsp)
+    return out

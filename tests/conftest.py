@@ -1,0 +1,40 @@
+"""Shared helpers: tolerances, layout conversions and awkward arrays."""
+import numpy as np
+import pytest
+
+# Tolerance relative to the magnitude of the reference (float64) result.
+TOLERANCE = {np.float32: 2e-5, np.float64: 1e-12}
+
+
+def assert_close(got, expected, dtype):
+    expected = np.asarray(expected, dtype=np.float64)
+    scale = max(1.0, float(np.nanmax(np.abs(expected))) if expected.size else 1.0)
+    np.testing.assert_allclose(got.astype(np.float64), expected, rtol=0,
+                               atol=TOLERANCE[np.dtype(dtype).type] * scale * 10)
+
+
+def to_channels_last(a):
+    """(N, C, *spatial) -> (N, *spatial, C)."""
+    return np.moveaxis(a, 1, -1)
+
+
+def weight_oi_to_io_last(w):
+    """(O, I, *kernel) -> (*kernel, I, O): TensorFlow's HWIO / WIO."""
+    return np.moveaxis(np.moveaxis(w, 0, -1), 0, -2)
+
+
+def awkward_variants(a):
+    """The same values laid out awkwardly: a strided view, a transposed-copy
+    view, byte-swapped, read-only and Fortran-ordered."""
+    strided = np.empty(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)[..., ::2]
+    strided[...] = a
+    swapped = a.astype(a.dtype.newbyteorder())
+    readonly = a.copy()
+    readonly.flags.writeable = False
+    return {"strided": strided, "byteswapped": swapped, "readonly": readonly,
+            "fortran": np.asfortranarray(a)}
+
+
+def optional(module):
+    """Import an oracle or skip the test cleanly."""
+    return pytest.importorskip(module)
