@@ -77,7 +77,7 @@ def _extensions():
     return [
         Extension(
             name,
-            [name.replace(".", os.sep) + ".pyx"],
+            [os.path.join("src", name.replace(".", os.sep) + ".pyx")],
             include_dirs=[numpy.get_include()],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
         )
@@ -86,7 +86,7 @@ def _extensions():
 
 
 setup(
-    ext_modules=cythonize(_extensions(), compiler_directives=DIRECTIVES,
+    ext_modules=cythonize(_extensions(), compiler_directives=DIRECTIVES, include_path=["src"],
                           quiet=True, nthreads=0 if sys.platform == "win32" else 2),
     cmdclass={"build_ext": BuildExt},
 )

@@ -256,29 +256,42 @@ def plan_tiles(Py_ssize_t n_batch, Py_ssize_t groups, Py_ssize_t out_pixels,
                bint direct):
     """Choose (pixels per tile, output channels per block) from the shape alone.
 
-    Widest pixel tile whose im2col buffer (reduction x pixels) fits TILE_BYTES;
-    then, while there are fewer than MIN_TASKS tasks, output channels split
-    into blocks of at least MIN_KBLOCK, then pixel tiles narrow down to
-    MIN_TILE_PIXELS.
+    Start from the widest pixel tile whose im2col buffer (reduction x pixels)
+    fits TILE_BYTES (direct 1x1: the whole image).  While there are fewer than
+    MIN_TASKS tasks, split further the dimension that is cheaper to re-pack:
+    one more pixel tile re-packs the weight block, one more channel block
+    re-packs the pixel tile.  Finally round the task count up to a multiple of
+    MIN_TASKS (while it is small) so that the threads get equal shares.
     """
-    cdef Py_ssize_t ptile, kblock, n_kblocks, base
+    cdef Py_ssize_t base = n_batch * groups
+    cdef Py_ssize_t n_ptiles, n_kblocks = 1, ptile
     if direct:
         ptile = out_pixels
     else:
         ptile = TILE_BYTES // max(reduction * itemsize, 1)
         ptile = max(MIN_TILE_PIXELS, ptile - ptile % 16)
-    ptile = max(1, min(ptile, out_pixels))
-    base = n_batch * groups
-    n_kblocks = 1
-    if base * _ceil_div(out_pixels, ptile) < MIN_TASKS:
-        n_kblocks = min(_ceil_div(MIN_TASKS, base * _ceil_div(out_pixels, ptile)),
-                        max(1, out_per_group // MIN_KBLOCK))
-    kblock = _ceil_div(out_per_group, n_kblocks)
-    n_kblocks = _ceil_div(out_per_group, kblock)
-    if base * n_kblocks * _ceil_div(out_pixels, ptile) < MIN_TASKS and ptile > MIN_TILE_PIXELS:
-        ptile = _ceil_div(out_pixels, _ceil_div(MIN_TASKS, base * n_kblocks))
-        ptile = min(out_pixels, max(MIN_TILE_PIXELS, ptile + (-ptile) % 16))
-    return int(ptile), int(max(kblock, 1))
+    n_ptiles = _ceil_div(out_pixels, max(1, min(ptile, out_pixels)))
+
+    def split_once():
+        nonlocal n_ptiles, n_kblocks
+        can_p = _ceil_div(out_pixels, n_ptiles + 1) >= MIN_TILE_PIXELS
+        can_k = _ceil_div(out_per_group, n_kblocks + 1) >= MIN_KBLOCK
+        if can_p and (not can_k or _ceil_div(out_per_group, n_kblocks)
+                      <= _ceil_div(out_pixels, n_ptiles)):
+            n_ptiles += 1
+        elif can_k:
+            n_kblocks += 1
+        else:
+            return False
+        return True
+
+    while base * n_ptiles * n_kblocks < MIN_TASKS and split_once():
+        pass
+    while (base * n_ptiles * n_kblocks) % MIN_TASKS and \
+            base * n_ptiles * n_kblocks < 8 * MIN_TASKS and split_once():
+        pass
+    return (int(_ceil_div(out_pixels, n_ptiles)),
+            int(max(1, _ceil_div(out_per_group, n_kblocks))))
 
 
 def conv_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
