@@ -329,3 +329,19 @@ def test_matches_tensorflow_conv1d_same(stride):
     expected = tf.nn.conv1d(x, w, stride=stride, padding="SAME").numpy()
     got = convcpu.conv1d(x, w, stride=stride, padding="same", data_format="NWC")
     assert_close(got, expected, np.float32)
+
+
+@pytest.mark.parametrize("kernel", [(1, 1), (3, 3)])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["NCHW", "NHWC"])
+def test_small_images_large_batch(kernel, channels_last):
+    """Several whole samples share a tile (and the last tile has fewer)."""
+    rng = np.random.default_rng(15)
+    x = rng.standard_normal((7, 40, 5, 3)).astype(np.float32)
+    w = rng.standard_normal((72, 40) + kernel).astype(np.float32)
+    b = rng.standard_normal(72).astype(np.float32)
+    geometry = (7, 40, 72, (5, 3), kernel, (1, 1), 0, (1, 1), 1)
+    expected = conv_reference(x, w, b)
+    results = [_run(convcpu.conv2d, x, w, b, geometry, channels_last, threads)
+               for threads in (1, 2)]
+    assert_close(results[0], expected, np.float32)
+    np.testing.assert_array_equal(results[0], results[1])

@@ -55,7 +55,8 @@ cdef struct ConvPlan:
     Py_ssize_t C, H, W, K, R, S, Ho, Wo
     Py_ssize_t sh, sw, dh, dw, pad_left
     Py_ssize_t groups, Cg, Kg
-    Py_ssize_t ptile, kblock, n_ptiles, n_kblocks, n_tasks, ws_elems
+    Py_ssize_t N, spt, n_sgroups
+    Py_ssize_t ptile, kblock, n_ptiles, n_kblocks, n_tasks, ws_elems, out_elems
     bint channels_last, direct
     const Py_ssize_t* hmap
     const Py_ssize_t* wmap
@@ -82,9 +83,10 @@ cdef inline Py_ssize_t _max(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
 
 
 cdef void _im2col_nchw(const ConvPlan* p, const floating* xg, Py_ssize_t p0,
-                       Py_ssize_t npix, floating* col) noexcept nogil:
-    """col[(c*R + r)*S + s, j] = x_pad[c, oh*sh + r*dh, ow*sw + s*dw] for the
-    output pixels p0 .. p0+npix-1 (row-major over (oh, ow)); xg is x[n, group]."""
+                       Py_ssize_t npix, floating* col, Py_ssize_t ld) noexcept nogil:
+    """col[(c*R + r)*S + s, j] (rows ld apart) = x_pad[c, oh*sh + r*dh, ow*sw + s*dw]
+    for the output pixels p0 .. p0+npix-1 (row-major over (oh, ow)); xg is
+    x[n, group]."""
     cdef Py_ssize_t HW = p.H * p.W
     cdef Py_ssize_t c, r, s, j, a, b, oh, hs, wsrc, ow, lo, hi, off
     cdef floating* dst
@@ -92,7 +94,7 @@ cdef void _im2col_nchw(const ConvPlan* p, const floating* xg, Py_ssize_t p0,
     for c in range(p.Cg):
         for r in range(p.R):
             for s in range(p.S):
-                dst = col + ((c * p.R + r) * p.S + s) * npix
+                dst = col + ((c * p.R + r) * p.S + s) * ld
                 off = s * p.dw - p.pad_left
                 oh = p0 // p.Wo
                 a = p0 - oh * p.Wo
@@ -157,16 +159,21 @@ cdef void _im2col_nhwc(const ConvPlan* p, const floating* xn, Py_ssize_t cbase,
                 dst += p.Cg
 
 
-cdef void _run_task(const ConvPlan* p, Py_ssize_t t, floating* ws,
+cdef void _run_task(const ConvPlan* p, Py_ssize_t t, floating* ws, floating* out_tile,
                     Py_ssize_t* last_tile) noexcept nogil:
+    """One task: samples n0 .. n0+nsamp-1 (a group of whole samples, or one
+    sample), output pixels p0 .. p0+npix-1 of each, output channels k0 .. k0+kn-1
+    of group g."""
     cdef Py_ssize_t kb = t % p.n_kblocks
     cdef Py_ssize_t tile = t // p.n_kblocks
     cdef Py_ssize_t pt = tile % p.n_ptiles
     cdef Py_ssize_t g = (tile // p.n_ptiles) % p.groups
-    cdef Py_ssize_t n = tile // (p.n_ptiles * p.groups)
+    cdef Py_ssize_t n0 = (tile // (p.n_ptiles * p.groups)) * p.spt
+    cdef Py_ssize_t nsamp = _min(p.spt, p.N - n0)
     cdef Py_ssize_t HoWo = p.Ho * p.Wo
     cdef Py_ssize_t p0 = pt * p.ptile
     cdef Py_ssize_t npix = _min(p.ptile, HoWo - p0)
+    cdef Py_ssize_t cols = nsamp * npix
     cdef Py_ssize_t k0 = g * p.Kg + kb * p.kblock
     cdef Py_ssize_t kn = _min(p.kblock, p.Kg - kb * p.kblock)
     cdef Py_ssize_t crs = p.Cg * p.R * p.S
@@ -175,44 +182,59 @@ cdef void _run_task(const ConvPlan* p, Py_ssize_t t, floating* ws,
     cdef const floating* bias = <const floating*>p.bias
     cdef floating* out = <floating*>p.out
     cdef const floating* b
-    cdef Py_ssize_t ldb, j, kk
+    cdef Py_ssize_t ldb, ldc, j, kk, s
     cdef floating* c
     cdef floating v
     if not p.channels_last:
-        x = x + (n * p.C + g * p.Cg) * p.H * p.W
-        if p.direct:
-            b = x + p0
+        if p.direct:  # one sample per task (plan_tiles)
+            b = x + (n0 * p.C + g * p.Cg) * HoWo + p0
             ldb = HoWo
         else:
             if last_tile[0] != tile:
-                _im2col_nchw(p, x, p0, npix, ws)
+                for s in range(nsamp):
+                    _im2col_nchw(p, x + ((n0 + s) * p.C + g * p.Cg) * p.H * p.W, p0, npix,
+                                 ws + s * npix, cols)
                 last_tile[0] = tile
             b = ws
-            ldb = npix
-        c = out + (n * p.K + k0) * HoWo + p0
+            ldb = cols
+        # One sample: straight into out (rows HoWo apart); several: into the
+        # thread's tile, then each sample's rows are copied out.
+        if nsamp == 1:
+            c = out + (n0 * p.K + k0) * HoWo + p0
+            ldc = HoWo
+        else:
+            c = out_tile
+            ldc = cols
         for kk in range(kn):
             v = bias[k0 + kk] if bias != NULL else 0
-            for j in range(npix):
-                c[kk * HoWo + j] = v
-        gemm_colmajor(npix, kn, crs, b, ldb, w + k0 * crs, crs, 1, c, HoWo)
+            for j in range(cols):
+                c[kk * ldc + j] = v
+        gemm_colmajor(cols, kn, crs, b, ldb, w + k0 * crs, crs, 1, c, ldc)
+        if nsamp > 1:
+            for s in range(nsamp):
+                for kk in range(kn):
+                    memcpy(out + ((n0 + s) * p.K + k0 + kk) * HoWo + p0,
+                           out_tile + kk * cols + s * npix, npix * sizeof(floating))
     else:
-        x = x + n * p.H * p.W * p.C
+        # Several samples are whole images: their rows follow each other.
         if p.direct:
-            b = x + p0 * p.C + g * p.Cg
+            b = x + (n0 * HoWo + p0) * p.C + g * p.Cg
             ldb = p.C
         else:
             if last_tile[0] != tile:
-                _im2col_nhwc(p, x, g * p.Cg, p0, npix, ws)
+                for s in range(nsamp):
+                    _im2col_nhwc(p, x + (n0 + s) * p.H * p.W * p.C, g * p.Cg, p0, npix,
+                                 ws + s * npix * crs)
                 last_tile[0] = tile
             b = ws
             ldb = crs
-        c = out + (n * HoWo + p0) * p.K + k0
-        for j in range(npix):
+        c = out + (n0 * HoWo + p0) * p.K + k0
+        for j in range(cols):
             if bias != NULL:
                 memcpy(c + j * p.K, bias + k0, kn * sizeof(floating))
             else:
                 memset(c + j * p.K, 0, kn * sizeof(floating))
-        gemm_colmajor(kn, npix, crs, w + k0, p.K, b, ldb, 1, c, p.K)
+        gemm_colmajor(kn, cols, crs, w + k0, p.K, b, ldb, 1, c, p.K)
 
 
 cdef int _run_plan(const ConvPlan* p, floating* out, int num_threads,
@@ -223,75 +245,93 @@ cdef int _run_plan(const ConvPlan* p, floating* out, int num_threads,
     cdef int* failed_flag = &failed
     cdef Py_ssize_t t
     cdef floating* ws = NULL
+    cdef floating* out_tile = NULL
     cdef Py_ssize_t* last_tile = NULL
     cdef Py_ssize_t last
     cdef size_t ws_bytes = _max(p.ws_elems, 1)
+    cdef size_t out_tile_bytes = _max(p.out_elems, 1)
     ws_bytes *= sizeof(ws[0])
+    out_tile_bytes *= sizeof(ws[0])
     if use_openmp and num_threads > 1 and p.n_tasks > 1:
         with parallel(num_threads=num_threads):
             ws = <floating*>malloc(ws_bytes)
+            out_tile = <floating*>malloc(out_tile_bytes)
             last_tile = <Py_ssize_t*>malloc(sizeof(Py_ssize_t))
-            if ws == NULL or last_tile == NULL:
+            if ws == NULL or out_tile == NULL or last_tile == NULL:
                 failed_flag[0] = 1
             else:
                 last_tile[0] = -1
             for t in prange(p.n_tasks, schedule='dynamic'):
-                if ws != NULL and last_tile != NULL:
-                    _run_task(p, t, ws, last_tile)
+                if ws != NULL and out_tile != NULL and last_tile != NULL:
+                    _run_task(p, t, ws, out_tile, last_tile)
             free(ws)
+            free(out_tile)
             free(last_tile)
     else:
         ws = <floating*>malloc(ws_bytes)
-        if ws == NULL:
+        out_tile = <floating*>malloc(out_tile_bytes)
+        if ws == NULL or out_tile == NULL:
+            free(ws)
+            free(out_tile)
             return -1
         last = -1
         for t in range(p.n_tasks):
-            _run_task(p, t, ws, &last)
+            _run_task(p, t, ws, out_tile, &last)
         free(ws)
+        free(out_tile)
     return -1 if failed else 0
 
 
 def plan_tiles(Py_ssize_t n_batch, Py_ssize_t groups, Py_ssize_t out_pixels,
                Py_ssize_t out_per_group, Py_ssize_t reduction, Py_ssize_t itemsize,
-               bint direct):
-    """Choose (pixels per tile, output channels per block) from the shape alone.
+               bint direct, bint channels_last):
+    """Choose the tiling from the shape alone.
 
-    Start from the widest pixel tile whose im2col buffer (reduction x pixels)
-    fits TILE_BYTES (direct 1x1: the whole image).  While there are fewer than
-    MIN_TASKS tasks, split further the dimension that is cheaper to re-pack:
-    one more pixel tile re-packs the weight block, one more channel block
-    re-packs the pixel tile.  Finally round the task count up to a multiple of
+    Returns (samples per tile, pixels per tile, output channels per block,
+    direct).  A tile's im2col buffer (reduction x pixels) fits TILE_BYTES
+    (direct 1x1: a whole image); small images are gathered several whole
+    samples to a tile.  While there are fewer than MIN_TASKS tasks, split
+    further the dimension that is cheaper to re-pack: one more pixel tile (or
+    sample group) re-packs the weight block, one more channel block re-packs
+    the pixel tile.  Finally round the task count up to a multiple of
     MIN_TASKS (while it is small) so that the threads get equal shares.
     """
-    cdef Py_ssize_t base = n_batch * groups
-    cdef Py_ssize_t n_ptiles, n_kblocks = 1, ptile
-    if direct:
-        ptile = out_pixels
-    else:
-        ptile = TILE_BYTES // max(reduction * itemsize, 1)
-        ptile = max(MIN_TILE_PIXELS, ptile - ptile % 16)
-    n_ptiles = _ceil_div(out_pixels, max(1, min(ptile, out_pixels)))
+    cdef Py_ssize_t budget = TILE_BYTES // max(reduction * itemsize, 1)
+    cdef Py_ssize_t spt = 1, n_ptiles, n_kblocks = 1, ptile
+    budget = max(MIN_TILE_PIXELS, budget - budget % 16)
+    if n_batch > 1 and 2 * out_pixels <= budget:
+        spt = min(n_batch, budget // out_pixels)
+        # NCHW samples are not one strided matrix: gather them (a 1x1 im2col
+        # is a copy) rather than GEMM on the input.
+        direct = direct and channels_last
+    ptile = out_pixels if (direct or spt > 1) else min(budget, out_pixels)
+    n_ptiles = _ceil_div(out_pixels, ptile)
+
+    def tasks():
+        return _ceil_div(n_batch, spt) * groups * n_ptiles * n_kblocks
 
     def split_once():
-        nonlocal n_ptiles, n_kblocks
-        can_p = _ceil_div(out_pixels, n_ptiles + 1) >= MIN_TILE_PIXELS
+        nonlocal spt, n_ptiles, n_kblocks
+        pixels = spt * _ceil_div(out_pixels, n_ptiles)
+        can_p = spt > 1 or _ceil_div(out_pixels, n_ptiles + 1) >= MIN_TILE_PIXELS
         can_k = _ceil_div(out_per_group, n_kblocks + 1) >= MIN_KBLOCK
-        if can_p and (not can_k or _ceil_div(out_per_group, n_kblocks)
-                      <= _ceil_div(out_pixels, n_ptiles)):
-            n_ptiles += 1
+        if can_p and (not can_k or _ceil_div(out_per_group, n_kblocks) <= pixels):
+            if spt > 1:
+                spt = _ceil_div(n_batch, _ceil_div(n_batch, spt) + 1)
+            else:
+                n_ptiles += 1
         elif can_k:
             n_kblocks += 1
         else:
             return False
         return True
 
-    while base * n_ptiles * n_kblocks < MIN_TASKS and split_once():
+    while tasks() < MIN_TASKS and split_once():
         pass
-    while (base * n_ptiles * n_kblocks) % MIN_TASKS and \
-            base * n_ptiles * n_kblocks < 8 * MIN_TASKS and split_once():
+    while tasks() % MIN_TASKS and tasks() < 8 * MIN_TASKS and split_once():
         pass
-    return (int(_ceil_div(out_pixels, n_ptiles)),
-            int(max(1, _ceil_div(out_per_group, n_kblocks))))
+    return (int(spt), int(_ceil_div(out_pixels, n_ptiles)),
+            int(max(1, _ceil_div(out_per_group, n_kblocks))), bool(direct))
 
 
 def conv_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
@@ -314,15 +354,19 @@ def conv_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
     p.Cg = p.C // p.groups
     p.Kg = p.K // p.groups
     p.channels_last = channels_last
+    p.N = x.shape[0]
+    spt, ptile, kblock, direct = plan_tiles(p.N, p.groups, p.Ho * p.Wo, p.Kg,
+                                            p.Cg * p.R * p.S, x.itemsize, direct, channels_last)
     p.direct = direct
-    ptile, kblock = plan_tiles(x.shape[0], p.groups, p.Ho * p.Wo, p.Kg,
-                               p.Cg * p.R * p.S, x.itemsize, direct)
+    p.spt = spt
     p.ptile = ptile
     p.kblock = kblock
+    p.n_sgroups = _ceil_div(p.N, p.spt)
     p.n_ptiles = _ceil_div(p.Ho * p.Wo, p.ptile)
     p.n_kblocks = _ceil_div(p.Kg, p.kblock)
-    p.n_tasks = x.shape[0] * p.groups * p.n_ptiles * p.n_kblocks
-    p.ws_elems = 0 if direct else p.ptile * p.Cg * p.R * p.S
+    p.n_tasks = p.n_sgroups * p.groups * p.n_ptiles * p.n_kblocks
+    p.ws_elems = 0 if direct else p.spt * p.ptile * p.Cg * p.R * p.S
+    p.out_elems = p.spt * p.ptile * p.kblock if (p.spt > 1 and not channels_last) else 0
     p.hmap = <const Py_ssize_t*>cnp.PyArray_DATA(hmap)
     p.wmap = <const Py_ssize_t*>cnp.PyArray_DATA(wmap)
     p.ow_lo = <const Py_ssize_t*>cnp.PyArray_DATA(ow_lo)
