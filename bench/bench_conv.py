@@ -80,6 +80,8 @@ def main(argv=None):
     parser.add_argument("--only", default=None, help="substring of the layer names to run")
     args = parser.parse_args(argv)
     rows, ratios = [], []
+    import scipy.linalg  # noqa: F401 - load SciPy's BLAS so that it is listed
+    print(harness.environment_line(args.threads), flush=True)
     with threadpool_limits(limits=args.threads, user_api="blas"):
         for layer in LAYERS:
             if args.only and args.only not in layer[0]:

@@ -48,3 +48,16 @@ def geomean(values):
     for v in values:
         product *= v
     return product ** (1.0 / len(values))
+
+
+def environment_line(threads):
+    """One line naming what the figures were measured on."""
+    import os
+    import platform
+
+    import threadpoolctl
+    blas = [f"{lib['internal_api']} {lib.get('version')} ({lib.get('architecture')})"
+            for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
+    coretype = os.environ.get("OPENBLAS_CORETYPE", "unset")
+    return (f"{platform.machine()}, {os.cpu_count()} cores, {threads} threads; BLAS: "
+            f"{'; '.join(blas)}; OPENBLAS_CORETYPE={coretype}")

@@ -34,7 +34,10 @@ HAVE_OPENMP = bool(CONVCPU_OPENMP)
 # therefore as wide as the workspace cap allows, and parallelism comes first
 # from blocks of output channels, then from narrower pixel tiles.  The
 # workspace of a thread is one im2col tile, <= TILE_BYTES whatever the image.
-TILE_BYTES = 1024 * 1024
+# 2 MB (beyond L2, within L3) measured best: a 1 MB tile re-packed the weights
+# of the dilated 256->256 @28 layer often enough to cost 15%; 4-8 MB gained
+# nothing more (docs/BENCHMARKS.md).
+TILE_BYTES = 2 * 1024 * 1024
 MIN_TILE_PIXELS = 64
 # Enough independent tasks for batch-1 layers to spread over the machine's
 # cores (two each, for balance); every split costs GEMM efficiency (measured:
