@@ -168,3 +168,41 @@ def interior_range(size, kernel, stride, dilation, pad_before, out_size):
     lo = np.clip(lo, 0, out_size)
     hi = np.clip(hi, lo, out_size)
     return lo.astype(np.intp), hi.astype(np.intp)
+
+
+class Window:
+    """The sliding window of a 1-D or 2-D op, resolved once: padding pairs,
+    output sizes and the index tables the kernels read.  A 1-D window is held
+    as a 2-D one of height 1 (kernel height 1, no vertical padding)."""
+
+    def __init__(self, spatial, kernel, stride, dilation, padding, padding_mode="zeros"):
+        nspatial = len(spatial)
+        check_padding_mode(padding_mode)
+        self.stride = expand(stride, nspatial, "stride")
+        self.dilation = expand(dilation, nspatial, "dilation")
+        self.pads = resolve_padding(padding, spatial, kernel, self.stride, self.dilation)
+        names = ("height", "width") if nspatial == 2 else ("length",)
+        self.out_spatial = tuple(
+            output_size(spatial[i], kernel[i], self.stride[i], self.dilation[i], self.pads[i],
+                        names[i]) for i in range(nspatial))
+        lift = (lambda t, one: (one,) + tuple(t)) if nspatial == 1 else (lambda t, one: tuple(t))
+        (self.H, self.W), (self.R, self.S) = lift(spatial, 1), lift(kernel, 1)
+        (self.Ho, self.Wo) = lift(self.out_spatial, 1)
+        stride2, dilation2 = lift(self.stride, 1), lift(self.dilation, 1)
+        pads2 = lift(self.pads, (0, 0))
+        self.hmap = index_map(self.H, pads2[0], padding_mode)
+        self.wmap = index_map(self.W, pads2[1], padding_mode)
+        self.ow_lo, self.ow_hi = interior_range(self.W, self.S, stride2[1], dilation2[1],
+                                                pads2[1][0], self.Wo)
+        self.unpadded_1x1 = (self.R == self.S == 1 and stride2 == (1, 1)
+                             and pads2 == ((0, 0), (0, 0)))
+        self._strides2, self._dilations2, self._pad_left = stride2, dilation2, pads2[1][0]
+
+    def dims(self, channels, out_channels, groups=1):
+        """The geometry tuple the _core kernels take."""
+        return (channels, self.H, self.W, out_channels, self.R, self.S, self.Ho, self.Wo,
+                self._strides2[0], self._strides2[1], self._dilations2[0], self._dilations2[1],
+                self._pad_left, groups)
+
+    def tables(self):
+        return self.hmap, self.wmap, self.ow_lo, self.ow_hi

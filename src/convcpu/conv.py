@@ -90,7 +90,6 @@ def _conv(nspatial, x, weight, bias, stride, padding, dilation, groups, data_for
     weight = _arrays.as_array(weight, "weight")
     bias = None if bias is None else _arrays.as_array(bias, "bias")
     dtype = _arrays.compute_dtype(x, weight, bias)
-    _geometry.check_padding_mode(padding_mode)
     threads, use_openmp = _threads.resolve(num_threads)
 
     if x.ndim not in (nspatial + 1, nspatial + 2):
@@ -121,13 +120,8 @@ def _conv(nspatial, x, weight, bias, stride, padding, dilation, groups, data_for
     if bias is not None and bias.shape != (out_channels,):
         raise ValueError(f"bias must have shape ({out_channels},), got {bias.shape}")
 
-    stride = _geometry.expand(stride, nspatial, "stride")
-    dilation = _geometry.expand(dilation, nspatial, "dilation")
-    pads = _geometry.resolve_padding(padding, spatial, kernel, stride, dilation)
-    names = ("height", "width") if nspatial == 2 else ("length",)
-    out_spatial = tuple(
-        _geometry.output_size(spatial[i], kernel[i], stride[i], dilation[i], pads[i], names[i])
-        for i in range(nspatial))
+    window = _geometry.Window(spatial, kernel, stride, dilation, padding, padding_mode)
+    out_spatial = window.out_spatial
     batch = xb.shape[0]
     out_shape = ((batch,) + out_spatial + (out_channels,) if last
                  else (batch, out_channels) + out_spatial)
@@ -145,24 +139,16 @@ def _conv(nspatial, x, weight, bias, stride, padding, dilation, groups, data_for
     if nspatial == 1:
         xb = xb[:, np.newaxis] if last else xb[:, :, np.newaxis]
         w_oi = w_oi[:, :, np.newaxis]
-        spatial, kernel, out_spatial = (1,) + spatial, (1,) + kernel, (1,) + out_spatial
-        stride, dilation, pads = (1,) + stride, (1,) + dilation, ((0, 0),) + pads
     xc = _arrays.contiguous(xb, dtype)
     if last:  # (R*S*Cg, K): TensorFlow's HWIO flattened
         w_packed = _arrays.contiguous(w_oi.transpose(2, 3, 1, 0), dtype).reshape(-1, out_channels)
     else:  # (K, Cg*R*S): PyTorch's OIHW flattened
         w_packed = _arrays.contiguous(w_oi, dtype).reshape(out_channels, -1)
     bias_c = None if bias is None else _arrays.contiguous(bias, dtype)
-
-    (H, W), (R, S), (Ho, Wo) = spatial, kernel, out_spatial
-    hmap = _geometry.index_map(H, pads[0], padding_mode)
-    wmap = _geometry.index_map(W, pads[1], padding_mode)
-    ow_lo, ow_hi = _geometry.interior_range(W, S, stride[1], dilation[1], pads[1][0], Wo)
-    direct = R == 1 and S == 1 and stride == (1, 1) and pads == ((0, 0), (0, 0))
-    _arrays.blas_dims_ok(Ho * Wo, in_per_group * R * S, out_channels, channels)
-    dims = (channels, H, W, out_channels, R, S, Ho, Wo, stride[0], stride[1],
-            dilation[0], dilation[1], pads[1][0], groups)
+    _arrays.blas_dims_ok(window.Ho * window.Wo, w_packed.size // out_channels, out_channels,
+                         channels)
     with _threads.blas_single_threaded():
-        _core.conv_forward(xc, w_packed, bias_c, result_b, hmap, wmap, ow_lo, ow_hi, dims,
-                           last, direct, threads, use_openmp)
+        _core.conv_forward(xc, w_packed, bias_c, result_b, *window.tables(),
+                           window.dims(channels, out_channels, groups), last,
+                           window.unpadded_1x1, threads, use_openmp)
     return result
