@@ -44,6 +44,8 @@ MIN_TILE_PIXELS = 64
 # 8 GEMMs of an eighth of the work take 15-25% longer).  The tiling depends
 # on the shape and the machine, never on the thread count of a call, so
 # results are the same for any number of threads.
+# im2col written straight into the returned array: a task is ~this much output.
+PATCH_TILE_BYTES = 256 * 1024
 MIN_TASKS = 2 * max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                     else (os.cpu_count() or 1))
 MIN_KBLOCK = 32
@@ -54,7 +56,14 @@ def openmp_max_threads():
     return omp_get_max_threads()
 
 
+cdef enum TaskKind:
+    CONV = 0      # tiled im2col + GEMM convolution
+    PATCHES = 1   # im2col straight into the returned array
+    LOCAL = 2     # locally connected: one GEMM per output position
+
+
 cdef struct ConvPlan:
+    TaskKind kind
     Py_ssize_t C, H, W, K, R, S, Ho, Wo
     Py_ssize_t sh, sw, dh, dw, pad_left
     Py_ssize_t groups, Cg, Kg
@@ -240,6 +249,70 @@ cdef void _run_task(const ConvPlan* p, Py_ssize_t t, floating* ws, floating* out
         gemm_colmajor(kn, cols, crs, w + k0, p.K, b, ldb, 1, c, p.K)
 
 
+cdef void _patches_task(const ConvPlan* p, Py_ssize_t t, floating* out) noexcept nogil:
+    """Patches of sample t // n_ptiles, pixel tile t % n_ptiles, into out:
+    NCHW (N, C*R*S, Ho*Wo) rows (c, r, s); NHWC (N, Ho*Wo, R*S*C) columns (r, s, c)."""
+    cdef Py_ssize_t n = t // p.n_ptiles
+    cdef Py_ssize_t HoWo = p.Ho * p.Wo
+    cdef Py_ssize_t p0 = (t % p.n_ptiles) * p.ptile
+    cdef Py_ssize_t npix = _min(p.ptile, HoWo - p0)
+    cdef Py_ssize_t crs = p.C * p.R * p.S
+    cdef const floating* x = <const floating*>p.x
+    if p.channels_last:
+        _im2col_nhwc(p, x + n * p.H * p.W * p.C, 0, p0, npix, out + (n * HoWo + p0) * crs)
+    else:
+        _im2col_nchw(p, x + n * p.C * p.H * p.W, p0, npix, out + n * crs * HoWo + p0, HoWo)
+
+
+cdef void _local_task(const ConvPlan* p, Py_ssize_t t, floating* ws,
+                      floating* out_tile) noexcept nogil:
+    """Locally connected layer at output position t // n_sgroups for the samples
+    of block t % n_sgroups: their patches (one row each, Keras order) @ the
+    position's own (C*R*S, K) weights, plus its bias (pre-expanded to (Ho*Wo, K))."""
+    cdef Py_ssize_t pos = t // p.n_sgroups
+    cdef Py_ssize_t n0 = (t % p.n_sgroups) * p.spt
+    cdef Py_ssize_t nsamp = _min(p.spt, p.N - n0)
+    cdef Py_ssize_t HoWo = p.Ho * p.Wo
+    cdef Py_ssize_t crs = p.C * p.R * p.S
+    cdef const floating* x = <const floating*>p.x
+    cdef const floating* bias = <const floating*>p.bias
+    cdef floating* out = <floating*>p.out
+    cdef floating* c
+    cdef Py_ssize_t s, k, ldc
+    for s in range(nsamp):
+        if p.channels_last:
+            _im2col_nhwc(p, x + (n0 + s) * p.H * p.W * p.C, 0, pos, 1, ws + s * crs)
+        else:
+            _im2col_nchw(p, x + (n0 + s) * p.C * p.H * p.W, pos, 1, ws + s * crs, 1)
+    if p.channels_last:
+        c = out + (n0 * HoWo + pos) * p.K
+        ldc = HoWo * p.K
+    else:
+        c = out_tile
+        ldc = p.K
+    for s in range(nsamp):
+        if bias != NULL:
+            memcpy(c + s * ldc, bias + pos * p.K, p.K * sizeof(floating))
+        else:
+            memset(c + s * ldc, 0, p.K * sizeof(floating))
+    gemm_colmajor(p.K, nsamp, crs, <const floating*>p.w + pos * crs * p.K, p.K,
+                  ws, crs, 1, c, ldc)
+    if not p.channels_last:
+        for s in range(nsamp):
+            for k in range(p.K):
+                out[((n0 + s) * p.K + k) * HoWo + pos] = out_tile[s * p.K + k]
+
+
+cdef inline void _dispatch(const ConvPlan* p, Py_ssize_t t, floating* ws, floating* out_tile,
+                           Py_ssize_t* last_tile) noexcept nogil:
+    if p.kind == CONV:
+        _run_task(p, t, ws, out_tile, last_tile)
+    elif p.kind == PATCHES:
+        _patches_task(p, t, <floating*>p.out)
+    else:
+        _local_task(p, t, ws, out_tile)
+
+
 cdef int _run_plan(const ConvPlan* p, floating* out, int num_threads,
                    bint use_openmp) noexcept nogil:
     """Run every task of p (out is p.out, typed); 0 on success, -1 when a
@@ -266,7 +339,7 @@ cdef int _run_plan(const ConvPlan* p, floating* out, int num_threads,
                 last_tile[0] = -1
             for t in prange(p.n_tasks, schedule='dynamic'):
                 if ws != NULL and out_tile != NULL and last_tile != NULL:
-                    _run_task(p, t, ws, out_tile, last_tile)
+                    _dispatch(p, t, ws, out_tile, last_tile)
             free(ws)
             free(out_tile)
             free(last_tile)
@@ -279,10 +352,32 @@ cdef int _run_plan(const ConvPlan* p, floating* out, int num_threads,
             return -1
         last = -1
         for t in range(p.n_tasks):
-            _run_task(p, t, ws, out_tile, &last)
+            _dispatch(p, t, ws, out_tile, &last)
         free(ws)
         free(out_tile)
     return -1 if failed else 0
+
+
+cdef void _set_window(ConvPlan* p, cnp.ndarray x, cnp.ndarray out, cnp.ndarray hmap,
+                      cnp.ndarray wmap, cnp.ndarray ow_lo, cnp.ndarray ow_hi, tuple dims,
+                      bint channels_last) except *:
+    """Fill the geometry, the index tables and the x / out pointers of p."""
+    (p.C, p.H, p.W, p.K, p.R, p.S, p.Ho, p.Wo,
+     p.sh, p.sw, p.dh, p.dw, p.pad_left, p.groups) = dims
+    p.Cg = p.C // p.groups
+    p.Kg = p.K // p.groups
+    p.N = x.shape[0]
+    p.channels_last = channels_last
+    p.direct = False
+    p.kind = CONV
+    p.hmap = <const Py_ssize_t*>cnp.PyArray_DATA(hmap)
+    p.wmap = <const Py_ssize_t*>cnp.PyArray_DATA(wmap)
+    p.ow_lo = <const Py_ssize_t*>cnp.PyArray_DATA(ow_lo)
+    p.ow_hi = <const Py_ssize_t*>cnp.PyArray_DATA(ow_hi)
+    p.x = cnp.PyArray_DATA(x)
+    p.out = cnp.PyArray_DATA(out)
+    p.w = NULL
+    p.bias = NULL
 
 
 def plan_tiles(Py_ssize_t n_batch, Py_ssize_t groups, Py_ssize_t out_pixels,
@@ -352,12 +447,13 @@ def conv_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
     cdef ConvPlan p
     cdef cnp.ndarray bias_arr
     cdef int status
-    (p.C, p.H, p.W, p.K, p.R, p.S, p.Ho, p.Wo,
-     p.sh, p.sw, p.dh, p.dw, p.pad_left, p.groups) = dims
-    p.Cg = p.C // p.groups
-    p.Kg = p.K // p.groups
-    p.channels_last = channels_last
-    p.N = x.shape[0]
+    _set_window(&p, x, out, hmap, wmap, ow_lo, ow_hi, dims, channels_last)
+    p.w = cnp.PyArray_DATA(w)
+    if bias is None:
+        p.bias = NULL
+    else:
+        bias_arr = bias
+        p.bias = cnp.PyArray_DATA(bias_arr)
     spt, ptile, kblock, direct = plan_tiles(p.N, p.groups, p.Ho * p.Wo, p.Kg,
                                             p.Cg * p.R * p.S, x.itemsize, direct, channels_last)
     p.direct = direct
@@ -370,24 +466,61 @@ def conv_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
     p.n_tasks = p.n_sgroups * p.groups * p.n_ptiles * p.n_kblocks
     p.ws_elems = 0 if direct else p.spt * p.ptile * p.Cg * p.R * p.S
     p.out_elems = p.spt * p.ptile * p.kblock if (p.spt > 1 and not channels_last) else 0
-    p.hmap = <const Py_ssize_t*>cnp.PyArray_DATA(hmap)
-    p.wmap = <const Py_ssize_t*>cnp.PyArray_DATA(wmap)
-    p.ow_lo = <const Py_ssize_t*>cnp.PyArray_DATA(ow_lo)
-    p.ow_hi = <const Py_ssize_t*>cnp.PyArray_DATA(ow_hi)
-    p.x = cnp.PyArray_DATA(x)
-    p.w = cnp.PyArray_DATA(w)
-    p.out = cnp.PyArray_DATA(out)
-    if bias is None:
-        p.bias = NULL
+    _execute(&p, x.dtype.num == cnp.NPY_FLOAT, num_threads, use_openmp)
+    return out
+
+
+cdef void _execute(ConvPlan* p, bint single, int num_threads, bint use_openmp) except *:
+    """Run a filled plan with the GIL released."""
+    cdef int status
+    if single:
+        with nogil:
+            status = _run_plan(p, <float*>p.out, num_threads, use_openmp)
     else:
+        with nogil:
+            status = _run_plan(p, <double*>p.out, num_threads, use_openmp)
+    if status != 0:
+        raise MemoryError("convcpu: could not allocate a per-thread workspace")
+
+
+def patches_forward(cnp.ndarray x, cnp.ndarray out, cnp.ndarray hmap, cnp.ndarray wmap,
+                    cnp.ndarray ow_lo, cnp.ndarray ow_hi, tuple dims, bint channels_last,
+                    int num_threads, bint use_openmp):
+    """im2col of a batch straight into out: x (N, C, H, W) -> out (N, C*R*S, Ho*Wo),
+    or x (N, H, W, C) -> out (N, Ho*Wo, R*S*C); dims as for conv_forward."""
+    cdef ConvPlan p
+    _set_window(&p, x, out, hmap, wmap, ow_lo, ow_hi, dims, channels_last)
+    p.kind = PATCHES
+    p.groups, p.Cg = 1, p.C
+    p.ptile = max(MIN_TILE_PIXELS, PATCH_TILE_BYTES // max(p.C * p.R * p.S * x.itemsize, 1))
+    p.ptile = min(p.ptile, max(1, p.Ho * p.Wo))
+    p.n_ptiles = _ceil_div(p.Ho * p.Wo, p.ptile)
+    p.n_tasks = p.N * p.n_ptiles
+    p.ws_elems = p.out_elems = 0
+    _execute(&p, x.dtype.num == cnp.NPY_FLOAT, num_threads, use_openmp)
+    return out
+
+
+def local_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
+                  cnp.ndarray hmap, cnp.ndarray wmap, cnp.ndarray ow_lo, cnp.ndarray ow_hi,
+                  tuple dims, bint channels_last, int num_threads, bint use_openmp):
+    """Locally connected layer: w (Ho*Wo, C*R*S, K) with rows in Keras order
+    ((r, s, c) for NHWC, (c, r, s) for NCHW); bias (Ho*Wo, K) or None;
+    out (N, Ho, Wo, K) or (N, K, Ho, Wo)."""
+    cdef ConvPlan p
+    cdef cnp.ndarray bias_arr
+    _set_window(&p, x, out, hmap, wmap, ow_lo, ow_hi, dims, channels_last)
+    p.kind = LOCAL
+    p.groups, p.Cg, p.Kg = 1, p.C, p.K
+    p.w = cnp.PyArray_DATA(w)
+    if bias is not None:
         bias_arr = bias
         p.bias = cnp.PyArray_DATA(bias_arr)
-    if x.dtype.num == cnp.NPY_FLOAT:
-        with nogil:
-            status = _run_plan(&p, <float*>p.out, num_threads, use_openmp)
-    else:
-        with nogil:
-            status = _run_plan(&p, <double*>p.out, num_threads, use_openmp)
-    if status != 0:
-        raise MemoryError("convcpu: could not allocate a per-thread im2col workspace")
+    # A block of samples' patches per task, at most TILE_BYTES.
+    p.spt = max(1, min(p.N, TILE_BYTES // max(p.C * p.R * p.S * x.itemsize, 1)))
+    p.n_sgroups = _ceil_div(p.N, p.spt)
+    p.n_tasks = p.Ho * p.Wo * p.n_sgroups
+    p.ws_elems = p.spt * p.C * p.R * p.S
+    p.out_elems = 0 if channels_last else p.spt * p.K
+    _execute(&p, x.dtype.num == cnp.NPY_FLOAT, num_threads, use_openmp)
     return out

@@ -48,3 +48,39 @@ def conv_reference(x, w, bias=None, stride=1, pads=0, dilation=1, groups=1,
     if bias is not None:
         out += np.asarray(bias, dtype=np.float64).reshape((1, -1) + (1,) * nsp)
     return out
+
+
+def patches_reference(x, kernel, stride=1, pads=0, dilation=1):
+    """Patches of a channels-last batch: x (N, *spatial, C) -> (N, *out, prod(kernel)*C),
+    each patch in (kernel..., c) order, zero padding."""
+    x = np.asarray(x, dtype=np.float64)
+    nsp = x.ndim - 2
+    kernel = (kernel,) * nsp if np.isscalar(kernel) else tuple(kernel)
+    stride = (stride,) * nsp if np.isscalar(stride) else tuple(stride)
+    dilation = (dilation,) * nsp if np.isscalar(dilation) else tuple(dilation)
+    pads = ((pads, pads),) * nsp if np.isscalar(pads) else tuple(tuple(p) for p in pads)
+    xp = np.pad(x, ((0, 0),) + pads + ((0, 0),))
+    out_size = [(xp.shape[1 + i] - dilation[i] * (kernel[i] - 1) - 1) // stride[i] + 1
+                for i in range(nsp)]
+    taps = []
+    for tap in np.ndindex(*kernel):
+        window = tuple(
+            slice(tap[i] * dilation[i], tap[i] * dilation[i] + (out_size[i] - 1) * stride[i] + 1,
+                  stride[i]) for i in range(nsp))
+        taps.append(xp[(slice(None),) + window])
+    stacked = np.stack(taps, axis=-2)  # (N, *out, taps, C)
+    return stacked.reshape(stacked.shape[:-2] + (-1,))
+
+
+def local_conv_reference(x, weight, bias=None, kernel=1, stride=1, pads=0):
+    """Locally connected layer on a channels-last batch: x (N, *spatial, C),
+    weight (positions, prod(kernel)*C, F) in (kernel..., c) order, bias broadcastable
+    to (*out, F).  Returns (N, *out, F) float64."""
+    p = patches_reference(x, kernel, stride, pads)
+    out_shape = p.shape[:-1]
+    p = p.reshape(p.shape[0], -1, p.shape[-1])
+    out = np.einsum("nlp,lpf->nlf", p, np.asarray(weight, dtype=np.float64))
+    out = out.reshape(out_shape + (out.shape[-1],))
+    if bias is not None:
+        out = out + np.asarray(bias, dtype=np.float64)
+    return out
