@@ -33,9 +33,9 @@ def local_conv2d(x, weight, bias=None, kernel_size=None, stride=1, padding="vali
     weight : (H_out*W_out, R*S*C, F), the kernel of each output position (row-major
         positions), patch order (r, s, c) for NHWC and (c, r, s) for NCHW.
     bias : (H_out, W_out, F) for NHWC, (F, H_out, W_out) for NCHW, or (F,); bias[f, i, j]
-        (NCHW) is added to out[:, f, i, j].  (Keras's own channels_first layer
-        reshapes its (F, H_out, W_out) bias instead; convert such weights with
-        ``bias.reshape(W_out, F, H_out)`` - see tests/test_local.py.)
+        (NCHW) is added to out[:, f, i, j].  (Keras's channels_first layer stores
+        its bias as (H_out, W_out, F) and adds it reshaped, not transposed, to
+        (F, H_out, W_out): pass ``keras_bias.reshape(F, H_out, W_out)``.)
     kernel_size : int or (R, S) (required: the weight does not determine it).
     stride : int or (sh, sw); padding : as conv2d (Keras allows only "valid"; convcpu
         also takes "same" and explicit pads, with zeros).
