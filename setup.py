@@ -78,7 +78,7 @@ def _extensions():
         Extension(
             name,
             [os.path.join("src", name.replace(".", os.sep) + ".pyx")],
-            include_dirs=[numpy.get_include()],
+            include_dirs=[numpy.get_include(), os.path.join("src", "convcpu")],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
         )
         for name in EXTENSIONS

@@ -174,3 +174,24 @@ def test_matches_keras_locally_connected_1d(channels_last):
     got = convcpu.local_conv1d(x, kernel_w, bias, 3, 2,
                                data_format="NLC" if channels_last else "NCL")
     assert_close(got, expected, np.float32)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_direct_kernel_and_blas_paths_agree_with_reference(dtype, channels_last):
+    """Few filters run the direct kernel, many (> LOCAL_DIRECT_MAX_FILTERS) one
+    BLAS call per position; odd row and filter counts exercise the remainders."""
+    from convcpu import _core
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((11, 5, 6, 3)).astype(dtype)
+    for filters in (3, 17, _core.LOCAL_DIRECT_MAX_FILTERS + 5):
+        weight = rng.standard_normal((3 * 4, 27, filters)).astype(dtype)
+        bias = rng.standard_normal(filters).astype(dtype)
+        expected = local_conv_reference(x, weight, bias, 3)
+        if channels_last:
+            got = convcpu.local_conv2d(x, weight, bias, 3)
+        else:
+            got = np.moveaxis(convcpu.local_conv2d(np.moveaxis(x, -1, 1),
+                                                   _nchw_weight(weight, (3, 3), 3), bias, 3,
+                                                   data_format="NCHW"), 1, -1)
+        assert_close(got, expected, dtype)

@@ -27,6 +27,14 @@ import numpy as np
 
 cnp.import_array()
 
+cdef extern from "_kernels.h" nogil:
+    void convcpu_small_gemm_f32(Py_ssize_t rows, Py_ssize_t depth, Py_ssize_t cols,
+                                const float* a, Py_ssize_t lda, const float* w,
+                                float* out, Py_ssize_t ldo)
+    void convcpu_small_gemm_f64(Py_ssize_t rows, Py_ssize_t depth, Py_ssize_t cols,
+                                const double* a, Py_ssize_t lda, const double* w,
+                                double* out, Py_ssize_t ldo)
+
 HAVE_OPENMP = bool(CONVCPU_OPENMP)
 
 # OpenBLAS packs both operands of every GEMM call, so each task re-packs its
@@ -44,6 +52,10 @@ MIN_TILE_PIXELS = 64
 # 8 GEMMs of an eighth of the work take 15-25% longer).  The tiling depends
 # on the shape and the machine, never on the thread count of a call, so
 # results are the same for any number of threads.
+# Locally connected layers with at most this many filters use the direct
+# kernel of _kernels.h rather than one BLAS call per position (measured in
+# docs/BENCHMARKS.md); local_direct= forces either (tests, benchmarks).
+LOCAL_DIRECT_MAX_FILTERS = 256
 # im2col written straight into the returned array: a task is ~this much output.
 PATCH_TILE_BYTES = 256 * 1024
 MIN_TASKS = 2 * max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
@@ -295,8 +307,16 @@ cdef void _local_task(const ConvPlan* p, Py_ssize_t t, floating* ws,
             memcpy(c + s * ldc, bias + pos * p.K, p.K * sizeof(floating))
         else:
             memset(c + s * ldc, 0, p.K * sizeof(floating))
-    gemm_colmajor(p.K, nsamp, crs, <const floating*>p.w + pos * crs * p.K, p.K,
-                  ws, crs, 1, c, ldc)
+    if p.direct:  # small: BLAS's per-call overhead would dominate
+        if floating is float:
+            convcpu_small_gemm_f32(nsamp, crs, p.K, ws, crs, <const float*>p.w + pos * crs * p.K,
+                                   c, ldc)
+        else:
+            convcpu_small_gemm_f64(nsamp, crs, p.K, ws, crs,
+                                   <const double*>p.w + pos * crs * p.K, c, ldc)
+    else:
+        gemm_colmajor(p.K, nsamp, crs, <const floating*>p.w + pos * crs * p.K, p.K,
+                      ws, crs, 1, c, ldc)
     if not p.channels_last:
         for s in range(nsamp):
             for k in range(p.K):
@@ -503,7 +523,8 @@ def patches_forward(cnp.ndarray x, cnp.ndarray out, cnp.ndarray hmap, cnp.ndarra
 
 def local_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
                   cnp.ndarray hmap, cnp.ndarray wmap, cnp.ndarray ow_lo, cnp.ndarray ow_hi,
-                  tuple dims, bint channels_last, int num_threads, bint use_openmp):
+                  tuple dims, bint channels_last, int num_threads, bint use_openmp,
+                  local_direct=None):
     """Locally connected layer: w (Ho*Wo, C*R*S, K) with rows in Keras order
     ((r, s, c) for NHWC, (c, r, s) for NCHW); bias (Ho*Wo, K) or None;
     out (N, Ho, Wo, K) or (N, K, Ho, Wo)."""
@@ -522,5 +543,6 @@ def local_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
     p.n_tasks = p.Ho * p.Wo * p.n_sgroups
     p.ws_elems = p.spt * p.C * p.R * p.S
     p.out_elems = 0 if channels_last else p.spt * p.K
+    p.direct = p.K <= LOCAL_DIRECT_MAX_FILTERS if local_direct is None else local_direct
     _execute(&p, x.dtype.num == cnp.NPY_FLOAT, num_threads, use_openmp)
     return out
