@@ -124,27 +124,25 @@ def _child_conv(queue):
     queue.put(convcpu.conv2d(x, w, b, padding=1, num_threads=2))
 
 
+def _conv_in_child(method):
+    """Run _child_conv in a child process started by `method`; its result."""
+    ctx = multiprocessing.get_context(method)
+    queue = ctx.Queue()
+    child = ctx.Process(target=_child_conv, args=(queue,))
+    child.start()
+    got = queue.get(timeout=120)
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    return got
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 def test_forked_child_completes_after_parent_used_openmp():
     x, w, b, fmt = _layer(6)
     expected = convcpu.conv2d(x, w, b, padding=1, num_threads=2)  # parent's OpenMP pool exists
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    child = ctx.Process(target=_child_conv, args=(queue,))
-    child.start()
-    got = queue.get(timeout=120)
-    child.join(timeout=60)
-    assert child.exitcode == 0
-    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(_conv_in_child("fork"), expected)
 
 
 def test_spawned_child_uses_openmp():
-    ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    child = ctx.Process(target=_child_conv, args=(queue,))
-    child.start()
-    got = queue.get(timeout=120)
-    child.join(timeout=60)
-    assert child.exitcode == 0
     x, w, b, fmt = _layer(6)
-    np.testing.assert_array_equal(got, convcpu.conv2d(x, w, b, padding=1))
+    np.testing.assert_array_equal(_conv_in_child("spawn"), convcpu.conv2d(x, w, b, padding=1))

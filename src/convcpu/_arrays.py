@@ -18,6 +18,19 @@ def as_array(value, name):
     return array
 
 
+def batched(x, nspatial, data_format, channels_last):
+    """(x with a batch axis, whether it was unbatched, channels, spatial sizes)
+    for an input of nspatial spatial axes; ValueError for any other rank."""
+    if x.ndim not in (nspatial + 1, nspatial + 2):
+        raise ValueError(f"x must have {nspatial + 2} dimensions ({data_format}) or "
+                         f"{nspatial + 1} (unbatched), got shape {x.shape}")
+    unbatched = x.ndim == nspatial + 1
+    xb = x[None] if unbatched else x
+    if channels_last:
+        return xb, unbatched, xb.shape[-1], xb.shape[1:-1]
+    return xb, unbatched, xb.shape[1], xb.shape[2:]
+
+
 def compute_dtype(*arrays):
     """np.result_type of the real inputs, then at least float32.
 

@@ -92,14 +92,7 @@ def _conv(nspatial, x, weight, bias, stride, padding, dilation, groups, data_for
     dtype = _arrays.compute_dtype(x, weight, bias)
     threads, use_openmp = _threads.resolve(num_threads)
 
-    if x.ndim not in (nspatial + 1, nspatial + 2):
-        raise ValueError(
-            f"x must have {nspatial + 2} dimensions ({data_format}) or {nspatial + 1} (unbatched), "
-            f"got shape {x.shape}")
-    unbatched = x.ndim == nspatial + 1
-    xb = x[np.newaxis] if unbatched else x
-    channels = xb.shape[-1] if last else xb.shape[1]
-    spatial = xb.shape[1:-1] if last else xb.shape[2:]
+    xb, unbatched, channels, spatial = _arrays.batched(x, nspatial, data_format, last)
 
     if weight_format is None:
         weight_format = _geometry.default_weight_format(nspatial, last)

@@ -59,13 +59,7 @@ def _local(nspatial, x, weight, bias, kernel_size, stride, padding, data_format,
     bias = None if bias is None else _arrays.as_array(bias, "bias")
     dtype = _arrays.compute_dtype(x, weight, bias)
     threads, use_openmp = _threads.resolve(num_threads)
-    if x.ndim not in (nspatial + 1, nspatial + 2):
-        raise ValueError(f"x must have {nspatial + 2} dimensions ({data_format}) or "
-                         f"{nspatial + 1} (unbatched), got shape {x.shape}")
-    unbatched = x.ndim == nspatial + 1
-    xb = x[np.newaxis] if unbatched else x
-    channels = xb.shape[-1] if last else xb.shape[1]
-    spatial = xb.shape[1:-1] if last else xb.shape[2:]
+    xb, unbatched, channels, spatial = _arrays.batched(x, nspatial, data_format, last)
     kernel = _geometry.expand(kernel_size, nspatial, "kernel_size")
     window = _geometry.Window(spatial, kernel, stride, 1, padding)
     positions = window.Ho * window.Wo

@@ -4,13 +4,6 @@ import numpy as np
 from convcpu import _arrays, _core, _geometry, _threads
 
 
-def _batched(x, ndim, layout):
-    if x.ndim not in (ndim, ndim - 1):
-        raise ValueError(f"x must have {ndim} dimensions ({layout}) or {ndim - 1} (unbatched), "
-                         f"got shape {x.shape}")
-    return (x[np.newaxis], True) if x.ndim == ndim - 1 else (x, False)
-
-
 def _run_patches(x, window, channels_last, out_shape, out, num_threads, unbatched=False):
     dtype = _arrays.compute_dtype(x)
     threads, use_openmp = _threads.resolve(num_threads)
@@ -51,10 +44,10 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1, *, out=None, num_thr
            [4., 5., 7., 8.]])
     """
     x = _arrays.as_array(x, "x")
-    xb, unbatched = _batched(x, 4, "NCHW")
+    xb, unbatched, c, spatial = _arrays.batched(x, 2, "NCHW", False)
     kernel = _geometry.expand(kernel_size, 2, "kernel_size")
-    window = _geometry.Window(xb.shape[2:], kernel, stride, dilation, padding)
-    n, c = xb.shape[:2]
+    window = _geometry.Window(spatial, kernel, stride, dilation, padding)
+    n = xb.shape[0]
     out_shape = (n, c * kernel[0] * kernel[1], window.Ho * window.Wo)
     return _run_patches(x, window, False, out_shape, out, num_threads, unbatched)
 
