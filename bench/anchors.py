@@ -22,7 +22,6 @@ def ort_conv(x, w, stride, padding, dilation, groups, threads, nspatial=2):
     """An ONNX Runtime session of one Conv node, weights as an initializer,
     default graph optimisation, `threads` intra-op threads."""
     try:
-        import onnx
         import onnxruntime as ort
         from onnx import TensorProto, helper, numpy_helper
     except ImportError:

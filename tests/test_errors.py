@@ -59,6 +59,7 @@ CASES = [
                                                               (0, 0, 0, 0))), ValueError, "out"),
     ("num_threads zero", dict(num_threads=0), ValueError, "num_threads must be >= 1"),
     ("num_threads str", dict(num_threads="2"), TypeError, "num_threads must be an int"),
+    ("num_threads bool", dict(num_threads=True), TypeError, "num_threads must be an int"),
 ]
 
 

@@ -23,7 +23,7 @@ import threading
 
 from threadpoolctl import ThreadpoolController
 
-from convcpu import _core
+from convcpu import _core, _geometry
 
 _lock = threading.Lock()
 _library_setting = None
@@ -55,12 +55,7 @@ def _available_cores():
 
 
 def _check_count(n, name):
-    if isinstance(n, bool) or not isinstance(n, int):
-        try:
-            import operator
-            n = operator.index(n)
-        except TypeError:
-            raise TypeError(f"{name} must be an int, got {type(n).__name__}") from None
+    n = _geometry._as_int(n, name)
     if n < 1:
         raise ValueError(f"{name} must be >= 1, got {n}")
     return n
