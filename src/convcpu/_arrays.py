@@ -18,6 +18,14 @@ def as_array(value, name):
     return array
 
 
+def operands(x, weight, bias):
+    """x, weight and bias (or None) as arrays, and the dtype they compute in."""
+    x = as_array(x, "x")
+    weight = as_array(weight, "weight")
+    bias = None if bias is None else as_array(bias, "bias")
+    return x, weight, bias, compute_dtype(x, weight, bias)
+
+
 def batched(x, nspatial, data_format, channels_last):
     """(x with a batch axis, whether it was unbatched, channels, spatial sizes)
     for an input of nspatial spatial axes; ValueError for any other rank."""

@@ -86,10 +86,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
 def _conv(nspatial, x, weight, bias, stride, padding, dilation, groups, data_format,
           weight_format, padding_mode, out, num_threads):
     last = _geometry.channels_last(data_format, nspatial)
-    x = _arrays.as_array(x, "x")
-    weight = _arrays.as_array(weight, "weight")
-    bias = None if bias is None else _arrays.as_array(bias, "bias")
-    dtype = _arrays.compute_dtype(x, weight, bias)
+    x, weight, bias, dtype = _arrays.operands(x, weight, bias)
     threads, use_openmp = _threads.resolve(num_threads)
 
     xb, unbatched, channels, spatial = _arrays.batched(x, nspatial, data_format, last)

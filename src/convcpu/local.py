@@ -54,10 +54,7 @@ def _local(nspatial, x, weight, bias, kernel_size, stride, padding, data_format,
     last = _geometry.channels_last(data_format, nspatial)
     if kernel_size is None:
         raise TypeError("kernel_size is required: the weight's shape does not determine it")
-    x = _arrays.as_array(x, "x")
-    weight = _arrays.as_array(weight, "weight")
-    bias = None if bias is None else _arrays.as_array(bias, "bias")
-    dtype = _arrays.compute_dtype(x, weight, bias)
+    x, weight, bias, dtype = _arrays.operands(x, weight, bias)
     threads, use_openmp = _threads.resolve(num_threads)
     xb, unbatched, channels, spatial = _arrays.batched(x, nspatial, data_format, last)
     kernel = _geometry.expand(kernel_size, nspatial, "kernel_size")
