@@ -54,7 +54,7 @@ MIN_TILE_PIXELS = 64
 # results are the same for any number of threads.
 # Locally connected layers with at most this many filters use the direct
 # kernel of _kernels.h rather than one BLAS call per position (measured in
-# docs/BENCHMARKS.md); local_direct= forces either (tests, benchmarks).
+# docs/BENCHMARKS.md).
 LOCAL_DIRECT_MAX_FILTERS = 256
 # im2col written straight into the returned array: a task is ~this much output.
 PATCH_TILE_BYTES = 256 * 1024
@@ -523,8 +523,7 @@ def patches_forward(cnp.ndarray x, cnp.ndarray out, cnp.ndarray hmap, cnp.ndarra
 
 def local_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
                   cnp.ndarray hmap, cnp.ndarray wmap, cnp.ndarray ow_lo, cnp.ndarray ow_hi,
-                  tuple dims, bint channels_last, int num_threads, bint use_openmp,
-                  local_direct=None):
+                  tuple dims, bint channels_last, int num_threads, bint use_openmp):
     """Locally connected layer: w (Ho*Wo, C*R*S, K) with rows in Keras order
     ((r, s, c) for NHWC, (c, r, s) for NCHW); bias (Ho*Wo, K) or None;
     out (N, Ho, Wo, K) or (N, K, Ho, Wo)."""
@@ -543,6 +542,6 @@ def local_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
     p.n_tasks = p.Ho * p.Wo * p.n_sgroups
     p.ws_elems = p.spt * p.C * p.R * p.S
     p.out_elems = 0 if channels_last else p.spt * p.K
-    p.direct = p.K <= LOCAL_DIRECT_MAX_FILTERS if local_direct is None else local_direct
+    p.direct = p.K <= LOCAL_DIRECT_MAX_FILTERS
     _execute(&p, x.dtype.num == cnp.NPY_FLOAT, num_threads, use_openmp)
     return out
