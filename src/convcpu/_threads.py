@@ -92,10 +92,6 @@ def resolve(num_threads):
     return n, True
 
 
-def in_forked_child():
-    return _in_forked_child
-
-
 def _openblas_functions(filepath):
     """(get, set) thread-count functions of the OpenBLAS at filepath, or None."""
     try:
