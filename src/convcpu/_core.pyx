@@ -81,7 +81,10 @@ cdef struct ConvPlan:
     Py_ssize_t groups, Cg, Kg
     Py_ssize_t N, spt, n_sgroups
     Py_ssize_t ptile, kblock, n_ptiles, n_kblocks, n_tasks, ws_elems, out_elems
-    bint channels_last, direct
+    # Where output pixel (i, j) of the plan goes: (i*osh + oa, j*osw + ob) of an
+    # OH x OW output (a phase of a transposed convolution); identity otherwise.
+    Py_ssize_t OH, OW, osh, osw, oa, ob
+    bint channels_last, direct, scatter
     const Py_ssize_t* hmap
     const Py_ssize_t* wmap
     const Py_ssize_t* ow_lo
@@ -183,6 +186,42 @@ cdef void _im2col_nhwc(const ConvPlan* p, const floating* xn, Py_ssize_t cbase,
                 dst += p.Cg
 
 
+cdef void _store_tile(const ConvPlan* p, const floating* tile, Py_ssize_t n0,
+                      Py_ssize_t nsamp, Py_ssize_t p0, Py_ssize_t npix, Py_ssize_t k0,
+                      Py_ssize_t kn, floating* out) noexcept nogil:
+    """Copy a finished tile to its place in out: NCHW tiles are (kn, nsamp*npix),
+    NHWC tiles (nsamp*npix, kn); output pixel (i, j) of the plan lands at
+    (i*osh + oa, j*osw + ob) of the OH x OW output."""
+    cdef Py_ssize_t OHW = p.OH * p.OW
+    cdef Py_ssize_t cols = nsamp * npix
+    cdef Py_ssize_t s, j, kk, pix, i, jj, run, dest
+    cdef const floating* src
+    cdef floating* dst
+    for s in range(nsamp):
+        j = 0
+        while j < npix:  # one output row of the plan at a time
+            pix = p0 + j
+            i = pix // p.Wo
+            jj = pix - i * p.Wo
+            run = _min(npix - j, p.Wo - jj)
+            dest = (i * p.osh + p.oa) * p.OW + jj * p.osw + p.ob
+            if p.channels_last:
+                dst = out + ((n0 + s) * OHW + dest) * p.K + k0
+                src = tile + (s * npix + j) * kn
+                for pix in range(run):
+                    memcpy(dst + pix * p.osw * p.K, src + pix * kn, kn * sizeof(floating))
+            else:
+                for kk in range(kn):
+                    dst = out + ((n0 + s) * p.K + k0 + kk) * OHW + dest
+                    src = tile + kk * cols + s * npix + j
+                    if p.osw == 1:
+                        memcpy(dst, src, run * sizeof(floating))
+                    else:
+                        for pix in range(run):
+                            dst[pix * p.osw] = src[pix]
+            j += run
+
+
 cdef void _run_task(const ConvPlan* p, Py_ssize_t t, floating* ws, floating* out_tile,
                     Py_ssize_t* last_tile) noexcept nogil:
     """One task: samples n0 .. n0+nsamp-1 (a group of whole samples, or one
@@ -221,9 +260,9 @@ cdef void _run_task(const ConvPlan* p, Py_ssize_t t, floating* ws, floating* out
                 last_tile[0] = tile
             b = ws
             ldb = cols
-        # One sample: straight into out (rows HoWo apart); several: into the
-        # thread's tile, then each sample's rows are copied out.
-        if nsamp == 1:
+        # One sample: straight into out (rows HoWo apart); several, or a
+        # phase of a transposed convolution: into the thread's tile first.
+        if nsamp == 1 and not p.scatter:
             c = out + (n0 * p.K + k0) * HoWo + p0
             ldc = HoWo
         else:
@@ -234,11 +273,8 @@ cdef void _run_task(const ConvPlan* p, Py_ssize_t t, floating* ws, floating* out
             for j in range(cols):
                 c[kk * ldc + j] = v
         gemm_colmajor(cols, kn, crs, b, ldb, w + k0 * crs, crs, 1, c, ldc)
-        if nsamp > 1:
-            for s in range(nsamp):
-                for kk in range(kn):
-                    memcpy(out + ((n0 + s) * p.K + k0 + kk) * HoWo + p0,
-                           out_tile + kk * cols + s * npix, npix * sizeof(floating))
+        if c == out_tile:
+            _store_tile(p, out_tile, n0, nsamp, p0, npix, k0, kn, out)
     else:
         # Several samples are whole images: their rows follow each other.
         if p.direct:
@@ -252,13 +288,20 @@ cdef void _run_task(const ConvPlan* p, Py_ssize_t t, floating* ws, floating* out
                 last_tile[0] = tile
             b = ws
             ldb = crs
-        c = out + (n0 * HoWo + p0) * p.K + k0
+        if p.scatter:
+            c = out_tile
+            ldc = kn
+        else:
+            c = out + (n0 * HoWo + p0) * p.K + k0
+            ldc = p.K
         for j in range(cols):
             if bias != NULL:
-                memcpy(c + j * p.K, bias + k0, kn * sizeof(floating))
+                memcpy(c + j * ldc, bias + k0, kn * sizeof(floating))
             else:
-                memset(c + j * p.K, 0, kn * sizeof(floating))
-        gemm_colmajor(kn, cols, crs, w + k0, p.K, b, ldb, 1, c, p.K)
+                memset(c + j * ldc, 0, kn * sizeof(floating))
+        gemm_colmajor(kn, cols, crs, w + k0, p.K, b, ldb, 1, c, ldc)
+        if p.scatter:
+            _store_tile(p, out_tile, n0, nsamp, p0, npix, k0, kn, out)
 
 
 cdef void _patches_task(const ConvPlan* p, Py_ssize_t t, floating* out) noexcept nogil:
@@ -389,6 +432,8 @@ cdef void _set_window(ConvPlan* p, cnp.ndarray x, cnp.ndarray out, cnp.ndarray h
     p.N = x.shape[0]
     p.channels_last = channels_last
     p.direct = False
+    p.scatter = False
+    p.OH, p.OW, p.osh, p.osw, p.oa, p.ob = p.Ho, p.Wo, 1, 1, 0, 0
     p.kind = CONV
     p.hmap = <const Py_ssize_t*>cnp.PyArray_DATA(hmap)
     p.wmap = <const Py_ssize_t*>cnp.PyArray_DATA(wmap)
@@ -455,7 +500,7 @@ def plan_tiles(Py_ssize_t n_batch, Py_ssize_t groups, Py_ssize_t out_pixels,
 def conv_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
                  cnp.ndarray hmap, cnp.ndarray wmap, cnp.ndarray ow_lo, cnp.ndarray ow_hi,
                  tuple dims, bint channels_last, bint direct,
-                 int num_threads, bint use_openmp):
+                 int num_threads, bint use_openmp, tuple out_map=None):
     """Run a prepared 2-D convolution; every argument is checked by convcpu.conv.
 
     x: (N, C, H, W) or (N, H, W, C) C-contiguous, float32 or float64.
@@ -463,11 +508,17 @@ def conv_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
     bias: (K,) or None.  out: (N, K, Ho, Wo) or (N, Ho, Wo, K), written whole.
     hmap / wmap / ow_lo / ow_hi: intp index tables (see the module comment).
     dims: (C, H, W, K, R, S, Ho, Wo, sh, sw, dh, dw, pad_left, groups).
+    out_map: None (out is (N, K, Ho, Wo) / (N, Ho, Wo, K)), or (OH, OW, osh,
+    osw, oa, ob): out is (N, K, OH, OW) / (N, OH, OW, K) and output pixel
+    (i, j) is written at (i*osh + oa, j*osw + ob); no other pixel is touched.
     """
     cdef ConvPlan p
     cdef cnp.ndarray bias_arr
     cdef int status
     _set_window(&p, x, out, hmap, wmap, ow_lo, ow_hi, dims, channels_last)
+    if out_map is not None:
+        p.OH, p.OW, p.osh, p.osw, p.oa, p.ob = out_map
+        p.scatter = True
     p.w = cnp.PyArray_DATA(w)
     if bias is None:
         p.bias = NULL
@@ -485,7 +536,8 @@ def conv_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
     p.n_kblocks = _ceil_div(p.Kg, p.kblock)
     p.n_tasks = p.n_sgroups * p.groups * p.n_ptiles * p.n_kblocks
     p.ws_elems = 0 if direct else p.spt * p.ptile * p.Cg * p.R * p.S
-    p.out_elems = p.spt * p.ptile * p.kblock if (p.spt > 1 and not channels_last) else 0
+    p.out_elems = (p.spt * p.ptile * p.kblock
+                   if p.scatter or (p.spt > 1 and not channels_last) else 0)
     _execute(&p, x.dtype.num == cnp.NPY_FLOAT, num_threads, use_openmp)
     return out
 
@@ -544,4 +596,69 @@ def local_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
     p.out_elems = 0 if channels_last else p.spt * p.K
     p.direct = p.K <= LOCAL_DIRECT_MAX_FILTERS
     _execute(&p, x.dtype.num == cnp.NPY_FLOAT, num_threads, use_openmp)
+    return out
+
+
+cdef void _col2im_plane(const floating* cols, floating* plane, const Py_ssize_t* outer,
+                        const Py_ssize_t* inner, Py_ssize_t KO, Py_ssize_t KI,
+                        Py_ssize_t LO, Py_ssize_t LI, Py_ssize_t plane_size) noexcept nogil:
+    """Sum the columns of one (sample, channel) into its output plane, in a fixed
+    order.  Row ko*KI + ki of cols, column lo*LI + li adds to plane[outer[ko, lo]
+    + inner[ki, li]] unless either offset is -1 (a padded position)."""
+    cdef Py_ssize_t ko, ki, lo, li, base, t
+    cdef const floating* row
+    cdef const Py_ssize_t* inner_k
+    memset(plane, 0, plane_size * sizeof(floating))
+    for ko in range(KO):
+        for ki in range(KI):
+            row = cols + (ko * KI + ki) * LO * LI
+            inner_k = inner + ki * LI
+            for lo in range(LO):
+                base = outer[ko * LO + lo]
+                if base < 0:
+                    continue
+                for li in range(LI):
+                    t = inner_k[li]
+                    if t >= 0:
+                        plane[base + t] += row[lo * LI + li]
+
+
+cdef void _col2im_all(const floating* cols, floating* out, const Py_ssize_t* outer,
+                      const Py_ssize_t* inner, Py_ssize_t planes, Py_ssize_t KO,
+                      Py_ssize_t KI, Py_ssize_t LO, Py_ssize_t LI, Py_ssize_t plane_size,
+                      int num_threads, bint use_openmp) noexcept nogil:
+    cdef Py_ssize_t q
+    cdef Py_ssize_t col_size = KO * KI * LO * LI
+    if use_openmp and num_threads > 1 and planes > 1:
+        for q in prange(planes, num_threads=num_threads, schedule='dynamic'):
+            _col2im_plane(cols + q * col_size, out + q * plane_size, outer, inner,
+                          KO, KI, LO, LI, plane_size)
+    else:
+        for q in range(planes):
+            _col2im_plane(cols + q * col_size, out + q * plane_size, outer, inner,
+                          KO, KI, LO, LI, plane_size)
+
+
+def col2im_forward(cnp.ndarray cols, cnp.ndarray out, cnp.ndarray outer, cnp.ndarray inner,
+                   int num_threads, bint use_openmp):
+    """col2im of C-contiguous cols (planes, KO*KI, LO*LI) into out (planes,
+    plane_size): every (sample, channel) plane is summed by one thread, so there
+    are no write races and the result does not depend on the thread count.
+    outer (KO, LO) and inner (KI, LI) are intp offset tables (see _col2im_plane):
+    the leading spatial axes and the last one."""
+    cdef Py_ssize_t planes = out.shape[0], plane_size = out.shape[1]
+    cdef Py_ssize_t KO = outer.shape[0], LO = outer.shape[1]
+    cdef Py_ssize_t KI = inner.shape[0], LI = inner.shape[1]
+    cdef const Py_ssize_t* outer_p = <const Py_ssize_t*>cnp.PyArray_DATA(outer)
+    cdef const Py_ssize_t* inner_p = <const Py_ssize_t*>cnp.PyArray_DATA(inner)
+    cdef void* cols_p = cnp.PyArray_DATA(cols)
+    cdef void* out_p = cnp.PyArray_DATA(out)
+    if cols.dtype.num == cnp.NPY_FLOAT:
+        with nogil:
+            _col2im_all(<const float*>cols_p, <float*>out_p, outer_p, inner_p, planes, KO, KI,
+                        LO, LI, plane_size, num_threads, use_openmp)
+    else:
+        with nogil:
+            _col2im_all(<const double*>cols_p, <double*>out_p, outer_p, inner_p, planes, KO,
+                        KI, LO, LI, plane_size, num_threads, use_openmp)
     return out

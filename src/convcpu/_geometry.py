@@ -23,13 +23,16 @@ def channels_last(data_format, nspatial):
     return formats[data_format.upper()]
 
 
-def default_weight_format(nspatial, is_channels_last):
-    """PyTorch's OI<spatial> with channels-first data, TensorFlow's <spatial>IO with channels-last."""
+def default_weight_format(nspatial, is_channels_last, transposed=False):
+    """PyTorch's OI<spatial> with channels-first data, TensorFlow's <spatial>IO with
+    channels-last; for transposed convolutions IO<spatial> and <spatial>OI."""
     spatial = "".join(_SPATIAL_LETTERS[nspatial])
+    if transposed:
+        return spatial + "OI" if is_channels_last else "IO" + spatial
     return spatial + "IO" if is_channels_last else "OI" + spatial
 
 
-def weight_to_oi(weight, weight_format, nspatial):
+def weight_to_oi(weight, weight_format, nspatial, transposed=False):
     """View `weight` (laid out as `weight_format`) as (O, I, *kernel).
 
     The format names each axis with O (output channels), I (input channels per
@@ -43,10 +46,10 @@ def weight_to_oi(weight, weight_format, nspatial):
         fmt = fmt.replace("L", "W")
     wanted = ("O", "I") + _SPATIAL_LETTERS[nspatial]
     if len(fmt) != len(wanted) or sorted(fmt) != sorted(wanted):
-        example = default_weight_format(nspatial, False)
+        example = default_weight_format(nspatial, False, transposed)
         raise ValueError(
             f"weight_format {weight_format!r} must order the letters of {example!r} "
-            f"(e.g. {example!r}, {default_weight_format(nspatial, True)!r})")
+            f"(e.g. {example!r}, {default_weight_format(nspatial, True, transposed)!r})")
     if weight.ndim != len(wanted):
         raise ValueError(
             f"weight must have {len(wanted)} dimensions ({weight_format}), got shape {weight.shape}")
@@ -203,6 +206,130 @@ class Window:
         return (channels, self.H, self.W, out_channels, self.R, self.S, self.Ho, self.Wo,
                 self._strides2[0], self._strides2[1], self._dilations2[0], self._dilations2[1],
                 self._pad_left, groups)
+
+    def tables(self):
+        return self.hmap, self.wmap, self.ow_lo, self.ow_hi
+
+
+# Transposed convolution ---------------------------------------------------------
+
+def transpose_output(spatial, kernel, stride, dilation, padding, output_padding, output_size):
+    """Padding pairs, output_padding and output sizes of a transposed convolution.
+
+    out = (in - 1)*stride - before - after + dilation*(k - 1) + 1 + output_padding.
+    Explicit padding (int, per-axis ints or (before, after) pairs) takes any
+    output_padding >= 0 (ONNX); with `output_size` the output_padding is chosen
+    and must lie in [0, max(stride, dilation)) (PyTorch).  "same"/"valid"
+    (TensorFlow's conv2d_transpose) take the padding the forward convolution
+    of an `output_size` image would use; without `output_size` the output is
+    in*stride ("same") or in*stride + max(dilated kernel - stride, 0) ("valid"),
+    as Keras' Conv2DTranspose.  An unreachable `output_size` is a ValueError
+    naming the reachable range.
+    """
+    n = len(spatial)
+    stride = expand(stride, n, "stride")
+    dilation = expand(dilation, n, "dilation")
+    extra = expand(output_padding, n, "output_padding", minimum=0)
+    if output_size is not None:
+        output_size = expand(output_size, n, "output_size", minimum=0)
+    spans = [dilation[i] * (kernel[i] - 1) + 1 for i in range(n)]
+    if isinstance(padding, str) and padding.lower() in _PADDING_STRINGS:
+        mode = padding.lower()
+        if output_size is None:
+            output_size = tuple(spatial[i] * stride[i] +
+                                (max(spans[i] - stride[i], 0) if mode == "valid" else 0)
+                                for i in range(n))
+        pads = []
+        for i in range(n):
+            if mode == "valid":
+                low = (spatial[i] - 1) * stride[i] + spans[i]
+                high = low + stride[i] - 1
+            else:
+                low, high = (spatial[i] - 1) * stride[i] + 1, spatial[i] * stride[i]
+            if not low <= output_size[i] <= high:
+                raise ValueError(
+                    f"output_size {output_size[i]} on spatial axis {i} cannot be reached with "
+                    f"padding={padding!r}: an input of {spatial[i]} with stride {stride[i]} and "
+                    f"kernel {kernel[i]} (dilation {dilation[i]}) gives {low}..{high}")
+            pads.append(((0, 0) if mode == "valid" else
+                         same_padding(output_size[i], kernel[i], stride[i], dilation[i],
+                                      mode == "same_lower")))
+        extra = tuple(output_size[i] - ((spatial[i] - 1) * stride[i] - sum(pads[i]) + spans[i])
+                      for i in range(n))
+        return tuple(pads), extra, tuple(output_size)
+    pads = resolve_padding(padding, spatial, kernel, stride, dilation)
+    base = [(spatial[i] - 1) * stride[i] - sum(pads[i]) + spans[i] for i in range(n)]
+    if output_size is not None:
+        for i in range(n):
+            high = base[i] + max(stride[i], dilation[i]) - 1
+            if not base[i] <= output_size[i] <= high:
+                raise ValueError(
+                    f"output_size {output_size[i]} on spatial axis {i} cannot be reached: "
+                    f"input {spatial[i]}, stride {stride[i]}, padding {pads[i]}, kernel "
+                    f"{kernel[i]}, dilation {dilation[i]} give {base[i]}..{high}")
+            if extra[i] and extra[i] != output_size[i] - base[i]:
+                raise ValueError(
+                    f"output_padding {extra[i]} contradicts output_size {output_size[i]} on "
+                    f"spatial axis {i} (it needs output_padding {output_size[i] - base[i]})")
+        extra = tuple(output_size[i] - base[i] for i in range(n))
+    out = tuple(base[i] + extra[i] for i in range(n))
+    for i in range(n):
+        if out[i] < 0:  # an empty output is allowed, as in PyTorch
+            raise ValueError(
+                f"the transposed convolution's output would be negative on spatial axis {i}: "
+                f"({spatial[i]} - 1)*{stride[i]} - {sum(pads[i])} + {spans[i]} + {extra[i]} "
+                f"= {out[i]} (input, stride, padding, dilated kernel, output_padding)")
+    return pads, extra, out
+
+
+def transpose_phases(size, out_size, kernel, stride, dilation, pad_before):
+    """The output phases of one axis of a transposed convolution.
+
+    Output o receives input i through tap r when o = i*stride - pad_before +
+    r*dilation.  The outputs o = a + stride*t of phase a (0 <= a < stride) use
+    only the taps with (a + pad_before - r*dilation) divisible by stride, and
+    read input i = t + base + m*sub_dilation through the m-th of those taps in
+    descending order: a stride-1 correlation with a flipped sub-kernel.
+    Returns [(a, n_out, taps, base, sub_dilation)], taps possibly empty.
+    """
+    phases = []
+    sub_dilation = dilation // np.gcd(stride, dilation)
+    for a in range(min(stride, out_size)):
+        n_out = (out_size - a + stride - 1) // stride
+        taps = [r for r in range(kernel - 1, -1, -1) if (a + pad_before - r * dilation) % stride == 0]
+        base = (a + pad_before - taps[0] * dilation) // stride if taps else 0
+        phases.append((a, n_out, taps, base, int(sub_dilation)))
+    return phases
+
+
+def offset_map(size, start, length):
+    """index_map for a window that starts at input index `start` (any sign): entry
+    q reads input q + start, or -1 (a zero) outside [0, size)."""
+    index = np.arange(length, dtype=np.intp) + start
+    index[(index < 0) | (index >= size)] = -1
+    return index
+
+
+class PhaseWindow:
+    """The stride-1 correlation of one phase of a transposed convolution, with
+    the interface of Window (tables(), dims(), unpadded_1x1, Ho, Wo): output
+    (n_h, n_w), sub-kernel (R, S) with dilations (dh, dw), reading input row
+    i + base_h + m*dh (columns likewise)."""
+
+    def __init__(self, spatial2, out2, kernel2, dilation2, base2):
+        (self.H, self.W), (self.Ho, self.Wo) = spatial2, out2
+        (self.R, self.S), (self.dh, self.dw) = kernel2, dilation2
+        base_h, base_w = base2
+        self.hmap = offset_map(self.H, base_h, self.Ho + (self.R - 1) * self.dh)
+        self.wmap = offset_map(self.W, base_w, self.Wo + (self.S - 1) * self.dw)
+        self.ow_lo, self.ow_hi = interior_range(self.W, self.S, 1, self.dw, -base_w, self.Wo)
+        self.pad_left = -base_w
+        self.unpadded_1x1 = (self.R == self.S == 1 and base2 == (0, 0)
+                             and out2 == tuple(spatial2))
+
+    def dims(self, channels, out_channels, groups=1):
+        return (channels, self.H, self.W, out_channels, self.R, self.S, self.Ho, self.Wo,
+                1, 1, self.dh, self.dw, self.pad_left, groups)
 
     def tables(self):
         return self.hmap, self.wmap, self.ow_lo, self.ow_hi

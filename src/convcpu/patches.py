@@ -89,3 +89,102 @@ def extract_image_patches(x, sizes, strides, rates, padding="VALID", *, out=None
     n, c = x.shape[0], x.shape[3]
     out_shape = (n, window.Ho, window.Wo, kernel[0] * kernel[1] * c)
     return _run_patches(x, window, True, out_shape, out, num_threads)
+
+
+def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1, *, out=None,
+           num_threads=None):
+    """Sum sliding columns back into images, as ``torch.nn.functional.fold`` and
+    ONNX ``Col2Im``: the adjoint of `im2col`.
+
+    Parameters
+    ----------
+    cols : array_like, (N, C*prod(kernel_size), L), or (C*prod(kernel_size), L)
+        for an unbatched result; rows ordered (c, *kernel offsets), the L
+        columns the block positions in row-major order.
+    output_size : int (two spatial axes, as PyTorch) or one int per spatial
+        axis; any number of spatial axes (ONNX ``image_shape``).
+    kernel_size, stride, dilation : int or one int per spatial axis, >= 1.
+    padding : int, one int per axis, (before, after) pairs per axis (ONNX
+        pads), "valid", "same" or "same_lower".
+    out : optional C-contiguous array of the result's shape and dtype.
+    num_threads : threads for this call.  Each (sample, channel) image is
+        summed by one thread in a fixed order: no write races, and the same
+        result for any thread count.
+
+    Returns
+    -------
+    numpy.ndarray, (N, C, *output_size), float32 or float64.  L must equal the
+    number of block positions, prod(floor((size + before + after -
+    dilation*(k-1) - 1) / stride) + 1), else ValueError.
+
+    Examples
+    --------
+    >>> import numpy as np, convcpu
+    >>> convcpu.col2im(np.ones((1, 4, 4)), (3, 3), 2)[0, 0]
+    array([[1., 2., 1.],
+           [2., 4., 2.],
+           [1., 2., 1.]])
+    """
+    cols = _arrays.as_array(cols, "cols")
+    dtype = _arrays.compute_dtype(cols)
+    threads, use_openmp = _threads.resolve(num_threads)
+    if isinstance(output_size, (tuple, list, np.ndarray)):
+        nspatial = len(output_size)
+        if nspatial == 0:
+            raise ValueError("output_size must name at least one spatial axis")
+    else:
+        nspatial = 2
+    sizes = _geometry.expand(output_size, nspatial, "output_size")
+    kernel = _geometry.expand(kernel_size, nspatial, "kernel_size")
+    stride = _geometry.expand(stride, nspatial, "stride")
+    dilation = _geometry.expand(dilation, nspatial, "dilation")
+    pads = _geometry.resolve_padding(padding, sizes, kernel, stride, dilation)
+    blocks = tuple(_geometry.output_size(sizes[i], kernel[i], stride[i], dilation[i], pads[i],
+                                         f"output_size[{i}]") for i in range(nspatial))
+    if cols.ndim not in (2, 3):
+        raise ValueError(f"cols must have 3 dimensions (N, C*prod(kernel_size), L) or 2 "
+                         f"(unbatched), got shape {cols.shape}")
+    unbatched = cols.ndim == 2
+    cb = cols[np.newaxis] if unbatched else cols
+    taps, positions = int(np.prod(kernel)), int(np.prod(blocks))
+    if cb.shape[1] % taps:
+        raise ValueError(f"cols has {cb.shape[1]} rows, not a multiple of "
+                         f"prod(kernel_size) = {taps} (kernel_size {kernel})")
+    if cb.shape[2] != positions:
+        raise ValueError(
+            f"cols has {cb.shape[2]} columns; output_size {sizes} with kernel_size {kernel}, "
+            f"stride {stride}, padding {pads} and dilation {dilation} has {positions} "
+            f"block positions {blocks}")
+    channels = cb.shape[1] // taps
+    out_shape = (cb.shape[0], channels) + sizes
+    result = _arrays.check_out(out, out_shape[1:] if unbatched else out_shape, dtype,
+                               {"cols": cols})
+    if result.size == 0:
+        return result
+    if cb.size == 0:
+        result[...] = 0
+        return result
+    outer, inner = _fold_tables(sizes, kernel, stride, dilation, pads, blocks)
+    planes = cb.shape[0] * channels
+    _core.col2im_forward(_arrays.contiguous(cb, dtype).reshape(planes, -1),
+                         result.reshape(planes, -1), outer, inner, threads, use_openmp)
+    return result
+
+
+def _fold_tables(sizes, kernel, stride, dilation, pads, blocks):
+    """Offset tables of col2im: for the last spatial axis (kernel tap, block
+    position) -> offset in the image, and the same for all leading axes
+    together; -1 where the position is padding."""
+    element_strides = np.cumprod((1,) + tuple(sizes[:0:-1]))[::-1]
+    per_axis = []
+    for i in range(len(sizes)):
+        coord = (np.arange(blocks[i]) * stride[i] - pads[i][0])[None, :] + \
+            (np.arange(kernel[i]) * dilation[i])[:, None]
+        offset = np.where((coord >= 0) & (coord < sizes[i]), coord * element_strides[i], -1)
+        per_axis.append(offset.astype(np.intp))
+    outer = np.zeros((1, 1), np.intp)
+    for table in per_axis[:-1]:
+        combined = outer[:, None, :, None] + table[None, :, None, :]
+        combined[(outer[:, None, :, None] < 0) | (table[None, :, None, :] < 0)] = -1
+        outer = combined.reshape(outer.shape[0] * table.shape[0], -1)
+    return np.ascontiguousarray(outer), np.ascontiguousarray(per_axis[-1])

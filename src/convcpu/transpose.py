@@ -1,0 +1,190 @@
+"""Transposed convolutions: conv_transpose1d and conv_transpose2d.
+
+A transposed convolution is split by output phase: along an axis with stride
+s, the outputs a, a+s, a+2s, ... (a < s) receive only the kernel taps whose
+offset matches a, and read the input as a stride-1 correlation with those
+taps flipped.  Each phase is one forward convolution of the core engine
+(tiled im2col + GEMM) that writes its strided slice of the output through the
+per-thread tile: no zeros are inserted or multiplied, nothing is scattered
+with additions, and no column buffer the size of the output exists.  Stride 1
+is a single phase: a forward convolution with the flipped, transposed kernel.
+Phases with no tap (stride > dilated kernel) hold the bias.
+"""
+import numpy as np
+
+from convcpu import _arrays, _core, _geometry, _threads
+
+
+def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1, *, output_size=None, data_format="NCL", weight_format=None,
+                     out=None, num_threads=None):
+    """1-D transposed convolution, as ``torch.nn.functional.conv_transpose1d`` and
+    ONNX ``ConvTranspose``.
+
+    Parameters
+    ----------
+    x : array_like, (N, C_in, L) for "NCL"/"NCW" or (N, L, C_in) for "NLC"/"NWC";
+        an unbatched 2-D input gives an unbatched output.
+    weight : (C_in, C_out/groups, K) ("IOW", the default with NCL) or
+        (K, C_out/groups, C_in) ("WOI", the default with NLC), or as `weight_format`.
+    padding, output_padding, output_size : see `conv_transpose2d`.
+
+    Returns
+    -------
+    numpy.ndarray, (N, C_out, L_out) or (N, L_out, C_out) with
+    L_out = (L - 1)*stride - before - after + dilation*(K - 1) + 1 + output_padding.
+
+    Examples
+    --------
+    >>> import numpy as np, convcpu
+    >>> convcpu.conv_transpose1d(np.ones((1, 1, 3)), np.ones((1, 1, 2)), stride=2)
+    array([[[1., 1., 1., 1., 1., 1.]]])
+    """
+    return _conv_transpose(1, x, weight, bias, stride, padding, output_padding, groups,
+                           dilation, output_size, data_format, weight_format, out, num_threads)
+
+
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1, *, output_size=None, data_format="NCHW", weight_format=None,
+                     out=None, num_threads=None):
+    """2-D transposed convolution (the adjoint of `conv2d`), as
+    ``torch.nn.functional.conv_transpose2d``, ``tf.nn.conv2d_transpose`` and ONNX
+    ``ConvTranspose``.
+
+    Parameters
+    ----------
+    x : array_like, (N, C_in, H, W) for "NCHW" or (N, H, W, C_in) for "NHWC";
+        an unbatched 3-D input gives an unbatched output.
+    weight : (C_in, C_out/groups, R, S) ("IOHW", PyTorch, the default with NCHW)
+        or (R, S, C_out/groups, C_in) ("HWOI", TensorFlow's conv2d_transpose
+        filter, the default with NHWC); other orders through `weight_format`.
+    bias : (C_out,) or None.
+    stride, dilation : int or (sh, sw), >= 1.
+    padding : int, (ph, pw) or ((top, bottom), (left, right)): the padding of
+        the forward convolution this one transposes (PyTorch / ONNX pads);
+        or "same" / "valid" / "same_lower" (TensorFlow): the padding that the
+        forward convolution of an `output_size` image uses.
+    output_padding : int or (oh, ow), >= 0: rows / columns added at the end
+        (any value, as ONNX; PyTorch keeps it below max(stride, dilation)).
+    groups : int dividing C_in and C_out.
+    output_size : (H_out, W_out) or None.  With explicit padding it picks
+        output_padding (which must then be in [0, max(stride, dilation)), as
+        in PyTorch); with "same"/"valid" it is the spatial part of TensorFlow's
+        `output_shape`.  Without it, "same" gives in*stride and "valid"
+        in*stride + max((R-1)*dilation + 1 - stride, 0) (Keras).  An
+        unreachable size is a ValueError naming the reachable range.
+    out : optional C-contiguous array of the result's exact shape and dtype.
+    num_threads : threads for this call (None: `convcpu.get_num_threads()`).
+
+    Returns
+    -------
+    numpy.ndarray, (N, C_out, H_out, W_out) or (N, H_out, W_out, C_out) with
+    H_out = (H - 1)*stride - top - bottom + dilation*(R - 1) + 1 + output_padding.
+
+    Examples
+    --------
+    Seed 003: a 2x2 input and a 3x3 kernel of ones, VALID, stride 1 and 2.
+
+    >>> import numpy as np, convcpu
+    >>> x, k = np.ones((1, 2, 2, 1)), np.ones((3, 3, 1, 1))
+    >>> convcpu.conv_transpose2d(x, k, padding="valid", data_format="NHWC").shape
+    (1, 4, 4, 1)
+    >>> convcpu.conv_transpose2d(x, k, stride=2, padding="valid", data_format="NHWC")[0, ..., 0]
+    array([[1., 1., 2., 1., 1., 0.],
+           [1., 1., 2., 1., 1., 0.],
+           [2., 2., 4., 2., 2., 0.],
+           [1., 1., 2., 1., 1., 0.],
+           [1., 1., 2., 1., 1., 0.],
+           [0., 0., 0., 0., 0., 0.]])
+    """
+    return _conv_transpose(2, x, weight, bias, stride, padding, output_padding, groups,
+                           dilation, output_size, data_format, weight_format, out, num_threads)
+
+
+def _conv_transpose(nspatial, x, weight, bias, stride, padding, output_padding, groups,
+                    dilation, output_size, data_format, weight_format, out, num_threads):
+    last = _geometry.channels_last(data_format, nspatial)
+    x, weight, bias, dtype = _arrays.operands(x, weight, bias)
+    threads, use_openmp = _threads.resolve(num_threads)
+    xb, unbatched, channels, spatial = _arrays.batched(x, nspatial, data_format, last)
+
+    if weight_format is None:
+        weight_format = _geometry.default_weight_format(nspatial, last, transposed=True)
+    w_oi = _geometry.weight_to_oi(weight, weight_format, nspatial, transposed=True)
+    out_per_group, in_channels = w_oi.shape[:2]
+    kernel = w_oi.shape[2:]
+    groups = _geometry.expand(groups, 1, "groups")[0]
+    if in_channels != channels:
+        raise ValueError(
+            f"weight {weight.shape} ({weight_format}) has {in_channels} input channels; "
+            f"x {x.shape} ({data_format}) has {channels}")
+    if channels % groups:
+        raise ValueError(f"groups={groups} must divide the input channels ({channels})")
+    if min(kernel, default=1) < 1:
+        raise ValueError(f"weight {weight.shape} has an empty kernel")
+    out_channels = out_per_group * groups
+    if bias is not None and bias.shape != (out_channels,):
+        raise ValueError(f"bias must have shape ({out_channels},), got {bias.shape}")
+
+    stride_t = _geometry.expand(stride, nspatial, "stride")
+    dilation_t = _geometry.expand(dilation, nspatial, "dilation")
+    pads, _, out_spatial = _geometry.transpose_output(
+        spatial, kernel, stride_t, dilation_t, padding, output_padding, output_size)
+    batch = xb.shape[0]
+    out_shape = ((batch,) + out_spatial + (out_channels,) if last
+                 else (batch, out_channels) + out_spatial)
+    result = _arrays.check_out(out, out_shape[1:] if unbatched else out_shape, dtype,
+                               {"x": x, "weight": weight, "bias": bias})
+    result_b = result.reshape(out_shape)
+    if result.size == 0:
+        return result
+    bias_c = None if bias is None else _arrays.contiguous(bias, dtype)
+
+    # From here on a 1-D transposed convolution is a 2-D one with a height of 1.
+    if nspatial == 1:
+        xb = xb[:, np.newaxis] if last else xb[:, :, np.newaxis]
+        w_oi = w_oi[:, :, np.newaxis]
+        result_b = result_b[:, np.newaxis] if last else result_b[:, :, np.newaxis]
+        stride_t, dilation_t, pads = (1,) + stride_t, (1,) + dilation_t, ((0, 0),) + pads
+        kernel, spatial = (1,) + tuple(kernel), (1,) + tuple(spatial)
+    out_h, out_w = result_b.shape[1:3] if last else result_b.shape[2:]
+    in_per_group = channels // groups
+    # The forward-convolution weight (C_out, C_in/groups, R, S), taps not yet flipped.
+    w_fwd = (w_oi.reshape((out_per_group, groups, in_per_group) + tuple(kernel))
+             .transpose(1, 0, 2, 3, 4).reshape((out_channels, in_per_group) + tuple(kernel)))
+    xc = _arrays.contiguous(xb, dtype)
+    phases_h = _geometry.transpose_phases(spatial[0], out_h, kernel[0], stride_t[0],
+                                          dilation_t[0], pads[0][0])
+    phases_w = _geometry.transpose_phases(spatial[1], out_w, kernel[1], stride_t[1],
+                                          dilation_t[1], pads[1][0])
+    scatter = stride_t != (1, 1)
+    with _threads.blas_single_threaded():
+        for a, n_h, taps_h, base_h, sub_dh in phases_h:
+            for b, n_w, taps_w, base_w, sub_dw in phases_w:
+                if not taps_h or not taps_w or in_per_group == 0:
+                    _fill_bias(result_b, (a, b), stride_t, bias_c, last)
+                    continue
+                window = _geometry.PhaseWindow(spatial, (n_h, n_w), (len(taps_h), len(taps_w)),
+                                               (sub_dh, sub_dw), (base_h, base_w))
+                w_sub = w_fwd[:, :, taps_h][:, :, :, taps_w]
+                if last:
+                    w_packed = _arrays.contiguous(w_sub.transpose(2, 3, 1, 0), dtype)
+                    w_packed = w_packed.reshape(-1, out_channels)
+                else:
+                    w_packed = _arrays.contiguous(w_sub, dtype).reshape(out_channels, -1)
+                _arrays.blas_dims_ok(n_h * n_w, w_packed.size // out_channels, out_channels,
+                                     channels)
+                _core.conv_forward(xc, w_packed, bias_c, result_b, *window.tables(),
+                                   window.dims(channels, out_channels, groups), last,
+                                   window.unpadded_1x1, threads, use_openmp,
+                                   (out_h, out_w) + stride_t + (a, b) if scatter else None)
+    return result
+
+
+def _fill_bias(result_b, phase, stride, bias, last):
+    """The outputs of a phase no kernel tap reaches hold the bias (or zero)."""
+    rows, cols = (slice(phase[i], None, stride[i]) for i in range(2))
+    if last:
+        result_b[:, rows, cols, :] = 0 if bias is None else bias
+    else:
+        result_b[:, :, rows, cols] = 0 if bias is None else bias[:, None, None]
