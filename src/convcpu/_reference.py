@@ -84,3 +84,65 @@ def local_conv_reference(x, weight, bias=None, kernel=1, stride=1, pads=0):
     if bias is not None:
         out = out + np.asarray(bias, dtype=np.float64)
     return out
+
+
+def conv_transpose_reference(x, w, bias=None, stride=1, pads=0, output_padding=0,
+                             dilation=1, groups=1):
+    """Transposed convolution by its definition: every input pixel scatters
+    x[n, i] * w[i, o, tap] to output position in*stride - before + tap*dilation.
+
+    x: (N, C_in, *spatial); w: (C_in, C_out // groups, *kernel) (PyTorch IOHW);
+    pads: int or one (before, after) pair per axis.  Returns (N, C_out, *out) float64.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
+    nsp = x.ndim - 2
+    stride = (stride,) * nsp if np.isscalar(stride) else tuple(stride)
+    dilation = (dilation,) * nsp if np.isscalar(dilation) else tuple(dilation)
+    extra = (output_padding,) * nsp if np.isscalar(output_padding) else tuple(output_padding)
+    pads = ((pads, pads),) * nsp if np.isscalar(pads) else tuple(tuple(p) for p in pads)
+    n, cin = x.shape[:2]
+    kernel = w.shape[2:]
+    cing, coutg = cin // groups, w.shape[1]
+    full = [(x.shape[2 + i] - 1) * stride[i] + dilation[i] * (kernel[i] - 1) + 1 + extra[i]
+            + max(0, -pads[i][1]) for i in range(nsp)]
+    canvas = np.zeros((n, coutg * groups) + tuple(full))
+    for g in range(groups):
+        xg = x[:, g * cing:(g + 1) * cing]
+        wg = w[g * cing:(g + 1) * cing]
+        for tap in np.ndindex(*kernel):
+            window = tuple(slice(tap[i] * dilation[i],
+                                 tap[i] * dilation[i] + (x.shape[2 + i] - 1) * stride[i] + 1,
+                                 stride[i]) for i in range(nsp))
+            canvas[(slice(None), slice(g * coutg, (g + 1) * coutg)) + window] += np.einsum(
+                "nc...,co->no...", xg, wg[(slice(None), slice(None)) + tap])
+    out_size = [(x.shape[2 + i] - 1) * stride[i] - pads[i][0] - pads[i][1]
+                + dilation[i] * (kernel[i] - 1) + 1 + extra[i] for i in range(nsp)]
+    crop = tuple(slice(pads[i][0], pads[i][0] + out_size[i]) for i in range(nsp))
+    out = canvas[(slice(None), slice(None)) + crop]
+    if bias is not None:
+        out = out + np.asarray(bias, dtype=np.float64).reshape((1, -1) + (1,) * nsp)
+    return out
+
+
+def col2im_reference(cols, output_size, kernel, stride=1, pads=0, dilation=1):
+    """Fold by its definition: cols (N, C*prod(kernel), L) adds column l of row
+    (c, tap) to image position block(l)*stride - before + tap*dilation when inside."""
+    cols = np.asarray(cols, dtype=np.float64)
+    nsp = len(output_size)
+    kernel = (kernel,) * nsp if np.isscalar(kernel) else tuple(kernel)
+    stride = (stride,) * nsp if np.isscalar(stride) else tuple(stride)
+    dilation = (dilation,) * nsp if np.isscalar(dilation) else tuple(dilation)
+    pads = ((pads, pads),) * nsp if np.isscalar(pads) else tuple(tuple(p) for p in pads)
+    blocks = [(output_size[i] + sum(pads[i]) - dilation[i] * (kernel[i] - 1) - 1) // stride[i] + 1
+              for i in range(nsp)]
+    n = cols.shape[0]
+    c = cols.shape[1] // int(np.prod(kernel))
+    image = np.zeros((n, c) + tuple(output_size))
+    values = cols.reshape((n, c) + kernel + tuple(blocks))
+    for tap in np.ndindex(*kernel):
+        for block in np.ndindex(*blocks):
+            pos = tuple(block[i] * stride[i] - pads[i][0] + tap[i] * dilation[i] for i in range(nsp))
+            if all(0 <= pos[i] < output_size[i] for i in range(nsp)):
+                image[(slice(None), slice(None)) + pos] += values[(slice(None), slice(None)) + tap + block]
+    return image
