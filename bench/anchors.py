@@ -18,25 +18,24 @@ def torch_conv(x, w, stride, padding, dilation, groups, threads, nspatial=2):
     return run
 
 
-def ort_conv(x, w, stride, padding, dilation, groups, threads, nspatial=2):
-    """An ONNX Runtime session of one Conv node, weights as an initializer,
-    default graph optimisation, `threads` intra-op threads."""
+def ort_node(op_type, x, initializers, threads, **attributes):
+    """An ONNX Runtime session of one `op_type` node on input x, the other
+    operands as initializers (in order), default graph optimisation, `threads`
+    intra-op threads.  Returns a callable, or None without onnxruntime."""
     try:
         import onnxruntime as ort
         from onnx import TensorProto, helper, numpy_helper
     except ImportError:
         return None
     elem = TensorProto.FLOAT if x.dtype == np.float32 else TensorProto.DOUBLE
-    pads = [padding] * nspatial * 2 if isinstance(padding, int) else list(padding) * 2
-    node = helper.make_node(
-        "Conv", ["x", "w"], ["y"], strides=[stride] * nspatial, pads=pads,
-        dilations=[dilation] * nspatial, group=groups, kernel_shape=list(w.shape[2:]))
+    names = [f"w{i}" for i in range(len(initializers))]
+    node = helper.make_node(op_type, ["x"] + names, ["y"], **attributes)
     graph = helper.make_graph(
-        [node], "conv", [helper.make_tensor_value_info("x", elem, list(x.shape))],
+        [node], op_type, [helper.make_tensor_value_info("x", elem, list(x.shape))],
         [helper.make_tensor_value_info("y", elem, None)],
-        initializer=[numpy_helper.from_array(w, "w")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
+        initializer=[numpy_helper.from_array(a, n) for a, n in zip(initializers, names)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    model.ir_version = 9
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -47,6 +46,39 @@ def ort_conv(x, w, stride, padding, dilation, groups, threads, nspatial=2):
     def run():
         return session.run(None, feed)[0]
     return run
+
+
+def _pads(padding, nspatial):
+    return [padding] * nspatial * 2 if isinstance(padding, int) else list(padding) * 2
+
+
+def ort_conv(x, w, stride, padding, dilation, groups, threads, nspatial=2):
+    """ONNX Runtime Conv (see ort_node)."""
+    return ort_node("Conv", x, [w], threads, strides=[stride] * nspatial,
+                    pads=_pads(padding, nspatial), dilations=[dilation] * nspatial,
+                    group=groups, kernel_shape=list(w.shape[2:]))
+
+
+def torch_conv_transpose(x, w, stride, padding, threads, nspatial=2):
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    xt, wt = torch.from_numpy(x), torch.from_numpy(w)
+    fn = (torch.nn.functional.conv_transpose2d if nspatial == 2
+          else torch.nn.functional.conv_transpose1d)
+
+    def run():
+        with torch.inference_mode():
+            return fn(xt, wt, None, stride, padding)
+    return run
+
+
+def ort_conv_transpose(x, w, stride, padding, threads, nspatial=2):
+    """ONNX Runtime ConvTranspose (see ort_node)."""
+    return ort_node("ConvTranspose", x, [w], threads, strides=[stride] * nspatial,
+                    pads=_pads(padding, nspatial), kernel_shape=list(w.shape[2:]))
 
 
 def sgemm_same_shape(m, n, k, dtype):

@@ -25,6 +25,12 @@ SCRIPT = textwrap.dedent("""
         w = np.ones((62 * 62, 9 * 16, 16), np.float32)
         call = lambda xx, ww: convcpu.local_conv2d(xx, ww, None, 3)
         call(x[:1, :8, :8], w[:36])  # load everything once
+    elif op.startswith("transpose"):
+        fmt = op.split("-")[1]
+        x = np.ones((8, 256, 64, 64) if fmt == "NCHW" else (8, 64, 64, 256), np.float32)
+        w = np.ones((256, 128, 4, 4) if fmt == "NCHW" else (4, 4, 128, 256), np.float32)
+        call = lambda xx, ww: convcpu.conv_transpose2d(xx, ww, None, 2, 1, data_format=fmt)
+        call(x[:1, :, :8, :8] if fmt == "NCHW" else x[:1, :8, :8], w)
     else:
         shape = (8, 64, 224, 224) if op == "NCHW" else (8, 224, 224, 64)
         x = np.ones(shape, np.float32)
@@ -40,7 +46,7 @@ SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
-@pytest.mark.parametrize("op", ["NCHW", "NHWC", "local"])
+@pytest.mark.parametrize("op", ["NCHW", "NHWC", "local", "transpose-NCHW", "transpose-NHWC"])
 def test_peak_memory_is_output_plus_bounded_workspace(op):
     result = subprocess.run([sys.executable, "-c", SCRIPT, op], capture_output=True, text=True,
                             timeout=600, check=True)

@@ -5,6 +5,7 @@ import pytest
 from conftest import assert_close, awkward_variants, optional, to_channels_last
 
 import convcpu
+from convcpu import transpose
 from convcpu._reference import col2im_reference, conv_transpose_reference
 
 DTYPES = [np.float32, np.float64]
@@ -60,11 +61,19 @@ def _run(x, w, b, geometry, channels_last, **kwargs):
     return op(x, w, b, stride, padding, output_padding, groups, dilation, **kwargs)
 
 
+@pytest.fixture(params=["chosen", "phases", "columns"])
+def algorithm(request, monkeypatch):
+    """Run with the algorithm convcpu picks, then with each one forced."""
+    if request.param != "chosen":
+        monkeypatch.setattr(transpose, "_algorithm", lambda *args: request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["NCHW", "NHWC"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("geometry", GEOMETRIES_2D + GEOMETRIES_1D, ids=str)
-def test_matches_reference(geometry, dtype, channels_last, threads):
+def test_matches_reference(geometry, dtype, channels_last, threads, algorithm):
     rng = np.random.default_rng(abs(hash(geometry)) % 2**32)
     x, w, b = _case(rng, geometry, dtype)
     got = _run(x, w, b, geometry, channels_last, num_threads=threads)
@@ -76,7 +85,7 @@ def test_matches_reference(geometry, dtype, channels_last, threads):
 
 
 @pytest.mark.parametrize("seed", range(40))
-def test_random_geometry_against_torch(seed):
+def test_random_geometry_against_torch(seed, algorithm):
     torch = optional("torch")
     rng = np.random.default_rng(seed)
     groups = int(rng.integers(1, 4))
@@ -224,7 +233,7 @@ def test_adjoint_of_conv(geometry):
     np.testing.assert_allclose(np.vdot(cx, y), np.vdot(x, z), rtol=1e-10)
 
 
-def test_unbatched_out_awkward_and_threads():
+def test_unbatched_out_awkward_and_threads(algorithm):
     rng = np.random.default_rng(11)
     x = rng.standard_normal((3, 6, 5)).astype(np.float32)
     w = rng.standard_normal((3, 4, 3, 3)).astype(np.float32)

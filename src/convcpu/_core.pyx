@@ -18,7 +18,7 @@ from cython.parallel cimport prange, parallel
 
 cimport numpy as cnp
 
-from convcpu._blas cimport floating, gemm_colmajor
+from convcpu._blas cimport floating, gemm_colmajor, gemm_trans
 from convcpu._openmp cimport CONVCPU_OPENMP, omp_get_max_threads
 
 import os
@@ -72,12 +72,13 @@ cdef enum TaskKind:
     CONV = 0      # tiled im2col + GEMM convolution
     PATCHES = 1   # im2col straight into the returned array
     LOCAL = 2     # locally connected: one GEMM per output position
+    TRANSPOSE = 3 # transposed convolution: GEMM into column tiles + col2im
 
 
 cdef struct ConvPlan:
     TaskKind kind
     Py_ssize_t C, H, W, K, R, S, Ho, Wo
-    Py_ssize_t sh, sw, dh, dw, pad_left
+    Py_ssize_t sh, sw, dh, dw, pad_left, pad_top
     Py_ssize_t groups, Cg, Kg
     Py_ssize_t N, spt, n_sgroups
     Py_ssize_t ptile, kblock, n_ptiles, n_kblocks, n_tasks, ws_elems, out_elems
@@ -89,6 +90,10 @@ cdef struct ConvPlan:
     const Py_ssize_t* wmap
     const Py_ssize_t* ow_lo
     const Py_ssize_t* ow_hi
+    # TRANSPOSE: for each kernel row r (column s), the input rows (columns)
+    # [lo, hi) whose output row (column) lies inside the output.
+    const Py_ssize_t* ih_lo
+    const Py_ssize_t* ih_hi
     const void* x
     const void* w
     const void* bias
@@ -366,12 +371,78 @@ cdef void _local_task(const ConvPlan* p, Py_ssize_t t, floating* ws,
                 out[((n0 + s) * p.K + k) * HoWo + pos] = out_tile[s * p.K + k]
 
 
+cdef void _transpose_task(const ConvPlan* p, Py_ssize_t t, floating* ws) noexcept nogil:
+    """Transposed convolution of sample n, output channels k0 .. k0+kn-1 of group
+    g: the task owns those output channels, so its col2im adds race-free.  For
+    each band of input rows: cols (npix x kn*R*S, column-major) = x_band @
+    w_block (straight from the (C_in, C_out/groups, R, S) weight), then every
+    column value is added to out[k, ih*sh - pad_top + r*dh, iw*sw - pad_left + s*dw]
+    in a fixed order (the result does not depend on the thread count)."""
+    cdef Py_ssize_t kb = t % p.n_kblocks
+    cdef Py_ssize_t g = (t // p.n_kblocks) % p.groups
+    cdef Py_ssize_t n = t // (p.n_kblocks * p.groups)
+    cdef Py_ssize_t k0 = g * p.Kg + kb * p.kblock
+    cdef Py_ssize_t kn = _min(p.kblock, p.Kg - kb * p.kblock)
+    cdef Py_ssize_t HW = p.H * p.W, OHW = p.Ho * p.Wo, RS = p.R * p.S
+    cdef const floating* x = <const floating*>p.x
+    cdef const floating* w = <const floating*>p.w
+    cdef const floating* bias = <const floating*>p.bias
+    cdef floating* out = <floating*>p.out
+    cdef Py_ssize_t kk, pix, h0, rows, npix, r, s, ih, iw, ilo, ihi, jlo, jhi, oh, ow0
+    cdef Py_ssize_t pstride = p.K if p.channels_last else 1
+    cdef Py_ssize_t step = p.sw * pstride
+    cdef floating v
+    cdef const floating* a
+    cdef const floating* src
+    cdef floating* dst
+    for kk in range(kn):
+        v = bias[k0 + kk] if bias != NULL else 0
+        if p.channels_last:
+            dst = out + n * OHW * p.K + k0 + kk
+        else:
+            dst = out + (n * p.K + k0 + kk) * OHW
+        for pix in range(OHW):
+            dst[pix * pstride] = v
+    h0 = 0
+    while h0 < p.H:
+        rows = _min(p.ptile, p.H - h0)
+        npix = rows * p.W
+        if p.channels_last:  # x band: (C x npix) column-major, transposed
+            a = x + (n * HW + h0 * p.W) * p.C + g * p.Cg
+            gemm_trans(c'T', c'T', npix, kn * RS, p.Cg, a, p.C,
+                       w + g * p.Cg * p.Kg * RS + kb * p.kblock * RS, p.Kg * RS, 0, ws, npix)
+        else:
+            a = x + (n * p.C + g * p.Cg) * HW + h0 * p.W
+            gemm_trans(c'N', c'T', npix, kn * RS, p.Cg, a, HW,
+                       w + g * p.Cg * p.Kg * RS + kb * p.kblock * RS, p.Kg * RS, 0, ws, npix)
+        for kk in range(kn):
+            if p.channels_last:
+                dst = out + n * OHW * p.K + k0 + kk
+            else:
+                dst = out + (n * p.K + k0 + kk) * OHW
+            for r in range(p.R):
+                ilo = _max(p.ih_lo[r], h0)
+                ihi = _min(p.ih_hi[r], h0 + rows)
+                for s in range(p.S):
+                    src = ws + ((kk * p.R + r) * p.S + s) * npix - h0 * p.W
+                    jlo = p.ow_lo[s]
+                    jhi = p.ow_hi[s]
+                    for ih in range(ilo, ihi):
+                        oh = ih * p.sh - p.pad_top + r * p.dh
+                        ow0 = s * p.dw - p.pad_left
+                        for iw in range(jlo, jhi):
+                            dst[(oh * p.Wo + ow0) * pstride + iw * step] += src[ih * p.W + iw]
+        h0 += rows
+
+
 cdef inline void _dispatch(const ConvPlan* p, Py_ssize_t t, floating* ws, floating* out_tile,
                            Py_ssize_t* last_tile) noexcept nogil:
     if p.kind == CONV:
         _run_task(p, t, ws, out_tile, last_tile)
     elif p.kind == PATCHES:
         _patches_task(p, t, <floating*>p.out)
+    elif p.kind == TRANSPOSE:
+        _transpose_task(p, t, ws)
     else:
         _local_task(p, t, ws, out_tile)
 
@@ -661,4 +732,57 @@ def col2im_forward(cnp.ndarray cols, cnp.ndarray out, cnp.ndarray outer, cnp.nda
         with nogil:
             _col2im_all(<const double*>cols_p, <double*>out_p, outer_p, inner_p, planes, KO,
                         KI, LO, LI, plane_size, num_threads, use_openmp)
+    return out
+
+
+def transpose_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
+                      cnp.ndarray ih_lo, cnp.ndarray ih_hi, cnp.ndarray iw_lo, cnp.ndarray iw_hi,
+                      tuple dims, bint channels_last, int num_threads, bint use_openmp):
+    """Transposed convolution by GEMM into column tiles + col2im.
+
+    x: (N, C, H, W) or (N, H, W, C) C-contiguous; w: (C, K/groups, R, S)
+    C-contiguous (PyTorch's IOHW), same dtype; bias (K,) or None; out (N, K,
+    Ho, Wo) or (N, Ho, Wo, K), written whole.  ih_lo / ih_hi (R,) and iw_lo /
+    iw_hi (S,): the input rows / columns each kernel tap maps inside the output.
+    dims: (C, H, W, K, R, S, Ho, Wo, sh, sw, dh, dw, pad_top, pad_left, groups).
+
+    Tasks are (sample, group, block of output channels); a task's column tile
+    covers a band of input rows, <= TILE_BYTES, bands processed in order.
+    """
+    cdef ConvPlan p
+    cdef cnp.ndarray bias_arr
+    cdef Py_ssize_t RS, budget
+    (p.C, p.H, p.W, p.K, p.R, p.S, p.Ho, p.Wo,
+     p.sh, p.sw, p.dh, p.dw, p.pad_top, p.pad_left, p.groups) = dims
+    p.kind = TRANSPOSE
+    p.Cg = p.C // p.groups
+    p.Kg = p.K // p.groups
+    p.N = x.shape[0]
+    p.channels_last = channels_last
+    p.x = cnp.PyArray_DATA(x)
+    p.w = cnp.PyArray_DATA(w)
+    p.out = cnp.PyArray_DATA(out)
+    p.bias = NULL
+    if bias is not None:
+        bias_arr = bias
+        p.bias = cnp.PyArray_DATA(bias_arr)
+    p.ih_lo = <const Py_ssize_t*>cnp.PyArray_DATA(ih_lo)
+    p.ih_hi = <const Py_ssize_t*>cnp.PyArray_DATA(ih_hi)
+    p.ow_lo = <const Py_ssize_t*>cnp.PyArray_DATA(iw_lo)
+    p.ow_hi = <const Py_ssize_t*>cnp.PyArray_DATA(iw_hi)
+    RS = p.R * p.S
+    # Output-channel blocks: enough tasks for the cores, then bands of input
+    # rows whose column tile fits TILE_BYTES (a narrower block if one row
+    # does not fit).
+    p.n_kblocks = min(p.Kg, max(1, _ceil_div(MIN_TASKS, p.N * p.groups)))
+    p.kblock = _ceil_div(p.Kg, p.n_kblocks)
+    budget = TILE_BYTES // x.itemsize
+    while p.kblock > 1 and p.W * p.kblock * RS > budget:
+        p.kblock = _ceil_div(p.kblock, 2)
+    p.n_kblocks = _ceil_div(p.Kg, p.kblock)
+    p.ptile = max(1, min(p.H, budget // max(p.W * p.kblock * RS, 1)))
+    p.n_tasks = p.N * p.groups * p.n_kblocks
+    p.ws_elems = p.ptile * p.W * p.kblock * RS
+    p.out_elems = 0
+    _execute(&p, x.dtype.num == cnp.NPY_FLOAT, num_threads, use_openmp)
     return out

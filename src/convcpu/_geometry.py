@@ -302,6 +302,15 @@ def transpose_phases(size, out_size, kernel, stride, dilation, pad_before):
     return phases
 
 
+def scatter_range(size, out_size, kernel, stride, dilation, pad_before):
+    """For each kernel tap r, the inputs [lo, hi) whose transposed-convolution
+    output i*stride - pad_before + r*dilation lies inside [0, out_size)."""
+    shift = pad_before - np.arange(kernel) * dilation
+    lo = np.clip(-(-shift // stride), 0, size)
+    hi = np.clip((out_size - 1 + shift) // stride + 1, lo, size)
+    return lo.astype(np.intp), hi.astype(np.intp)
+
+
 def offset_map(size, start, length):
     """index_map for a window that starts at input index `start` (any sign): entry
     q reads input q + start, or -1 (a zero) outside [0, size)."""

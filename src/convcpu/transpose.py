@@ -1,6 +1,8 @@
 """Transposed convolutions: conv_transpose1d and conv_transpose2d.
 
-A transposed convolution is split by output phase: along an axis with stride
+Two algorithms, chosen by shape (`_algorithm`, measured in docs/BENCHMARKS.md):
+
+"phases": the transposed convolution is split by output phase: along an axis with stride
 s, the outputs a, a+s, a+2s, ... (a < s) receive only the kernel taps whose
 offset matches a, and read the input as a stride-1 correlation with those
 taps flipped.  Each phase is one forward convolution of the core engine
@@ -8,7 +10,14 @@ taps flipped.  Each phase is one forward convolution of the core engine
 per-thread tile: no zeros are inserted or multiplied, nothing is scattered
 with additions, and no column buffer the size of the output exists.  Stride 1
 is a single phase: a forward convolution with the flipped, transposed kernel.
-Phases with no tap (stride > dilated kernel) hold the bias.
+Phases with no tap (stride > dilated kernel) hold the bias.  Its cost
+beyond the GEMMs is re-laying the weight out for every phase.
+
+"columns" (NCHW): GEMM straight from the (C_in, C_out/groups, R, S) weight into
+per-thread column tiles (a band of input rows x a block of output channels),
+then col2im adds each column into the output channels the task owns (no write
+races).  Its cost beyond the GEMM is the col2im, ~R*S/(sh*sw) reads and adds
+per output element, and it needs no copy of a PyTorch-layout weight.
 """
 import numpy as np
 
@@ -149,10 +158,12 @@ def _conv_transpose(nspatial, x, weight, bias, stride, padding, output_padding, 
         kernel, spatial = (1,) + tuple(kernel), (1,) + tuple(spatial)
     out_h, out_w = result_b.shape[1:3] if last else result_b.shape[2:]
     in_per_group = channels // groups
-    # The forward-convolution weight (C_out, C_in/groups, R, S), taps not yet flipped.
-    w_fwd = (w_oi.reshape((out_per_group, groups, in_per_group) + tuple(kernel))
-             .transpose(1, 0, 2, 3, 4).reshape((out_channels, in_per_group) + tuple(kernel)))
     xc = _arrays.contiguous(xb, dtype)
+    if in_per_group and _algorithm(kernel, last) == "columns":
+        _transpose_by_columns(xc, w_oi, bias_c, result_b, spatial, kernel, stride_t,
+                              dilation_t, pads, groups, last, dtype, threads, use_openmp)
+        return result
+    phase_weight = _PhaseWeights(weight, weight_format, nspatial, groups, last, dtype)
     phases_h = _geometry.transpose_phases(spatial[0], out_h, kernel[0], stride_t[0],
                                           dilation_t[0], pads[0][0])
     phases_w = _geometry.transpose_phases(spatial[1], out_w, kernel[1], stride_t[1],
@@ -166,12 +177,7 @@ def _conv_transpose(nspatial, x, weight, bias, stride, padding, output_padding, 
                     continue
                 window = _geometry.PhaseWindow(spatial, (n_h, n_w), (len(taps_h), len(taps_w)),
                                                (sub_dh, sub_dw), (base_h, base_w))
-                w_sub = w_fwd[:, :, taps_h][:, :, :, taps_w]
-                if last:
-                    w_packed = _arrays.contiguous(w_sub.transpose(2, 3, 1, 0), dtype)
-                    w_packed = w_packed.reshape(-1, out_channels)
-                else:
-                    w_packed = _arrays.contiguous(w_sub, dtype).reshape(out_channels, -1)
+                w_packed = phase_weight(taps_h, taps_w)
                 _arrays.blas_dims_ok(n_h * n_w, w_packed.size // out_channels, out_channels,
                                      channels)
                 _core.conv_forward(xc, w_packed, bias_c, result_b, *window.tables(),
@@ -179,6 +185,62 @@ def _conv_transpose(nspatial, x, weight, bias, stride, padding, output_padding, 
                                    window.unpadded_1x1, threads, use_openmp,
                                    (out_h, out_w) + stride_t + (a, b) if scatter else None)
     return result
+
+
+class _PhaseWeights:
+    """The forward-convolution weight of one phase, packed for the core:
+    (C_out, C_in/groups * Mh * Mw) for NCHW, (Mh * Mw * C_in/groups, C_out) for
+    NHWC, taps in the order given (descending: flipped).  The taps are picked
+    in the weight's own memory order (whole slabs), then one transposing copy
+    makes the packing."""
+
+    def __init__(self, weight, weight_format, nspatial, groups, last, dtype):
+        letters = weight_format.upper().replace("L", "W")
+        self.weight = _arrays.contiguous(weight, dtype)
+        if nspatial == 1:
+            self.weight, letters = self.weight[np.newaxis], "H" + letters
+        self.letters, self.groups, self.last = letters, groups, last
+
+    def __call__(self, taps_h, taps_w):
+        sub = np.take(np.take(self.weight, taps_h, axis=self.letters.index("H")),
+                      taps_w, axis=self.letters.index("W"))
+        sub = sub.transpose([self.letters.index(c) for c in "OIHW"])  # (O/g, I, Mh, Mw)
+        out_per_group, channels, mh, mw = sub.shape
+        split = sub.reshape(out_per_group, self.groups, channels // self.groups, mh, mw)
+        if self.last:  # (Mh, Mw, I/g, g, O/g)
+            return np.ascontiguousarray(split.transpose(3, 4, 2, 1, 0)).reshape(
+                mh * mw * channels // self.groups, -1)
+        return np.ascontiguousarray(split.transpose(1, 0, 2, 3, 4)).reshape(
+            out_per_group * self.groups, -1)
+
+
+def _algorithm(kernel, channels_last):
+    """"phases" or "columns", by layout and kernel (docs/BENCHMARKS.md, issue 4:
+    both timed on DCGAN, U-Net, 1-D, 1x1 and 3x3 layers, batch 1-16).  NCHW:
+    columns is faster on every kernel but 1x1, where a phase is a plain GEMM on
+    the input.  NHWC: phases, as its column tiles would need a transposed
+    weight copy, transposed GEMM operands and a col2im strided by C_out."""
+    if channels_last or tuple(kernel) == (1, 1):
+        return "phases"
+    return "columns"
+
+
+def _transpose_by_columns(xc, w_oi, bias, result_b, spatial, kernel, stride, dilation, pads,
+                          groups, last, dtype, threads, use_openmp):
+    """The "columns" algorithm on 2-D operands (1-D already lifted)."""
+    w_io = _arrays.contiguous(w_oi.transpose(1, 0, 2, 3), dtype)  # IOHW, as PyTorch's
+    out_h, out_w = result_b.shape[1:3] if last else result_b.shape[2:]
+    ih_lo, ih_hi = _geometry.scatter_range(spatial[0], out_h, kernel[0], stride[0], dilation[0],
+                                           pads[0][0])
+    iw_lo, iw_hi = _geometry.scatter_range(spatial[1], out_w, kernel[1], stride[1], dilation[1],
+                                           pads[1][0])
+    channels, out_channels = w_io.shape[0], w_io.shape[1] * groups
+    _arrays.blas_dims_ok(spatial[0] * spatial[1] * channels, w_io.size // channels * groups)
+    dims = (channels, spatial[0], spatial[1], out_channels, kernel[0], kernel[1], out_h, out_w,
+            stride[0], stride[1], dilation[0], dilation[1], pads[0][0], pads[1][0], groups)
+    with _threads.blas_single_threaded():
+        _core.transpose_forward(xc, w_io, bias, result_b, ih_lo, ih_hi, iw_lo, iw_hi, dims,
+                                last, threads, use_openmp)
 
 
 def _fill_bias(result_b, phase, stride, bias, last):
