@@ -786,3 +786,105 @@ def transpose_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out
     p.out_elems = 0
     _execute(&p, x.dtype.num == cnp.NPY_FLOAT, num_threads, use_openmp)
     return out
+
+
+cdef void _weight_grad_slot(const ConvPlan* p, Py_ssize_t slot, Py_ssize_t per_slot,
+                            const floating* dy, floating* partial, floating* ws) noexcept nogil:
+    """Accumulate into `partial` (this slot's own weight-sized sum) the chunks
+    slot*per_slot .. (slot+1)*per_slot - 1, in order; a chunk is one sample's
+    tile of output pixels, for every group.  NCHW: partial is (K, Cg*R*S)
+    row-major; NHWC: (R*S*Cg, K) row-major (HWIO)."""
+    cdef const floating* x = <const floating*>p.x
+    cdef Py_ssize_t HoWo = p.Ho * p.Wo
+    cdef Py_ssize_t crs = p.Cg * p.R * p.S
+    cdef Py_ssize_t chunk, n, p0, npix, g
+    cdef Py_ssize_t first = slot * per_slot
+    cdef Py_ssize_t last = _min(first + per_slot, p.N * p.n_ptiles)
+    for chunk in range(first, last):
+        n = chunk // p.n_ptiles
+        p0 = (chunk % p.n_ptiles) * p.ptile
+        npix = _min(p.ptile, HoWo - p0)
+        for g in range(p.groups):
+            if p.channels_last:
+                _im2col_nhwc(p, x + n * p.H * p.W * p.C, g * p.Cg, p0, npix, ws)
+                gemm_trans(c'N', c'T', p.Kg, crs, npix, dy + (n * HoWo + p0) * p.K + g * p.Kg,
+                           p.K, ws, crs, 1, partial + g * p.Kg, p.K)
+            else:
+                _im2col_nchw(p, x + (n * p.C + g * p.Cg) * p.H * p.W, p0, npix, ws, npix)
+                gemm_trans(c'T', c'N', crs, p.Kg, npix, ws, npix,
+                           dy + (n * p.K + g * p.Kg) * HoWo + p0, HoWo, 1,
+                           partial + g * p.Kg * crs, crs)
+
+
+cdef int _weight_grad_all(const ConvPlan* p, Py_ssize_t n_slots, Py_ssize_t per_slot,
+                          const floating* dy, floating* partials, int num_threads,
+                          bint use_openmp) noexcept nogil:
+    cdef Py_ssize_t slot
+    cdef Py_ssize_t wsize = p.K * p.Cg * p.R * p.S
+    cdef floating* ws = NULL
+    cdef int failed = 0
+    cdef int* failed_flag = &failed
+    cdef size_t ws_bytes = _max(p.ws_elems, 1) * sizeof(floating)
+    if use_openmp and num_threads > 1 and n_slots > 1:
+        with parallel(num_threads=num_threads):
+            ws = <floating*>malloc(ws_bytes)
+            if ws == NULL:
+                failed_flag[0] = 1
+            for slot in prange(n_slots, schedule='static'):
+                if ws != NULL:
+                    _weight_grad_slot(p, slot, per_slot, dy, partials + slot * wsize, ws)
+            free(ws)
+    else:
+        ws = <floating*>malloc(ws_bytes)
+        if ws == NULL:
+            return -1
+        for slot in range(n_slots):
+            _weight_grad_slot(p, slot, per_slot, dy, partials + slot * wsize, ws)
+        free(ws)
+    return -1 if failed else 0
+
+
+def weight_grad(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray hmap, cnp.ndarray wmap,
+                cnp.ndarray ow_lo, cnp.ndarray ow_hi, tuple dims, bint channels_last,
+                int num_threads, bint use_openmp):
+    """The gradient of a 2-D convolution with respect to its weight.
+
+    x: the input, dy: the output gradient, both C-contiguous in the layout.
+    Returns (K, Cg*R*S) for NCHW or (R*S*Cg, K) for NHWC.  The sum runs over
+    chunks (sample, tile of output pixels) split into a number of slots that
+    depends on the shape only; each slot adds its chunks in order into its own
+    partial sum and the partials are added in slot order, so the result is the
+    same for any thread count.
+    """
+    cdef ConvPlan p
+    cdef cnp.ndarray partials
+    cdef Py_ssize_t n_chunks, n_slots, per_slot, crs
+    cdef int status
+    _set_window(&p, x, dy, hmap, wmap, ow_lo, ow_hi, dims, channels_last)
+    crs = p.Cg * p.R * p.S
+    p.ptile = min(p.Ho * p.Wo, max(MIN_TILE_PIXELS, TILE_BYTES // max(crs * x.itemsize, 1)))
+    p.n_ptiles = _ceil_div(p.Ho * p.Wo, p.ptile)
+    p.ws_elems = p.ptile * crs
+    n_chunks = p.N * p.n_ptiles
+    n_slots = max(1, min(MIN_TASKS, n_chunks))
+    per_slot = _ceil_div(n_chunks, n_slots)
+    n_slots = _ceil_div(n_chunks, per_slot)
+    partials = np.zeros((max(n_slots, 1), p.K * crs), dtype=x.dtype)
+    if n_chunks:
+        if x.dtype.num == cnp.NPY_FLOAT:
+            with nogil:
+                status = _weight_grad_all(&p, n_slots, per_slot, <const float*>cnp.PyArray_DATA(dy),
+                                          <float*>cnp.PyArray_DATA(partials), num_threads,
+                                          use_openmp)
+        else:
+            with nogil:
+                status = _weight_grad_all(&p, n_slots, per_slot,
+                                          <const double*>cnp.PyArray_DATA(dy),
+                                          <double*>cnp.PyArray_DATA(partials), num_threads,
+                                          use_openmp)
+        if status != 0:
+            raise MemoryError("convcpu: could not allocate a per-thread workspace")
+    total = partials[0].copy()
+    for slot in range(1, n_slots):
+        total += partials[slot]
+    return total.reshape((p.K, crs) if not channels_last else (crs, p.K))
