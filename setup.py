@@ -15,7 +15,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-EXTENSIONS = ["convcpu._core"]
+EXTENSIONS = ["convcpu._core", "convcpu._direct"]
 
 DIRECTIVES = {
     "language_level": 3,

@@ -11,6 +11,13 @@
 #define CONVCPU_CLONES
 #endif
 
+/* Each extension module includes the kernels it needs; the others stay unused. */
+#if defined(__GNUC__)
+#define CONVCPU_KERNEL static __attribute__((unused))
+#else
+#define CONVCPU_KERNEL static
+#endif
+
 /* out[n, f] += sum_p a[n, p] * w[p, f] for n < rows, f < cols (a rows lda apart,
  * out rows ldo apart, w rows cols apart): a GEMM too small for BLAS's per-call
  * overhead.  Blocks of 8 rows x 16 columns accumulate in registers (eight named
@@ -30,7 +37,7 @@
                     out[n * ldo + f] += av * w[p * cols + f];                             \
             }                                                                             \
     }                                                                                     \
-    CONVCPU_CLONES static void NAME(Py_ssize_t rows, Py_ssize_t depth, Py_ssize_t cols,    \
+    CONVCPU_CLONES CONVCPU_KERNEL void NAME(Py_ssize_t rows, Py_ssize_t depth, Py_ssize_t cols,    \
                                     const T *restrict a, Py_ssize_t lda,                  \
                                     const T *restrict w, T *restrict out, Py_ssize_t ldo)  \
     {                                                                                     \
@@ -73,5 +80,50 @@
 
 CONVCPU_SMALL_GEMM(convcpu_small_gemm_f32, float)
 CONVCPU_SMALL_GEMM(convcpu_small_gemm_f64, double)
+
+/* One band of a 2-D correlation: out[row0 + i, j] = sum_{r,s} k[r, s] *
+ * P[row0 + i + r, j + s] for i < nrows, j < Wo, where the virtual padded image
+ * P has row q = img row rowmap[q] (-1: all fill) and column c = img column
+ * colmap[c] (-1: fill); columns [col_lo, col_hi) are img columns c + col_off.
+ * The band of P is first gathered into ws ((nrows + R - 1) rows of Wo + S - 1);
+ * then every tap adds a shifted row into the output row, a loop GCC
+ * vectorises.  The sum over taps runs in (r, s) order for every element. */
+#define CONVCPU_STENCIL(NAME, T)                                                          \
+    CONVCPU_CLONES CONVCPU_KERNEL void NAME(const T *restrict img, Py_ssize_t ld,                        \
+                             const Py_ssize_t *rowmap, const Py_ssize_t *colmap,          \
+                             Py_ssize_t col_lo, Py_ssize_t col_hi, Py_ssize_t col_off,    \
+                             Py_ssize_t Wo, const T *restrict k, Py_ssize_t R,            \
+                             Py_ssize_t S, T fill, T *restrict out, Py_ssize_t row0,      \
+                             Py_ssize_t nrows, T *restrict ws)                            \
+    {                                                                                     \
+        const Py_ssize_t Wp = Wo + S - 1;                                                 \
+        for (Py_ssize_t q = 0; q < nrows + R - 1; q++) {                                  \
+            T *restrict dst = ws + q * Wp;                                                \
+            const Py_ssize_t src = rowmap[row0 + q];                                      \
+            if (src < 0) {                                                                \
+                for (Py_ssize_t c = 0; c < Wp; c++) dst[c] = fill;                        \
+                continue;                                                                 \
+            }                                                                             \
+            const T *restrict line = img + src * ld;                                      \
+            for (Py_ssize_t c = 0; c < col_lo; c++)                                       \
+                dst[c] = colmap[c] < 0 ? fill : line[colmap[c]];                          \
+            for (Py_ssize_t c = col_lo; c < col_hi; c++) dst[c] = line[c + col_off];      \
+            for (Py_ssize_t c = col_hi; c < Wp; c++)                                      \
+                dst[c] = colmap[c] < 0 ? fill : line[colmap[c]];                          \
+        }                                                                                 \
+        for (Py_ssize_t i = 0; i < nrows; i++) {                                          \
+            T *restrict acc = out + (row0 + i) * Wo;                                      \
+            for (Py_ssize_t j = 0; j < Wo; j++) acc[j] = 0;                               \
+            for (Py_ssize_t r = 0; r < R; r++)                                            \
+                for (Py_ssize_t s = 0; s < S; s++) {                                      \
+                    const T kv = k[r * S + s];                                            \
+                    const T *restrict row = ws + (i + r) * Wp + s;                        \
+                    for (Py_ssize_t j = 0; j < Wo; j++) acc[j] += kv * row[j];            \
+                }                                                                         \
+        }                                                                                 \
+    }
+
+CONVCPU_STENCIL(convcpu_stencil_f32, float)
+CONVCPU_STENCIL(convcpu_stencil_f64, double)
 
 #endif
