@@ -41,7 +41,8 @@ def correlate_rows(threads, rounds):
         medians = harness.interleaved(contenders, rounds=rounds if size < 15 else 3, burst=1)
         best = min(medians["scipy.signal"], medians["scipy.ndimage"])
         rows.append([f"{size}x{size}", f"{medians['convcpu'] * 1e3:.2f}",
-                     f"{medians['scipy.signal'] * 1e3:.1f}", f"{medians['scipy.ndimage'] * 1e3:.1f}",
+                     f"{medians['scipy.signal'] * 1e3:.1f}",
+                     f"{medians['scipy.ndimage'] * 1e3:.1f}",
                      f"{best / medians['convcpu']:.1f}x"])
         print(" | ".join(rows[-1]), flush=True)
     return rows

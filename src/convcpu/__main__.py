@@ -1,8 +1,11 @@
-"""python -m convcpu info | check
+"""python -m convcpu info | check | demo [IMAGE] [--out DIR]
 
 info   versions, the BLAS and OpenMP runtimes, threads and the CPU.
 check  runs a few convolutions against the NumPy reference and prints the
        largest error and the speed of each.
+demo   edges, Sobel and Laplacian of an image (the bundled sample or IMAGE)
+       written as PNGs to DIR, then seed 002's "learn a kernel" experiment
+       (needs matplotlib: pip install "convcpu[demo]").
 """
 import argparse
 import os
@@ -81,11 +84,28 @@ def check():
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m convcpu", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["info", "check"], help="what to run")
+    parser.add_argument("command", choices=["info", "check", "demo"], help="what to run")
+    parser.add_argument("image", nargs="?", default=None,
+                        help="demo: an image file (default: the bundled sample)")
+    parser.add_argument("--out", default="convcpu-demo", help="demo: where to write the PNGs")
     args = parser.parse_args(argv)
     if args.command == "info":
         info()
         return 0
+    if args.command == "demo":
+        try:
+            from convcpu import demo
+            demo.run(args.image, args.out)
+        except ImportError as exc:
+            print(f"the demo needs matplotlib ({exc}): pip install \"convcpu[demo]\"",
+                  file=sys.stderr)
+            return 1
+        except (OSError, ValueError) as exc:
+            print(f"demo: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    if args.image is not None:
+        parser.error(f"{args.command} takes no image")
     return check()
 
 

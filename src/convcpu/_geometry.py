@@ -296,7 +296,8 @@ def transpose_phases(size, out_size, kernel, stride, dilation, pad_before):
     sub_dilation = dilation // np.gcd(stride, dilation)
     for a in range(min(stride, out_size)):
         n_out = (out_size - a + stride - 1) // stride
-        taps = [r for r in range(kernel - 1, -1, -1) if (a + pad_before - r * dilation) % stride == 0]
+        taps = [r for r in range(kernel - 1, -1, -1)
+                if (a + pad_before - r * dilation) % stride == 0]
         base = (a + pad_before - taps[0] * dilation) // stride if taps else 0
         phases.append((a, n_out, taps, base, int(sub_dilation)))
     return phases

@@ -140,9 +140,11 @@ def col2im_reference(cols, output_size, kernel, stride=1, pads=0, dilation=1):
     c = cols.shape[1] // int(np.prod(kernel))
     image = np.zeros((n, c) + tuple(output_size))
     values = cols.reshape((n, c) + kernel + tuple(blocks))
+    every = (slice(None), slice(None))
     for tap in np.ndindex(*kernel):
         for block in np.ndindex(*blocks):
-            pos = tuple(block[i] * stride[i] - pads[i][0] + tap[i] * dilation[i] for i in range(nsp))
+            pos = tuple(block[i] * stride[i] - pads[i][0] + tap[i] * dilation[i]
+                        for i in range(nsp))
             if all(0 <= pos[i] < output_size[i] for i in range(nsp)):
-                image[(slice(None), slice(None)) + pos] += values[(slice(None), slice(None)) + tap + block]
+                image[every + pos] += values[every + tap + block]
     return image
