@@ -79,6 +79,16 @@ def check_out(out, shape, dtype, inputs):
     return out
 
 
+def allocate_output(out, batch, channels, spatial, channels_last, unbatched, dtype, inputs):
+    """The result array of a convolution-like op (checked `out=` or a new one)
+    and its batched view: (N, *spatial, C) channels-last, else (N, C, *spatial);
+    the result drops N when the input was unbatched."""
+    shape = ((batch,) + tuple(spatial) + (channels,) if channels_last
+             else (batch, channels) + tuple(spatial))
+    result = check_out(out, shape[1:] if unbatched else shape, dtype, inputs)
+    return result, result.reshape(shape)
+
+
 def blas_dims_ok(*dims):
     """BLAS takes 32-bit ints: refuse (for now) any dimension that would overflow."""
     limit = 2**31 - 1

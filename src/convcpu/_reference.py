@@ -6,6 +6,16 @@ _NUMPY_PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edg
                     "circular": "wrap"}
 
 
+def _per_axis(value, nsp):
+    """An int or a sequence as a tuple of nsp entries."""
+    return (value,) * nsp if np.isscalar(value) else tuple(value)
+
+
+def _pairs(pads, nsp):
+    """An int or (before, after) pairs as a tuple of pairs."""
+    return ((pads, pads),) * nsp if np.isscalar(pads) else tuple(tuple(p) for p in pads)
+
+
 def same_pads(size, kernel, stride, dilation, lower=False):
     """TensorFlow SAME padding for one axis: ceil(size / stride) outputs."""
     out = (size + stride - 1) // stride
@@ -23,9 +33,7 @@ def conv_reference(x, w, bias=None, stride=1, pads=0, dilation=1, groups=1,
     x = np.asarray(x, dtype=np.float64)
     w = np.asarray(w, dtype=np.float64)
     nsp = x.ndim - 2
-    stride = (stride,) * nsp if np.isscalar(stride) else tuple(stride)
-    dilation = (dilation,) * nsp if np.isscalar(dilation) else tuple(dilation)
-    pads = ((pads, pads),) * nsp if np.isscalar(pads) else tuple(tuple(p) for p in pads)
+    stride, dilation, pads = _per_axis(stride, nsp), _per_axis(dilation, nsp), _pairs(pads, nsp)
     mode = _NUMPY_PAD_MODES[padding_mode]
     xp = np.pad(x, ((0, 0), (0, 0)) + pads, mode=mode)
     n, c = x.shape[:2]
@@ -55,10 +63,8 @@ def patches_reference(x, kernel, stride=1, pads=0, dilation=1):
     each patch in (kernel..., c) order, zero padding."""
     x = np.asarray(x, dtype=np.float64)
     nsp = x.ndim - 2
-    kernel = (kernel,) * nsp if np.isscalar(kernel) else tuple(kernel)
-    stride = (stride,) * nsp if np.isscalar(stride) else tuple(stride)
-    dilation = (dilation,) * nsp if np.isscalar(dilation) else tuple(dilation)
-    pads = ((pads, pads),) * nsp if np.isscalar(pads) else tuple(tuple(p) for p in pads)
+    kernel, stride = _per_axis(kernel, nsp), _per_axis(stride, nsp)
+    dilation, pads = _per_axis(dilation, nsp), _pairs(pads, nsp)
     xp = np.pad(x, ((0, 0),) + pads + ((0, 0),))
     out_size = [(xp.shape[1 + i] - dilation[i] * (kernel[i] - 1) - 1) // stride[i] + 1
                 for i in range(nsp)]
@@ -97,10 +103,8 @@ def conv_transpose_reference(x, w, bias=None, stride=1, pads=0, output_padding=0
     x = np.asarray(x, dtype=np.float64)
     w = np.asarray(w, dtype=np.float64)
     nsp = x.ndim - 2
-    stride = (stride,) * nsp if np.isscalar(stride) else tuple(stride)
-    dilation = (dilation,) * nsp if np.isscalar(dilation) else tuple(dilation)
-    extra = (output_padding,) * nsp if np.isscalar(output_padding) else tuple(output_padding)
-    pads = ((pads, pads),) * nsp if np.isscalar(pads) else tuple(tuple(p) for p in pads)
+    stride, dilation = _per_axis(stride, nsp), _per_axis(dilation, nsp)
+    extra, pads = _per_axis(output_padding, nsp), _pairs(pads, nsp)
     n, cin = x.shape[:2]
     kernel = w.shape[2:]
     cing, coutg = cin // groups, w.shape[1]
@@ -130,10 +134,8 @@ def col2im_reference(cols, output_size, kernel, stride=1, pads=0, dilation=1):
     (c, tap) to image position block(l)*stride - before + tap*dilation when inside."""
     cols = np.asarray(cols, dtype=np.float64)
     nsp = len(output_size)
-    kernel = (kernel,) * nsp if np.isscalar(kernel) else tuple(kernel)
-    stride = (stride,) * nsp if np.isscalar(stride) else tuple(stride)
-    dilation = (dilation,) * nsp if np.isscalar(dilation) else tuple(dilation)
-    pads = ((pads, pads),) * nsp if np.isscalar(pads) else tuple(tuple(p) for p in pads)
+    kernel, stride = _per_axis(kernel, nsp), _per_axis(stride, nsp)
+    dilation, pads = _per_axis(dilation, nsp), _pairs(pads, nsp)
     blocks = [(output_size[i] + sum(pads[i]) - dilation[i] * (kernel[i] - 1) - 1) // stride[i] + 1
               for i in range(nsp)]
     n = cols.shape[0]

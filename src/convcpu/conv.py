@@ -111,13 +111,9 @@ def _conv(nspatial, x, weight, bias, stride, padding, dilation, groups, data_for
         raise ValueError(f"bias must have shape ({out_channels},), got {bias.shape}")
 
     window = _geometry.Window(spatial, kernel, stride, dilation, padding, padding_mode)
-    out_spatial = window.out_spatial
-    batch = xb.shape[0]
-    out_shape = ((batch,) + out_spatial + (out_channels,) if last
-                 else (batch, out_channels) + out_spatial)
-    result = _arrays.check_out(out, out_shape[1:] if unbatched else out_shape, dtype,
-                               {"x": x, "weight": weight, "bias": bias})
-    result_b = result.reshape(out_shape)
+    result, result_b = _arrays.allocate_output(out, xb.shape[0], out_channels, window.out_spatial,
+                                               last, unbatched, dtype,
+                                               {"x": x, "weight": weight, "bias": bias})
     if result.size == 0:
         return result
     if in_per_group == 0:  # an empty reduction: the output is the bias

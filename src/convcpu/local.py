@@ -74,10 +74,8 @@ def _local(nspatial, x, weight, bias, kernel_size, stride, padding, data_format,
     if bias is not None and bias.shape not in shapes.values():
         raise ValueError(f"bias must have shape {shapes['per position']} or ({filters},), "
                          f"got {bias.shape}")
-    out_shape = ((xb.shape[0],) + out_spatial + (filters,) if last
-                 else (xb.shape[0], filters) + out_spatial)
-    result = _arrays.check_out(out, out_shape[1:] if unbatched else out_shape, dtype,
-                               {"x": x, "weight": weight, "bias": bias})
+    result, _ = _arrays.allocate_output(out, xb.shape[0], filters, out_spatial, last, unbatched,
+                                        dtype, {"x": x, "weight": weight, "bias": bias})
     if result.size == 0:
         return result
     if bias is None:

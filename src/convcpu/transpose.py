@@ -139,12 +139,9 @@ def _conv_transpose(nspatial, x, weight, bias, stride, padding, output_padding, 
     dilation_t = _geometry.expand(dilation, nspatial, "dilation")
     pads, _, out_spatial = _geometry.transpose_output(
         spatial, kernel, stride_t, dilation_t, padding, output_padding, output_size)
-    batch = xb.shape[0]
-    out_shape = ((batch,) + out_spatial + (out_channels,) if last
-                 else (batch, out_channels) + out_spatial)
-    result = _arrays.check_out(out, out_shape[1:] if unbatched else out_shape, dtype,
-                               {"x": x, "weight": weight, "bias": bias})
-    result_b = result.reshape(out_shape)
+    result, result_b = _arrays.allocate_output(out, xb.shape[0], out_channels, out_spatial, last,
+                                               unbatched, dtype,
+                                               {"x": x, "weight": weight, "bias": bias})
     if result.size == 0:
         return result
     bias_c = None if bias is None else _arrays.contiguous(bias, dtype)
