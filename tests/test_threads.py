@@ -119,9 +119,21 @@ def test_set_and_get_num_threads(monkeypatch):
         convcpu.set_num_threads(None)
 
 
-def _child_conv(queue):
+def _every_family():
+    """One call of each op family on 2 threads: conv, transposed conv, col2im,
+    image correlation and the weight gradient."""
     x, w, b, fmt = _layer(6)
-    queue.put(convcpu.conv2d(x, w, b, padding=1, num_threads=2))
+    y = convcpu.conv2d(x, w, b, padding=1, num_threads=2)
+    return [y,
+            convcpu.conv_transpose2d(y, w, None, 2, 1, num_threads=2),
+            convcpu.col2im(convcpu.im2col(x, 3, padding=1), x.shape[2:], 3, padding=1,
+                           num_threads=2),
+            convcpu.correlate2d(x[0, 0], w[0, 0], "same", "symm", num_threads=2),
+            convcpu.grad.conv2d_weight(x, w.shape, y, padding=1, num_threads=2)]
+
+
+def _child_conv(queue):
+    queue.put(_every_family())
 
 
 def _conv_in_child(method):
@@ -138,11 +150,12 @@ def _conv_in_child(method):
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 def test_forked_child_completes_after_parent_used_openmp():
-    x, w, b, fmt = _layer(6)
-    expected = convcpu.conv2d(x, w, b, padding=1, num_threads=2)  # parent's OpenMP pool exists
-    np.testing.assert_array_equal(_conv_in_child("fork"), expected)
+    expected = _every_family()  # the parent's OpenMP pool exists
+    for got, want in zip(_conv_in_child("fork"), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_spawned_child_uses_openmp():
-    x, w, b, fmt = _layer(6)
-    np.testing.assert_array_equal(_conv_in_child("spawn"), convcpu.conv2d(x, w, b, padding=1))
+    expected = _every_family()
+    for got, want in zip(_conv_in_child("spawn"), expected, strict=True):
+        np.testing.assert_array_equal(got, want)

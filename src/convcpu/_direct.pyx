@@ -27,6 +27,21 @@ cdef extern from "_kernels.h" nogil:
 STENCIL_TILE_BYTES = 256 * 1024
 
 
+cdef inline void _stencil_band(bint single, const void* img, Py_ssize_t ld,
+                               const Py_ssize_t* rows, const Py_ssize_t* cols, Py_ssize_t col_lo,
+                               Py_ssize_t col_hi, Py_ssize_t col_off, Py_ssize_t Wo,
+                               const void* k, Py_ssize_t R, Py_ssize_t S, double fill, void* out,
+                               Py_ssize_t row0, Py_ssize_t nrows, char* ws) noexcept nogil:
+    if single:
+        convcpu_stencil_f32(<const float*>img, ld, rows, cols, col_lo, col_hi, col_off, Wo,
+                            <const float*>k, R, S, <float>fill, <float*>out, row0, nrows,
+                            <float*>ws)
+    else:
+        convcpu_stencil_f64(<const double*>img, ld, rows, cols, col_lo, col_hi, col_off, Wo,
+                            <const double*>k, R, S, fill, <double*>out, row0, nrows,
+                            <double*>ws)
+
+
 def stencil2d(cnp.ndarray img, cnp.ndarray kernel, cnp.ndarray out, cnp.ndarray rowmap,
               cnp.ndarray colmap, Py_ssize_t col_lo, Py_ssize_t col_hi, Py_ssize_t col_off,
               double fill, int num_threads, bint use_openmp):
@@ -50,27 +65,31 @@ def stencil2d(cnp.ndarray img, cnp.ndarray kernel, cnp.ndarray out, cnp.ndarray 
     cdef bint single = img.dtype.num == cnp.NPY_FLOAT
     cdef int failed = 0
     cdef int* failed_flag = &failed
-    cdef Py_ssize_t b, row0, nrows
+    cdef Py_ssize_t b
     cdef char* ws = NULL
     cdef size_t ws_bytes = ws_elems * img.itemsize
-    cdef int threads = num_threads if (use_openmp and CONVCPU_OPENMP and n_bands > 1) else 1
-    with nogil, parallel(num_threads=threads):
+    # Serial calls (and forked children, where GCC's OpenMP runtime would hang)
+    # never enter a parallel region.
+    if use_openmp and CONVCPU_OPENMP and num_threads > 1 and n_bands > 1:
+        with nogil, parallel(num_threads=num_threads):
+            ws = <char*>malloc(ws_bytes)
+            if ws == NULL:
+                failed_flag[0] = 1
+            for b in prange(n_bands, schedule='static'):
+                if ws != NULL:
+                    _stencil_band(single, img_p, ld, rows, cols, col_lo, col_hi, col_off, Wo,
+                                  k_p, R, S, fill, out_p, b * band, min(band, Ho - b * band), ws)
+            free(ws)
+    else:
         ws = <char*>malloc(ws_bytes)
         if ws == NULL:
-            failed_flag[0] = 1
-        for b in prange(n_bands, schedule='static'):
-            if ws != NULL:
-                row0 = b * band
-                nrows = min(band, Ho - row0)
-                if single:
-                    convcpu_stencil_f32(<const float*>img_p, ld, rows, cols, col_lo, col_hi,
-                                        col_off, Wo, <const float*>k_p, R, S, <float>fill,
-                                        <float*>out_p, row0, nrows, <float*>ws)
-                else:
-                    convcpu_stencil_f64(<const double*>img_p, ld, rows, cols, col_lo, col_hi,
-                                        col_off, Wo, <const double*>k_p, R, S, fill,
-                                        <double*>out_p, row0, nrows, <double*>ws)
-        free(ws)
+            failed = 1
+        else:
+            with nogil:
+                for b in range(n_bands):
+                    _stencil_band(single, img_p, ld, rows, cols, col_lo, col_hi, col_off, Wo,
+                                  k_p, R, S, fill, out_p, b * band, min(band, Ho - b * band), ws)
+            free(ws)
     if failed:
         raise MemoryError("convcpu: could not allocate a per-thread workspace")
     return out

@@ -232,7 +232,7 @@ def _transpose_by_columns(xc, w_oi, bias, result_b, spatial, kernel, stride, dil
     iw_lo, iw_hi = _geometry.scatter_range(spatial[1], out_w, kernel[1], stride[1], dilation[1],
                                            pads[1][0])
     channels, out_channels = w_io.shape[0], w_io.shape[1] * groups
-    _arrays.blas_dims_ok(spatial[0] * spatial[1] * channels, w_io.size // channels * groups)
+    _arrays.blas_dims_ok(spatial[0] * spatial[1], channels, w_io.size // channels)
     dims = (channels, spatial[0], spatial[1], out_channels, kernel[0], kernel[1], out_h, out_w,
             stride[0], stride[1], dilation[0], dilation[1], pads[0][0], pads[1][0], groups)
     with _threads.blas_single_threaded():
