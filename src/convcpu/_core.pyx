@@ -208,7 +208,8 @@ cdef void _store_tile(const ConvPlan* p, const floating* tile, Py_ssize_t n0,
             pix = p0 + j
             i = pix // p.Wo
             jj = pix - i * p.Wo
-            run = _min(npix - j, p.Wo - jj)
+            # Without an output map the tile's pixels are contiguous in out.
+            run = _min(npix - j, p.Wo - jj) if p.scatter else npix - j
             dest = (i * p.osh + p.oa) * p.OW + jj * p.osw + p.ob
             if p.channels_last:
                 dst = out + ((n0 + s) * OHW + dest) * p.K + k0
