@@ -214,7 +214,7 @@ class Window:
 # Transposed convolution ---------------------------------------------------------
 
 def transpose_output(spatial, kernel, stride, dilation, padding, output_padding, output_size):
-    """Padding pairs, output_padding and output sizes of a transposed convolution.
+    """Padding pairs and output sizes of a transposed convolution.
 
     out = (in - 1)*stride - before - after + dilation*(k - 1) + 1 + output_padding.
     Explicit padding (int, per-axis ints or (before, after) pairs) takes any
@@ -254,9 +254,7 @@ def transpose_output(spatial, kernel, stride, dilation, padding, output_padding,
             pads.append(((0, 0) if mode == "valid" else
                          same_padding(output_size[i], kernel[i], stride[i], dilation[i],
                                       mode == "same_lower")))
-        extra = tuple(output_size[i] - ((spatial[i] - 1) * stride[i] - sum(pads[i]) + spans[i])
-                      for i in range(n))
-        return tuple(pads), extra, tuple(output_size)
+        return tuple(pads), tuple(output_size)
     pads = resolve_padding(padding, spatial, kernel, stride, dilation)
     base = [(spatial[i] - 1) * stride[i] - sum(pads[i]) + spans[i] for i in range(n)]
     if output_size is not None:
@@ -279,7 +277,7 @@ def transpose_output(spatial, kernel, stride, dilation, padding, output_padding,
                 f"the transposed convolution's output would be negative on spatial axis {i}: "
                 f"({spatial[i]} - 1)*{stride[i]} - {sum(pads[i])} + {spans[i]} + {extra[i]} "
                 f"= {out[i]} (input, stride, padding, dilated kernel, output_padding)")
-    return pads, extra, out
+    return pads, out
 
 
 def transpose_phases(size, out_size, kernel, stride, dilation, pad_before):

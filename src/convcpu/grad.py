@@ -151,7 +151,8 @@ def _weight_grad(nspatial, input, weight_shape, grad_output, stride, padding, di
     weight_shape = _shape(weight_shape, "weight_shape")
     if weight_format is None:
         weight_format = _geometry.default_weight_format(nspatial, last)
-    oi_shape = _geometry.weight_to_oi(np.empty(weight_shape, np.uint8), weight_format,
+    # weight_to_oi checks the format and rank; a zero-strided view allocates nothing
+    oi_shape = _geometry.weight_to_oi(np.broadcast_to(np.uint8(0), weight_shape), weight_format,
                                       nspatial).shape
     dtype = _arrays.compute_dtype(x, grad_output)
     threads, use_openmp = _threads.resolve(num_threads)

@@ -137,7 +137,7 @@ def _conv_transpose(nspatial, x, weight, bias, stride, padding, output_padding, 
 
     stride_t = _geometry.expand(stride, nspatial, "stride")
     dilation_t = _geometry.expand(dilation, nspatial, "dilation")
-    pads, _, out_spatial = _geometry.transpose_output(
+    pads, out_spatial = _geometry.transpose_output(
         spatial, kernel, stride_t, dilation_t, padding, output_padding, output_size)
     result, result_b = _arrays.allocate_output(out, xb.shape[0], out_channels, out_spatial, last,
                                                unbatched, dtype,
@@ -157,8 +157,9 @@ def _conv_transpose(nspatial, x, weight, bias, stride, padding, output_padding, 
     in_per_group = channels // groups
     xc = _arrays.contiguous(xb, dtype)
     if in_per_group and _algorithm(kernel, last) == "columns":
-        _transpose_by_columns(xc, w_oi, bias_c, result_b, spatial, kernel, stride_t,
-                              dilation_t, pads, groups, last, dtype, threads, use_openmp)
+        _transpose_by_columns(xc, w_oi, bias_c, result_b, spatial, (out_h, out_w), kernel,
+                              stride_t, dilation_t, pads, groups, last, dtype, threads,
+                              use_openmp)
         return result
     phase_weight = _PhaseWeights(weight, weight_format, nspatial, groups, last, dtype)
     phases_h = _geometry.transpose_phases(spatial[0], out_h, kernel[0], stride_t[0],
@@ -222,11 +223,11 @@ def _algorithm(kernel, channels_last):
     return "columns"
 
 
-def _transpose_by_columns(xc, w_oi, bias, result_b, spatial, kernel, stride, dilation, pads,
-                          groups, last, dtype, threads, use_openmp):
+def _transpose_by_columns(xc, w_oi, bias, result_b, spatial, out_spatial, kernel, stride,
+                          dilation, pads, groups, last, dtype, threads, use_openmp):
     """The "columns" algorithm on 2-D operands (1-D already lifted)."""
     w_io = _arrays.contiguous(w_oi.transpose(1, 0, 2, 3), dtype)  # IOHW, as PyTorch's
-    out_h, out_w = result_b.shape[1:3] if last else result_b.shape[2:]
+    out_h, out_w = out_spatial
     ih_lo, ih_hi = _geometry.scatter_range(spatial[0], out_h, kernel[0], stride[0], dilation[0],
                                            pads[0][0])
     iw_lo, iw_hi = _geometry.scatter_range(spatial[1], out_w, kernel[1], stride[1], dilation[1],
