@@ -1,13 +1,27 @@
-# Direct kernels: where a GEMM is the wrong tool.  2-D stencils (correlate2d /
-# convolve2d): bands of output rows in parallel, each gathered with its
-# boundary (fill / wrap / symm) into a per-thread tile and then swept tap by
-# tap with vector loops (_kernels.h).
+# Direct kernels: where a GEMM is the wrong tool.
+# - 2-D stencils (correlate2d / convolve2d): bands of output rows in parallel,
+#   each gathered with its boundary (fill / wrap / symm) into a per-thread
+#   tile and then swept tap by tap with vector loops (_kernels.h).
+# - Grouped and depthwise convolution, channels first: a task is (sample,
+#   group, band of output rows); the band of the group's input planes is
+#   gathered (padding and column phases resolved) into a per-thread tile, and
+#   register blocks of output channels x output columns sum their taps there.
+# - Depthwise convolution, channels last: a task is (sample, output row),
+#   vectors over channels, read straight from the input.
+# - Separable convolution: a task is (sample, band of output rows); its
+#   depthwise result goes to a per-thread tile that the pointwise step (the
+#   same register-blocked row kernel, as a small GEMM) turns into output rows
+#   while it is still in cache.
 from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy
 from cython.parallel cimport prange, parallel
 
 cimport numpy as cnp
 
+from convcpu._blas cimport floating
 from convcpu._openmp cimport CONVCPU_OPENMP
+
+import numpy as np
 
 cnp.import_array()
 
@@ -22,6 +36,38 @@ cdef extern from "_kernels.h" nogil:
                              Py_ssize_t col_off, Py_ssize_t Wo, const double* k, Py_ssize_t R,
                              Py_ssize_t S, double fill, double* out, Py_ssize_t row0,
                              Py_ssize_t nrows, double* ws)
+    void convcpu_gather_f32(const float* plane, Py_ssize_t W, const Py_ssize_t* hmap,
+                            const Py_ssize_t* wmap, Py_ssize_t Wpad, Py_ssize_t pad_left,
+                            Py_ssize_t q0, Py_ssize_t nq, Py_ssize_t sw, Py_ssize_t Lt,
+                            float* ws)
+    void convcpu_gather_f64(const double* plane, Py_ssize_t W, const Py_ssize_t* hmap,
+                            const Py_ssize_t* wmap, Py_ssize_t Wpad, Py_ssize_t pad_left,
+                            Py_ssize_t q0, Py_ssize_t nq, Py_ssize_t sw, Py_ssize_t Lt,
+                            double* ws)
+    void convcpu_direct_row_f32(const float* ws, const Py_ssize_t* off, Py_ssize_t ntap,
+                                const float* w, const float* bias, Py_ssize_t kn, Py_ssize_t Wo,
+                                float* out, Py_ssize_t ldo)
+    void convcpu_direct_row_f64(const double* ws, const Py_ssize_t* off, Py_ssize_t ntap,
+                                const double* w, const double* bias, Py_ssize_t kn, Py_ssize_t Wo,
+                                double* out, Py_ssize_t ldo)
+    void convcpu_direct_row_w32_f32(const float* ws, const Py_ssize_t* off, Py_ssize_t ntap,
+                                    const float* w, const float* bias, Py_ssize_t kn, Py_ssize_t Wo,
+                                    float* out, Py_ssize_t ldo)
+    void convcpu_dw_row_f32(const float* x, Py_ssize_t W, Py_ssize_t C, Py_ssize_t M,
+                            const Py_ssize_t* hrow, Py_ssize_t dh, Py_ssize_t R, Py_ssize_t S,
+                            const Py_ssize_t* wmap, Py_ssize_t sw, Py_ssize_t dw,
+                            Py_ssize_t pad_left, Py_ssize_t int_lo, Py_ssize_t int_hi,
+                            const float* w, const float* bias, float* out, Py_ssize_t Wo,
+                            Py_ssize_t ldo, Py_ssize_t* scratch)
+    void convcpu_direct_row_w32_f64(const double* ws, const Py_ssize_t* off, Py_ssize_t ntap,
+                                    const double* w, const double* bias, Py_ssize_t kn, Py_ssize_t Wo,
+                                    double* out, Py_ssize_t ldo)
+    void convcpu_dw_row_f64(const double* x, Py_ssize_t W, Py_ssize_t C, Py_ssize_t M,
+                            const Py_ssize_t* hrow, Py_ssize_t dh, Py_ssize_t R, Py_ssize_t S,
+                            const Py_ssize_t* wmap, Py_ssize_t sw, Py_ssize_t dw,
+                            Py_ssize_t pad_left, Py_ssize_t int_lo, Py_ssize_t int_hi,
+                            const double* w, const double* bias, double* out, Py_ssize_t Wo,
+                            Py_ssize_t ldo, Py_ssize_t* scratch)
 
 # A band's gathered tile stays within L2 (per thread).
 STENCIL_TILE_BYTES = 256 * 1024
@@ -91,5 +137,305 @@ def stencil2d(cnp.ndarray img, cnp.ndarray kernel, cnp.ndarray out, cnp.ndarray 
                                   k_p, R, S, fill, out_p, b * band, min(band, Ho - b * band), ws)
             free(ws)
     if failed:
+        raise MemoryError("convcpu: could not allocate a per-thread workspace")
+    return out
+
+
+# Grouped / depthwise / separable ---------------------------------------------
+
+# Vector width of the direct kernels, in bytes (CONVCPU_VBYTES): gathered
+# rows are padded to a multiple of it.
+VECTOR_BYTES = 64
+# Channels-first row blocks of at least this many output channels use the
+# wide vectors, others 32-byte ones.
+cdef enum:
+    WIDE_MIN_CHANNELS = 2
+
+
+cdef struct DirectPlan:
+    Py_ssize_t N, C, H, W, K, R, S, Ho, Wo, sh, sw, dh, dw, pad_left, groups, Cg, Kg
+    Py_ssize_t M, Wpad, int_lo, int_hi
+    Py_ssize_t band, n_bands, n_tasks, Lt, nq, cstride
+    bint channels_last, separable
+    Py_ssize_t P                # separable: pointwise output channels
+    const Py_ssize_t* hmap
+    const Py_ssize_t* wmap
+    Py_ssize_t* off             # channels first: (c, r, s) tap offsets in a gathered band
+    Py_ssize_t ntap
+    const void* x
+    const void* w               # NCHW: (K, Cg, R, S); NHWC depthwise: (M, R, S, C)
+    const void* bias            # (K,) or NULL (separable: none before the pointwise)
+    const void* pw              # separable: (C*M, P)
+    const void* pbias           # separable: (P,) or NULL
+    void* out
+    Py_ssize_t ws_elems, tile_elems, scratch_elems
+    Py_ssize_t tile_ld          # separable, channels first: tile row stride
+    Py_ssize_t* pw_off          # separable, channels first: c * tile_ld
+
+
+cdef inline Py_ssize_t _cdiv(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return (a + b - 1) // b
+
+
+cdef void _gather(const DirectPlan* p, const floating* plane, Py_ssize_t i0, Py_ssize_t nq,
+                  floating* ws) noexcept nogil:
+    if floating is float:
+        convcpu_gather_f32(plane, p.W, p.hmap, p.wmap, p.Wpad, p.pad_left, i0 * p.sh, nq,
+                           p.sw, p.Lt, ws)
+    else:
+        convcpu_gather_f64(plane, p.W, p.hmap, p.wmap, p.Wpad, p.pad_left, i0 * p.sh, nq,
+                           p.sw, p.Lt, ws)
+
+
+cdef void _direct_rows(const DirectPlan* p, const floating* ws, const floating* w,
+                       const floating* bias, Py_ssize_t kn, Py_ssize_t nrows, floating* out,
+                       Py_ssize_t ldo) noexcept nogil:
+    """Rows 0..nrows-1 of the band in ws into out (rows Wo apart, planes ldo apart)."""
+    cdef Py_ssize_t ii
+    cdef Py_ssize_t row = p.sw * p.Lt
+    # Blocks of several channels load a broadcast weight per channel and tap:
+    # wide vectors halve those loads.  One channel (depthwise) blocks along
+    # the row: narrow vectors waste fewer columns at its end (measured).
+    cdef bint wide = kn >= WIDE_MIN_CHANNELS
+    for ii in range(nrows):
+        if floating is float:
+            if wide:
+                convcpu_direct_row_f32(ws + ii * p.sh * row, p.off, p.ntap, w, bias, kn, p.Wo,
+                                       out + ii * p.Wo, ldo)
+            else:
+                convcpu_direct_row_w32_f32(ws + ii * p.sh * row, p.off, p.ntap, w, bias, kn,
+                                           p.Wo, out + ii * p.Wo, ldo)
+        else:
+            if wide:
+                convcpu_direct_row_f64(ws + ii * p.sh * row, p.off, p.ntap, w, bias, kn, p.Wo,
+                                       out + ii * p.Wo, ldo)
+            else:
+                convcpu_direct_row_w32_f64(ws + ii * p.sh * row, p.off, p.ntap, w, bias, kn,
+                                           p.Wo, out + ii * p.Wo, ldo)
+
+
+cdef void _dw_rows_nhwc(const DirectPlan* p, Py_ssize_t n, Py_ssize_t i0, Py_ssize_t nrows,
+                        floating* out, Py_ssize_t* scratch) noexcept nogil:
+    """Depthwise output rows i0..i0+nrows-1 of sample n, channels last, into out
+    (rows Wo*K apart, pixels K apart)."""
+    cdef const floating* x = <const floating*>p.x + n * p.H * p.W * p.C
+    cdef Py_ssize_t i
+    for i in range(i0, i0 + nrows):
+        if floating is float:
+            convcpu_dw_row_f32(x, p.W, p.C, p.M, p.hmap + i * p.sh, p.dh, p.R, p.S, p.wmap,
+                               p.sw, p.dw, p.pad_left, p.int_lo, p.int_hi,
+                               <const float*>p.w, <const float*>p.bias,
+                               out + (i - i0) * p.Wo * p.K, p.Wo, p.K, scratch)
+        else:
+            convcpu_dw_row_f64(x, p.W, p.C, p.M, p.hmap + i * p.sh, p.dh, p.R, p.S, p.wmap,
+                               p.sw, p.dw, p.pad_left, p.int_lo, p.int_hi,
+                               <const double*>p.w, <const double*>p.bias,
+                               out + (i - i0) * p.Wo * p.K, p.Wo, p.K, scratch)
+
+
+cdef void _direct_task(const DirectPlan* p, Py_ssize_t t, floating* ws, floating* tile,
+                       Py_ssize_t* scratch) noexcept nogil:
+    cdef Py_ssize_t b = t % p.n_bands
+    cdef Py_ssize_t rest = t // p.n_bands
+    cdef Py_ssize_t i0 = b * p.band
+    cdef Py_ssize_t nrows = p.band if p.Ho - i0 > p.band else p.Ho - i0
+    cdef Py_ssize_t nq = (nrows - 1) * p.sh + (p.R - 1) * p.dh + 1
+    cdef Py_ssize_t HoWo = p.Ho * p.Wo
+    cdef Py_ssize_t npix = nrows * p.Wo
+    cdef const floating* x = <const floating*>p.x
+    cdef const floating* w = <const floating*>p.w
+    cdef const floating* bias = <const floating*>p.bias
+    cdef const floating* pbias = <const floating*>p.pbias
+    cdef floating* out = <floating*>p.out
+    cdef Py_ssize_t n, g, c, k, j
+    cdef floating* dst
+    if not p.separable:
+        if p.channels_last:  # depthwise, channels last: rest is the sample
+            _dw_rows_nhwc(p, rest, i0, nrows, out + (rest * HoWo + i0 * p.Wo) * p.K, scratch)
+            return
+        g = rest % p.groups
+        n = rest // p.groups
+        for c in range(p.Cg):
+            _gather(p, x + ((n * p.C + g * p.Cg + c) * p.H) * p.W, i0, nq, ws + c * p.cstride)
+        _direct_rows(p, ws, w + g * p.Kg * p.Cg * p.R * p.S,
+                     bias + g * p.Kg if bias != NULL else NULL, p.Kg, nrows,
+                     out + (n * p.K + g * p.Kg) * HoWo + i0 * p.Wo, HoWo)
+        return
+    # Separable: depthwise band into the tile, then tile x pointwise -> out.
+    n = rest
+    if p.channels_last:
+        _dw_rows_nhwc(p, n, i0, nrows, tile, scratch)
+        # Pointwise: out[pix, k] = sum_c tile[pix, c] * pw[c, k] is a direct
+        # row of P columns for each "channel" pix, tap c reading pw row c
+        # (pw: (C*M, pw_ld), rows padded with zeros by the caller).
+        dst = out + (n * HoWo + i0 * p.Wo) * p.P
+        if floating is float:
+            convcpu_direct_row_f32(<const float*>p.pw, p.pw_off, p.K, tile, NULL, npix, p.P,
+                                   dst, p.P)
+        else:
+            convcpu_direct_row_f64(<const double*>p.pw, p.pw_off, p.K, tile, NULL, npix, p.P,
+                                   dst, p.P)
+        if pbias != NULL:
+            for j in range(npix):
+                for k in range(p.P):
+                    dst[j * p.P + k] += pbias[k]
+    else:
+        for c in range(p.C):
+            _gather(p, x + ((n * p.C + c) * p.H) * p.W, i0, nq, ws)
+            _direct_rows(p, ws, w + c * p.M * p.R * p.S, <const floating*>NULL, p.M, nrows,
+                         tile + c * p.M * p.tile_ld, p.tile_ld)
+        # The pointwise step is a direct row of npix columns whose tap c reads
+        # tile row c (pw: (P, C*M), transposed by the caller).
+        dst = out + n * p.P * HoWo + i0 * p.Wo
+        if floating is float:
+            convcpu_direct_row_f32(tile, p.pw_off, p.K, <const float*>p.pw, pbias, p.P, npix,
+                                   dst, HoWo)
+        else:
+            convcpu_direct_row_f64(tile, p.pw_off, p.K, <const double*>p.pw, pbias, p.P, npix,
+                                   dst, HoWo)
+
+
+cdef int _run_direct(const DirectPlan* p, floating* typed, int num_threads,
+                     bint use_openmp) noexcept nogil:
+    cdef int failed = 0
+    cdef int* failed_flag = &failed
+    cdef Py_ssize_t t
+    cdef floating* ws = NULL
+    cdef floating* tile = NULL
+    cdef Py_ssize_t* scratch = NULL
+    cdef size_t ws_bytes = (p.ws_elems if p.ws_elems > 0 else 1) * sizeof(floating)
+    cdef size_t tile_bytes = (p.tile_elems if p.tile_elems > 0 else 1) * sizeof(floating)
+    cdef size_t scratch_bytes = (p.scratch_elems if p.scratch_elems > 0 else 1) * sizeof(Py_ssize_t)
+    if use_openmp and CONVCPU_OPENMP and num_threads > 1 and p.n_tasks > 1:
+        with parallel(num_threads=num_threads):
+            ws = <floating*>malloc(ws_bytes)
+            tile = <floating*>malloc(tile_bytes)
+            scratch = <Py_ssize_t*>malloc(scratch_bytes)
+            if ws == NULL or tile == NULL or scratch == NULL:
+                failed_flag[0] = 1
+            for t in prange(p.n_tasks, schedule='dynamic'):
+                if ws != NULL and tile != NULL and scratch != NULL:
+                    _direct_task(p, t, ws, tile, scratch)
+            free(ws)
+            free(tile)
+            free(scratch)
+    else:
+        ws = <floating*>malloc(ws_bytes)
+        tile = <floating*>malloc(tile_bytes)
+        scratch = <Py_ssize_t*>malloc(scratch_bytes)
+        if ws != NULL and tile != NULL and scratch != NULL:
+            for t in range(p.n_tasks):
+                _direct_task(p, t, ws, tile, scratch)
+        else:
+            failed = 1
+        free(ws)
+        free(tile)
+        free(scratch)
+    return -1 if failed else 0
+
+
+def direct_conv(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
+                cnp.ndarray hmap, cnp.ndarray wmap, tuple dims, bint channels_last,
+                Py_ssize_t band, int num_threads, bint use_openmp,
+                object pointwise=None, object pointwise_bias=None,
+                Py_ssize_t pointwise_cols=0):
+    """Grouped / depthwise convolution with the direct kernels (checked by the caller).
+
+    dims: (C, H, W, K, R, S, Ho, Wo, sh, sw, dh, dw, pad_left, groups, int_lo, int_hi).
+    Channels first (any groups): x (N, C, H, W), w (K, Cg, R, S), out (N, K, Ho, Wo).
+    Channels last (depthwise only, K = C*M): x (N, H, W, C), w (M, R, S, C),
+    out (N, Ho, Wo, K).  bias (K,) or None.  band: output rows per task.
+    Separable (pointwise given, pointwise_bias (P,) or None): the depthwise
+    result (no bias) of each band goes through the pointwise step, on the
+    direct row kernel, into out (N, P, Ho, Wo) / (N, Ho, Wo, P).  Channels
+    first pointwise is (P, K); channels last (K, Pld): the (K, P) weight with
+    its rows padded by zeros to Pld >= round_up(P, VECTOR_BYTES), and
+    pointwise_cols = P.  All arrays C-contiguous, one
+    dtype; hmap / wmap as for _core.conv_forward.
+    """
+    cdef DirectPlan p
+    cdef Py_ssize_t c, r, s, L
+    cdef int status = 0
+    cdef cnp.ndarray arr
+    cdef cnp.ndarray offsets
+    cdef cnp.ndarray pw_offsets
+    cdef Py_ssize_t pw_ld = 0
+    (p.C, p.H, p.W, p.K, p.R, p.S, p.Ho, p.Wo, p.sh, p.sw, p.dh, p.dw, p.pad_left,
+     p.groups, p.int_lo, p.int_hi) = dims
+    p.N = x.shape[0]
+    p.Cg = p.C // p.groups
+    p.Kg = p.K // p.groups
+    p.M = p.K // p.C
+    p.Wpad = wmap.shape[0]
+    p.channels_last = channels_last
+    p.separable = pointwise is not None
+    p.hmap = <const Py_ssize_t*>cnp.PyArray_DATA(hmap)
+    p.wmap = <const Py_ssize_t*>cnp.PyArray_DATA(wmap)
+    p.x = cnp.PyArray_DATA(x)
+    p.w = cnp.PyArray_DATA(w)
+    p.out = cnp.PyArray_DATA(out)
+    p.bias = NULL
+    p.pw = NULL
+    p.pbias = NULL
+    p.P = 0
+    if bias is not None:
+        arr = bias
+        p.bias = cnp.PyArray_DATA(arr)
+    if pointwise is not None:
+        arr = pointwise
+        p.pw = cnp.PyArray_DATA(arr)
+        p.P = arr.shape[0]
+        pw_ld = arr.shape[1]
+        if pointwise_bias is not None:
+            arr = pointwise_bias
+            p.pbias = cnp.PyArray_DATA(arr)
+    p.band = band
+    p.n_bands = _cdiv(p.Ho, band)
+    p.n_tasks = p.N * p.n_bands * (1 if (channels_last or p.separable) else p.groups)
+    # Gathered rows: every vector of the last (rounded-up) output columns, plus
+    # the widest tap offset.
+    L = (VECTOR_BYTES if (p.M if p.separable else p.Kg) >= WIDE_MIN_CHANNELS else 32) // x.itemsize
+    p.Lt = _cdiv(p.Wo, L) * L + ((p.S - 1) * p.dw) // p.sw
+    p.nq = (band - 1) * p.sh + (p.R - 1) * p.dh + 1
+    p.cstride = p.nq * p.sw * p.Lt
+    # Tap (c, r, s) of an output row reads its gathered band at
+    # c*cstride + r*dh*(sw*Lt) + (column phase of s)*Lt + (its offset).
+    p.ntap = (1 if p.separable else p.Cg) * p.R * p.S
+    offsets = np.empty(max(p.ntap, 1), dtype=np.intp)
+    p.off = <Py_ssize_t*>cnp.PyArray_DATA(offsets)
+    for c in range(p.ntap // (p.R * p.S)):
+        for r in range(p.R):
+            for s in range(p.S):
+                p.off[(c * p.R + r) * p.S + s] = (c * p.cstride + r * p.dh * p.sw * p.Lt
+                                                  + ((s * p.dw) % p.sw) * p.Lt
+                                                  + (s * p.dw) // p.sw)
+    if channels_last:
+        p.ws_elems = 0
+        p.scratch_elems = 2 * p.R + p.S * p.Wo
+    else:
+        p.ws_elems = p.cstride * (1 if p.separable else p.Cg)
+        p.scratch_elems = 0
+    p.tile_elems = band * p.Wo * p.K if p.separable else 0
+    p.tile_ld = 0
+    p.pw_off = NULL
+    if p.separable and channels_last:
+        p.P = pointwise_cols
+        pw_offsets = np.arange(p.K, dtype=np.intp) * pw_ld
+        p.pw_off = <Py_ssize_t*>cnp.PyArray_DATA(pw_offsets)
+    if p.separable and not channels_last:
+        # Tile rows padded to whole wide vectors (the pointwise row kernel
+        # reads them; the padding only feeds discarded lanes).
+        L = VECTOR_BYTES // x.itemsize
+        p.tile_ld = _cdiv(band * p.Wo, L) * L
+        p.tile_elems = p.tile_ld * p.K
+        pw_offsets = np.arange(p.K, dtype=np.intp) * p.tile_ld
+        p.pw_off = <Py_ssize_t*>cnp.PyArray_DATA(pw_offsets)
+    if x.dtype.num == cnp.NPY_FLOAT:
+        with nogil:
+            status = _run_direct(&p, <float*>p.out, num_threads, use_openmp)
+    else:
+        with nogil:
+            status = _run_direct(&p, <double*>p.out, num_threads, use_openmp)
+    if status != 0:
         raise MemoryError("convcpu: could not allocate a per-thread workspace")
     return out

@@ -200,6 +200,11 @@ class Window:
         self.unpadded_1x1 = (self.R == self.S == 1 and stride2 == (1, 1)
                              and pads2 == ((0, 0), (0, 0)))
         self._strides2, self._dilations2, self._pad_left = stride2, dilation2, pads2[1][0]
+        # Output columns whose every tap reads inside the image.
+        self.int_lo = int(self.ow_lo.max())
+        self.int_hi = max(self.int_lo, int(self.ow_hi.min()))
+        for table in self.tables():  # shared by every call of a cached window
+            table.flags.writeable = False
 
     def dims(self, channels, out_channels, groups=1):
         """The geometry tuple the _core kernels take."""
@@ -209,6 +214,38 @@ class Window:
 
     def tables(self):
         return self.hmap, self.wmap, self.ow_lo, self.ow_hi
+
+
+def window(spatial, kernel, stride, dilation, padding, padding_mode="zeros"):
+    """Window(...), cached: a layer called again with the same geometry reuses
+    its resolved window (its index tables are read-only).  Arguments that do
+    not freeze into a key (or any bool, float, ...: see `_freeze`) go
+    uncached, so every check still runs on them."""
+    key = _freeze((tuple(spatial), tuple(kernel), stride, dilation, padding, padding_mode))
+    found = None if key is None else _WINDOWS.get(key)
+    if found is None:
+        found = Window(spatial, kernel, stride, dilation, padding, padding_mode)
+        if key is not None:
+            if len(_WINDOWS) >= _MAX_WINDOWS:
+                _WINDOWS.clear()
+            _WINDOWS[key] = found
+    return found
+
+
+_WINDOWS = {}
+_MAX_WINDOWS = 256
+
+
+def _freeze(value):
+    """A hashable key that tells apart every argument `Window` treats
+    differently: Python ints and strings as themselves, sequences as tuples of
+    keys; None for anything else (numpy scalars, bools, floats, ...)."""
+    if type(value) is int or type(value) is str:
+        return value
+    if isinstance(value, (tuple, list)):
+        items = tuple(_freeze(v) for v in value)
+        return None if None in items else ("seq",) + items
+    return None
 
 
 # Transposed convolution ---------------------------------------------------------

@@ -4,9 +4,16 @@
 #ifndef CONVCPU_KERNELS_H
 #define CONVCPU_KERNELS_H
 #include <Python.h>
+#include <string.h>
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define CONVCPU_CLONES __attribute__((target_clones("avx512f", "arch=haswell", "default")))
+/* GCC >= 12 picks the x86-64-v4 (AVX-512 + FMA) / v3 (AVX2 + FMA) clones by
+ * CPU features.  ("arch=haswell"-style clones are chosen by CPU model, so an
+ * AMD CPU never ran them, and a plain "avx512f" clone has no FMA: measured.) */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) \
+    && __GNUC__ >= 12
+#define CONVCPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#elif defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define CONVCPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define CONVCPU_CLONES
 #endif
@@ -125,5 +132,375 @@ CONVCPU_SMALL_GEMM(convcpu_small_gemm_f64, double)
 
 CONVCPU_STENCIL(convcpu_stencil_f32, float)
 CONVCPU_STENCIL(convcpu_stencil_f64, double)
+
+
+/* ---- Direct grouped / depthwise convolution ------------------------------------
+ * GCC vector extensions (32-byte vectors: 8 floats / 4 doubles) keep the
+ * accumulators of a register block in registers; every output element sums
+ * bias, then its taps in (c, r, s) order, whichever block computes it. */
+/* 64-byte vectors (16 floats): on x86-64-v4 one zmm register each; other
+ * clones split them.  The channels-first row kernel also comes with 32-byte
+ * vectors (_w32), which waste fewer columns at the end of a row: the caller
+ * picks by shape (measured in docs/BENCHMARKS.md). */
+#define CONVCPU_VBYTES 64
+
+/* ws[q][ph][t] = P[q0 + q, t*sw + ph] for q < nq, ph < sw, t < Lt: a band of
+ * rows of the padded plane P (row p = plane row hmap[p], column c = plane
+ * column wmap[c], -1 or beyond the Wpad padded columns: zero), split by
+ * column phase so that every tap of a strided row is a contiguous run. */
+#define CONVCPU_GATHER(NAME, T)                                                          \
+    CONVCPU_CLONES CONVCPU_KERNEL void NAME(const T *restrict plane, Py_ssize_t W,                       \
+                             const Py_ssize_t *hmap, const Py_ssize_t *wmap,              \
+                             Py_ssize_t Wpad, Py_ssize_t pad_left, Py_ssize_t q0,         \
+                             Py_ssize_t nq, Py_ssize_t sw, Py_ssize_t Lt, T *restrict ws) \
+    {                                                                                     \
+        for (Py_ssize_t q = 0; q < nq; q++) {                                             \
+            T *restrict dst = ws + q * sw * Lt;                                           \
+            const Py_ssize_t src = hmap[q0 + q];                                          \
+            if (src < 0) {                                                                \
+                memset(dst, 0, (size_t)(sw * Lt) * sizeof(T));                            \
+                continue;                                                                 \
+            }                                                                             \
+            const T *restrict line = plane + src * W;                                     \
+            Py_ssize_t done1_lo = 0, done1_hi = 0;                                        \
+            for (Py_ssize_t ph = 0; ph < sw; ph++) {                                      \
+                T *restrict d = dst + ph * Lt;                                            \
+                /* t*sw + ph inside [pad_left, pad_left + W): a plain copy */             \
+                Py_ssize_t lo = pad_left > ph ? (pad_left - ph + sw - 1) / sw : 0;        \
+                Py_ssize_t hi = pad_left + W > ph ? (pad_left + W - ph + sw - 1) / sw : 0; \
+                if (lo > Lt) lo = Lt;                                                     \
+                if (hi > Lt) hi = Lt;                                                     \
+                if (hi < lo) hi = lo;                                                     \
+                for (Py_ssize_t t = 0; t < lo; t++) {                                     \
+                    const Py_ssize_t c = t * sw + ph;                                     \
+                    d[t] = (c < Wpad && wmap[c] >= 0) ? line[wmap[c]] : (T)0;             \
+                }                                                                         \
+                if (sw == 1)                                                              \
+                    memcpy(d + lo, line + lo - pad_left, (size_t)(hi - lo) * sizeof(T));  \
+                else if (sw == 2 && ph == 0) {                                            \
+                    /* both phases in one pass (a vectorised de-interleave) */            \
+                    Py_ssize_t lo1 = pad_left > 1 ? pad_left / 2 : 0;                     \
+                    Py_ssize_t hi1 = pad_left + W > 1 ? (pad_left + W) / 2 : 0;           \
+                    if (hi1 > Lt) hi1 = Lt;                                               \
+                    const Py_ssize_t a = lo > lo1 ? lo : lo1, b = hi < hi1 ? hi : hi1;    \
+                    T *restrict d1 = d + Lt;                                              \
+                    const T *restrict src2 = line - pad_left;                             \
+                    for (Py_ssize_t t = lo; t < a && t < hi; t++) d[t] = src2[2 * t];     \
+                    for (Py_ssize_t t = a; t < b; t++) {                                  \
+                        d[t] = src2[2 * t];                                               \
+                        d1[t] = src2[2 * t + 1];                                          \
+                    }                                                                     \
+                    for (Py_ssize_t t = b > lo ? b : lo; t < hi; t++) d[t] = src2[2 * t]; \
+                    done1_lo = a; done1_hi = b;                                           \
+                } else {                                                                  \
+                    Py_ssize_t t = lo;                                                    \
+                    if (sw == 2 && ph == 1) /* columns [done1_lo, done1_hi) done */       \
+                        for (; t < hi && t < done1_lo; t++) d[t] = line[t * sw + ph - pad_left]; \
+                    if (sw == 2 && ph == 1 && t < done1_hi) t = done1_hi;                 \
+                    for (; t < hi; t++) d[t] = line[t * sw + ph - pad_left];              \
+                }                                                                         \
+                for (Py_ssize_t t = hi; t < Lt; t++) {                                    \
+                    const Py_ssize_t c = t * sw + ph;                                     \
+                    d[t] = (c < Wpad && wmap[c] >= 0) ? line[wmap[c]] : (T)0;             \
+                }                                                                         \
+            }                                                                             \
+        }                                                                                 \
+    }
+
+/* A KB x (JB vectors) block of one output row, channels first: for kb < KB,
+ * out[kb*ldo + j0 + j] (j < valid) = bias[kb] + sum_t w[kb*ntap + t] *
+ * row[off[t] + j0 + j], the taps t in order (off: flattened (c, r, s)). */
+#define CONVCPU_DIRECT_BLOCK(NAME, T, V, KB, JB)                                          \
+    static inline __attribute__((always_inline)) void NAME(                               \
+        const T *restrict row, const Py_ssize_t *restrict off, Py_ssize_t ntap,           \
+        const T *restrict w, const T *bias, Py_ssize_t j0, Py_ssize_t valid,              \
+        T *restrict out, Py_ssize_t ldo)                                                  \
+    {                                                                                     \
+        enum { L = sizeof(V) / sizeof(T) };                                          \
+        V acc[KB][JB];                                                                    \
+        const T *restrict base = row + j0;                                                \
+        for (int kb = 0; kb < KB; kb++)                                                   \
+            for (int jb = 0; jb < JB; jb++) {                                             \
+                V zero = {0};                                                             \
+                acc[kb][jb] = zero + (bias ? bias[kb] : (T)0);                            \
+            }                                                                             \
+        for (Py_ssize_t t = 0; t < ntap; t++) {                                           \
+            const T *restrict px = base + off[t];                                         \
+            V xv[JB];                                                                     \
+            for (int jb = 0; jb < JB; jb++) memcpy(&xv[jb], px + jb * L, sizeof(V));      \
+            for (int kb = 0; kb < KB; kb++) {                                             \
+                const T wv = w[kb * ntap + t];                                            \
+                for (int jb = 0; jb < JB; jb++) acc[kb][jb] += xv[jb] * wv;               \
+            }                                                                             \
+        }                                                                                 \
+        for (int kb = 0; kb < KB; kb++) {                                                 \
+            T *o = out + kb * ldo + j0;                                                   \
+            if (valid >= JB * L) {                                                        \
+                for (int jb = 0; jb < JB; jb++) memcpy(o + jb * L, &acc[kb][jb], sizeof(V)); \
+            } else {                                                                      \
+                T tmp[JB * L];                                                            \
+                memcpy(tmp, acc[kb], sizeof(tmp));                                        \
+                for (Py_ssize_t j = 0; j < valid; j++) o[j] = tmp[j];                     \
+            }                                                                             \
+        }                                                                                 \
+    }
+
+/* One output row of kn channels (planes ldo apart) of a grouped convolution,
+ * channels first: tap t of the row reads row + off[t] (its gathered band:
+ * input plane c, kernel row r, column phase and offset of s), with the
+ * (kn, ntap) weight w of the channels and their kn biases (or NULL).  The
+ * gathered rows hold at least round_up(Wo, vector) columns past every tap. */
+#define CONVCPU_DIRECT_ROW(NAME, T, V)                                                    \
+    CONVCPU_DIRECT_BLOCK(NAME##_8x1, T, V, 8, 1)                                          \
+    CONVCPU_DIRECT_BLOCK(NAME##_4x2, T, V, 4, 2)                                          \
+    CONVCPU_DIRECT_BLOCK(NAME##_4x1, T, V, 4, 1)                                          \
+    CONVCPU_DIRECT_BLOCK(NAME##_2x4, T, V, 2, 4)                                          \
+    CONVCPU_DIRECT_BLOCK(NAME##_2x3, T, V, 2, 3)                                          \
+    CONVCPU_DIRECT_BLOCK(NAME##_2x2, T, V, 2, 2)                                          \
+    CONVCPU_DIRECT_BLOCK(NAME##_2x1, T, V, 2, 1)                                          \
+    CONVCPU_DIRECT_BLOCK(NAME##_1x8, T, V, 1, 8)                                          \
+    CONVCPU_DIRECT_BLOCK(NAME##_1x7, T, V, 1, 7)                                          \
+    CONVCPU_DIRECT_BLOCK(NAME##_1x6, T, V, 1, 6)                                          \
+    CONVCPU_DIRECT_BLOCK(NAME##_1x5, T, V, 1, 5)                                          \
+    CONVCPU_DIRECT_BLOCK(NAME##_1x4, T, V, 1, 4)                                          \
+    CONVCPU_DIRECT_BLOCK(NAME##_1x3, T, V, 1, 3)                                          \
+    CONVCPU_DIRECT_BLOCK(NAME##_1x2, T, V, 1, 2)                                          \
+    CONVCPU_DIRECT_BLOCK(NAME##_1x1, T, V, 1, 1)                                          \
+    CONVCPU_CLONES CONVCPU_KERNEL void NAME(                                              \
+        const T *restrict ws, const Py_ssize_t *off, Py_ssize_t CRS,                      \
+        const T *restrict w, const T *bias, Py_ssize_t kn, Py_ssize_t Wo,                 \
+        T *restrict out, Py_ssize_t ldo)                                                  \
+    {                                                                                     \
+        /* Blocks of up to 8 accumulators: 8 channels x 1 vector, 4 x 2, 2 x 4 or   */    \
+        /* 1 x 8; a row's remaining vectors go in one block (no lone latency-bound  */    \
+        /* chain).                                                                   */    \
+        enum { L = sizeof(V) / sizeof(T) };                                          \
+        Py_ssize_t k = 0, j, left;                                                        \
+        for (; k + 8 <= kn && Wo <= L; k += 8) /* one vector per row: 8 channels */       \
+            for (j = 0; j < Wo; j += L)                                                   \
+                NAME##_8x1(ws, off, CRS, w + k * CRS,                \
+                           bias ? bias + k : NULL, j, Wo - j, out + k * ldo, ldo);        \
+        for (; k + 4 <= kn; k += 4)                                                       \
+            for (j = 0; j < Wo; j += left * L) {                                          \
+                left = (Wo - j + L - 1) / L;                                              \
+                if (left >= 2) {                                                          \
+                    left = 2;                                                             \
+                    NAME##_4x2(ws, off, CRS, w + k * CRS,            \
+                               bias ? bias + k : NULL, j, Wo - j, out + k * ldo, ldo);    \
+                } else                                                                    \
+                    NAME##_4x1(ws, off, CRS, w + k * CRS,            \
+                               bias ? bias + k : NULL, j, Wo - j, out + k * ldo, ldo);    \
+            }                                                                             \
+        for (; k + 2 <= kn; k += 2)                                                       \
+            for (j = 0; j < Wo; j += left * L) {                                          \
+                left = (Wo - j + L - 1) / L;                                              \
+                if (left > 4) left = 4;                                                   \
+                switch (left) {                                                           \
+                case 4: NAME##_2x4(ws, off, CRS, w + k * CRS,        \
+                                   bias ? bias + k : NULL, j, Wo - j, out + k * ldo, ldo); \
+                        break;                                                            \
+                case 3: NAME##_2x3(ws, off, CRS, w + k * CRS,        \
+                                   bias ? bias + k : NULL, j, Wo - j, out + k * ldo, ldo); \
+                        break;                                                            \
+                case 2: NAME##_2x2(ws, off, CRS, w + k * CRS,        \
+                                   bias ? bias + k : NULL, j, Wo - j, out + k * ldo, ldo); \
+                        break;                                                            \
+                default: NAME##_2x1(ws, off, CRS, w + k * CRS,       \
+                                    bias ? bias + k : NULL, j, Wo - j, out + k * ldo, ldo); \
+                }                                                                         \
+            }                                                                             \
+        for (; k < kn; k++)                                                               \
+            for (j = 0; j < Wo; j += left * L) {                                          \
+                const T *wk = w + k * CRS, *bk = bias ? bias + k : NULL;                  \
+                T *ok = out + k * ldo;                                                    \
+                left = (Wo - j + L - 1) / L;                                              \
+                if (left > 8) left = 8;                                                   \
+                switch (left) {                                                           \
+                case 8: NAME##_1x8(ws, off, CRS, wk, bk, j, Wo - j, ok, ldo); break; \
+                case 7: NAME##_1x7(ws, off, CRS, wk, bk, j, Wo - j, ok, ldo); break; \
+                case 6: NAME##_1x6(ws, off, CRS, wk, bk, j, Wo - j, ok, ldo); break; \
+                case 5: NAME##_1x5(ws, off, CRS, wk, bk, j, Wo - j, ok, ldo); break; \
+                case 4: NAME##_1x4(ws, off, CRS, wk, bk, j, Wo - j, ok, ldo); break; \
+                case 3: NAME##_1x3(ws, off, CRS, wk, bk, j, Wo - j, ok, ldo); break; \
+                case 2: NAME##_1x2(ws, off, CRS, wk, bk, j, Wo - j, ok, ldo); break; \
+                default: NAME##_1x1(ws, off, CRS, wk, bk, j, Wo - j, ok, ldo); \
+                }                                                                         \
+            }                                                                             \
+    }
+
+/* One output row of a depthwise convolution, channels last:
+ * out[ow*ldo + c*M + m] = bias[c*M + m] + sum_{r,s} w[m, r, s, c] *
+ * x[hrow[r*dh], wmap[ow*sw + s*dw], c] for ow < Wo, c < C, m < M (x is one
+ * (H, W, C) sample; a row or column map of -1 is a zero, whose tap is
+ * skipped).  Output columns [int_lo, int_hi) read every tap inside the image,
+ * at column ow*sw + s*dw - pad_left, four pixels at a time; channels go in
+ * blocks of two vectors, then one, then one at a time. */
+#define CONVCPU_DW_PIXELS(NAME, T, V, P, CB)                                              \
+    static inline __attribute__((always_inline)) void NAME(                               \
+        const T *restrict x, Py_ssize_t W, Py_ssize_t C, const Py_ssize_t *rows,          \
+        Py_ssize_t R, Py_ssize_t S, const Py_ssize_t *cols, Py_ssize_t colstep,           \
+        const T *restrict w, const T *bb, T *restrict out, Py_ssize_t ldo, Py_ssize_t M)  \
+    {                                                                                     \
+        /* P pixels; pixel p, tap s reads input column cols[p*colstep + s]     */         \
+        enum { L = sizeof(V) / sizeof(T) };                                          \
+        V acc[P][CB];                                                                     \
+        for (int p = 0; p < P; p++)                                                       \
+            for (int cb = 0; cb < CB; cb++) memcpy(&acc[p][cb], bb + cb * L, sizeof(V));  \
+        for (Py_ssize_t r = 0; r < R; r++) {                                              \
+            if (rows[r] < 0) continue;                                                    \
+            const T *xr = x + rows[r] * W * C;                                            \
+            for (Py_ssize_t s = 0; s < S; s++) {                                          \
+                V wv[CB];                                                                 \
+                for (int cb = 0; cb < CB; cb++)                                           \
+                    memcpy(&wv[cb], w + (r * S + s) * C + cb * L, sizeof(V));             \
+                for (int p = 0; p < P; p++) {                                             \
+                    const Py_ssize_t col = cols[p * colstep + s];                         \
+                    if (P == 1 && col < 0) continue;                                      \
+                    for (int cb = 0; cb < CB; cb++) {                                     \
+                        V xv;                                                             \
+                        memcpy(&xv, xr + col * C + cb * L, sizeof(V));                    \
+                        acc[p][cb] += xv * wv[cb];                                        \
+                    }                                                                     \
+                }                                                                         \
+            }                                                                             \
+        }                                                                                 \
+        for (int p = 0; p < P; p++) {                                                     \
+            if (M == 1) {                                                                 \
+                for (int cb = 0; cb < CB; cb++)                                           \
+                    memcpy(out + p * ldo + cb * L, &acc[p][cb], sizeof(V));               \
+            } else {                                                                      \
+                T tmp[CB * L];                                                            \
+                memcpy(tmp, acc[p], sizeof(tmp));                                         \
+                for (int i = 0; i < CB * L; i++) out[p * ldo + i * M] = tmp[i];           \
+            }                                                                             \
+        }                                                                                 \
+    }
+
+/* P pixels (pstride apart) x CB vectors of channels, every tap inside the
+ * image: tap (r, s) of pixel p reads x0 + rowoff[r] + s*sstride + p*pstride
+ * (rowoff[r] < 0: a zero row, skipped). */
+#define CONVCPU_DW_INTERIOR(NAME, T, V, P, CB)                                            \
+    static inline __attribute__((always_inline)) void NAME(                               \
+        const T *restrict x0, const Py_ssize_t *rowoff, Py_ssize_t R, Py_ssize_t S,       \
+        Py_ssize_t sstride, Py_ssize_t pstride, Py_ssize_t C, const T *restrict w,        \
+        const T *bb, T *restrict out, Py_ssize_t ldo, Py_ssize_t M)                       \
+    {                                                                                     \
+        enum { L = sizeof(V) / sizeof(T) };                                          \
+        V acc[P][CB];                                                                     \
+        for (int p = 0; p < P; p++)                                                       \
+            for (int cb = 0; cb < CB; cb++) memcpy(&acc[p][cb], bb + cb * L, sizeof(V));  \
+        for (Py_ssize_t r = 0; r < R; r++) {                                              \
+            if (rowoff[r] < 0) continue;                                                  \
+            const T *xr = x0 + rowoff[r];                                                 \
+            const T *wr = w + r * S * C;                                                  \
+            for (Py_ssize_t s = 0; s < S; s++, xr += sstride, wr += C) {                  \
+                V wv[CB];                                                                 \
+                for (int cb = 0; cb < CB; cb++) memcpy(&wv[cb], wr + cb * L, sizeof(V));  \
+                for (int p = 0; p < P; p++)                                               \
+                    for (int cb = 0; cb < CB; cb++) {                                     \
+                        V xv;                                                             \
+                        memcpy(&xv, xr + p * pstride + cb * L, sizeof(V));                \
+                        acc[p][cb] += xv * wv[cb];                                        \
+                    }                                                                     \
+            }                                                                             \
+        }                                                                                 \
+        for (int p = 0; p < P; p++) {                                                     \
+            if (M == 1) {                                                                 \
+                for (int cb = 0; cb < CB; cb++)                                           \
+                    memcpy(out + p * ldo + cb * L, &acc[p][cb], sizeof(V));               \
+            } else {                                                                      \
+                T tmp[CB * L];                                                            \
+                memcpy(tmp, acc[p], sizeof(tmp));                                         \
+                for (int i = 0; i < CB * L; i++) out[p * ldo + i * M] = tmp[i];           \
+            }                                                                             \
+        }                                                                                 \
+    }
+
+#define CONVCPU_DW_ROW(NAME, T, V)                                                        \
+    CONVCPU_DW_INTERIOR(NAME##_4x2, T, V, 4, 2)                                           \
+    CONVCPU_DW_PIXELS(NAME##_1x2, T, V, 1, 2)                                             \
+    CONVCPU_DW_INTERIOR(NAME##_4x1, T, V, 4, 1)                                           \
+    CONVCPU_DW_PIXELS(NAME##_1x1, T, V, 1, 1)                                             \
+    CONVCPU_CLONES CONVCPU_KERNEL void NAME(                                              \
+        const T *restrict x, Py_ssize_t W, Py_ssize_t C, Py_ssize_t M,                    \
+        const Py_ssize_t *hrow, Py_ssize_t dh, Py_ssize_t R, Py_ssize_t S,                \
+        const Py_ssize_t *wmap, Py_ssize_t sw, Py_ssize_t dw, Py_ssize_t pad_left,        \
+        Py_ssize_t int_lo, Py_ssize_t int_hi, const T *restrict w, const T *bias,         \
+        T *restrict out, Py_ssize_t Wo, Py_ssize_t ldo, Py_ssize_t *scratch)              \
+    {                                                                                     \
+        /* scratch: 2*R + S*Wo entries */                                                 \
+        enum { L = sizeof(V) / sizeof(T) };                                          \
+        Py_ssize_t *rows = scratch, *rowoff = scratch + R, *border = rowoff + R;          \
+        T bb[2 * L];                                                                      \
+        for (Py_ssize_t r = 0; r < R; r++) {                                              \
+            rows[r] = hrow[r * dh];                                                       \
+            rowoff[r] = rows[r] < 0 ? -1 : rows[r] * W * C;                               \
+        }                                                                                 \
+        for (Py_ssize_t ow = 0; ow < Wo; ow++)                                            \
+            for (Py_ssize_t s = 0; s < S; s++) border[ow * S + s] = wmap[ow * sw + s * dw]; \
+        for (Py_ssize_t m = 0; m < M; m++) {                                              \
+            const T *wm = w + m * R * S * C;                                              \
+            Py_ssize_t c0 = 0;                                                            \
+            for (; c0 < C; ) {                                                            \
+                const Py_ssize_t width = C - c0 >= 2 * L ? 2 * L : (C - c0 >= L ? L : 1); \
+                for (Py_ssize_t i = 0; i < width; i++)                                    \
+                    bb[i] = bias ? bias[(c0 + i) * M + m] : (T)0;                         \
+                T *oc = out + c0 * M + m;                                                 \
+                for (Py_ssize_t ow = 0; ow < Wo; ) {                                      \
+                    const int inside = ow >= int_lo && ow + 4 <= int_hi;                  \
+                    if (width == 1) {                                                     \
+                        T a = bb[0];                                                      \
+                        for (Py_ssize_t r = 0; r < R; r++) {                              \
+                            if (rows[r] < 0) continue;                                    \
+                            const T *xr = x + rows[r] * W * C + c0;                       \
+                            for (Py_ssize_t s = 0; s < S; s++) {                          \
+                                const Py_ssize_t col = border[ow * S + s];                \
+                                if (col >= 0) a += xr[col * C] * wm[(r * S + s) * C + c0]; \
+                            }                                                             \
+                        }                                                                 \
+                        oc[ow * ldo] = a;                                                 \
+                        ow++;                                                             \
+                        continue;                                                         \
+                    }                                                                     \
+                    if (inside) {                                                         \
+                        const T *x0 = x + c0 + (ow * sw - pad_left) * C;                  \
+                        if (width == 2 * L)                                               \
+                            NAME##_4x2(x0, rowoff, R, S, dw * C, sw * C, C, wm + c0, bb,  \
+                                       oc + ow * ldo, ldo, M);                            \
+                        else                                                              \
+                            NAME##_4x1(x0, rowoff, R, S, dw * C, sw * C, C, wm + c0, bb,  \
+                                       oc + ow * ldo, ldo, M);                            \
+                        ow += 4;                                                          \
+                    } else {                                                              \
+                        if (width == 2 * L)                                               \
+                            NAME##_1x2(x + c0, W, C, rows, R, S, border + ow * S, S,      \
+                                       wm + c0, bb, oc + ow * ldo, ldo, M);               \
+                        else                                                              \
+                            NAME##_1x1(x + c0, W, C, rows, R, S, border + ow * S, S,      \
+                                       wm + c0, bb, oc + ow * ldo, ldo, M);               \
+                        ow++;                                                             \
+                    }                                                                     \
+                }                                                                         \
+                c0 += width;                                                              \
+            }                                                                             \
+        }                                                                                 \
+    }
+
+#if defined(__GNUC__)
+typedef float convcpu_vf __attribute__((vector_size(CONVCPU_VBYTES)));
+typedef double convcpu_vd __attribute__((vector_size(CONVCPU_VBYTES)));
+typedef float convcpu_vf32 __attribute__((vector_size(32)));
+typedef double convcpu_vd32 __attribute__((vector_size(32)));
+CONVCPU_GATHER(convcpu_gather_f32, float)
+CONVCPU_GATHER(convcpu_gather_f64, double)
+CONVCPU_DIRECT_ROW(convcpu_direct_row_f32, float, convcpu_vf)
+CONVCPU_DIRECT_ROW(convcpu_direct_row_f64, double, convcpu_vd)
+CONVCPU_DIRECT_ROW(convcpu_direct_row_w32_f32, float, convcpu_vf32)
+CONVCPU_DIRECT_ROW(convcpu_direct_row_w32_f64, double, convcpu_vd32)
+CONVCPU_DW_ROW(convcpu_dw_row_f32, float, convcpu_vf)
+CONVCPU_DW_ROW(convcpu_dw_row_f64, double, convcpu_vd)
+#else
+#error "convcpu's direct kernels need GCC or Clang vector extensions"
+#endif
 
 #endif

@@ -1,7 +1,7 @@
 """Forward convolutions: conv1d and conv2d (cross-correlation, as in deep learning)."""
 import numpy as np
 
-from convcpu import _arrays, _core, _geometry, _threads
+from convcpu import _arrays, _core, _geometry, _threads, depthwise
 
 
 def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
@@ -110,7 +110,7 @@ def _conv(nspatial, x, weight, bias, stride, padding, dilation, groups, data_for
     if bias is not None and bias.shape != (out_channels,):
         raise ValueError(f"bias must have shape ({out_channels},), got {bias.shape}")
 
-    window = _geometry.Window(spatial, kernel, stride, dilation, padding, padding_mode)
+    window = _geometry.window(spatial, kernel, stride, dilation, padding, padding_mode)
     result, result_b = _arrays.allocate_output(out, xb.shape[0], out_channels, window.out_spatial,
                                                last, unbatched, dtype,
                                                {"x": x, "weight": weight, "bias": bias})
@@ -125,6 +125,11 @@ def _conv(nspatial, x, weight, bias, stride, padding, dilation, groups, data_for
     if nspatial == 1:
         xb = xb[:, np.newaxis] if last else xb[:, :, np.newaxis]
         w_oi = w_oi[:, :, np.newaxis]
+    if depthwise.use_direct(channels, out_channels, groups, kernel, last):
+        w_direct = depthwise.conv_weight(w_oi, channels, out_channels, last)
+        depthwise.run_direct(xb, w_direct, bias, result_b, window, channels, out_channels,
+                             groups, last, dtype, num_threads)
+        return result
     xc = _arrays.contiguous(xb, dtype)
     if last:  # (R*S*Cg, K): TensorFlow's HWIO flattened
         w_packed = _arrays.contiguous(w_oi.transpose(2, 3, 1, 0), dtype).reshape(-1, out_channels)

@@ -109,7 +109,7 @@ def _forward_window(nspatial, input_shape, weight_oi_shape, stride, padding, dil
         raise ValueError(
             f"weight of {out_channels} output and {in_per_group} input channels per group "
             f"does not fit an input of {channels} channels with groups={groups}")
-    window = _geometry.Window(spatial, weight_oi_shape[2:], stride, dilation, padding)
+    window = _geometry.window(spatial, weight_oi_shape[2:], stride, dilation, padding)
     out_shape = ((shape_b[0],) + window.out_spatial + (out_channels,) if last
                  else (shape_b[0], out_channels) + window.out_spatial)
     return shape_b, unbatched, channels, spatial, window, out_shape, groups

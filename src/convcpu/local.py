@@ -58,7 +58,7 @@ def _local(nspatial, x, weight, bias, kernel_size, stride, padding, data_format,
     threads, use_openmp = _threads.resolve(num_threads)
     xb, unbatched, channels, spatial = _arrays.batched(x, nspatial, data_format, last)
     kernel = _geometry.expand(kernel_size, nspatial, "kernel_size")
-    window = _geometry.Window(spatial, kernel, stride, 1, padding)
+    window = _geometry.window(spatial, kernel, stride, 1, padding)
     positions = window.Ho * window.Wo
     patch = int(np.prod(kernel)) * channels
     if weight.ndim != 3 or weight.shape[:2] != (positions, patch):

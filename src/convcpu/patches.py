@@ -46,7 +46,7 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1, *, out=None, num_thr
     x = _arrays.as_array(x, "x")
     xb, unbatched, c, spatial = _arrays.batched(x, 2, "NCHW", False)
     kernel = _geometry.expand(kernel_size, 2, "kernel_size")
-    window = _geometry.Window(spatial, kernel, stride, dilation, padding)
+    window = _geometry.window(spatial, kernel, stride, dilation, padding)
     n = xb.shape[0]
     out_shape = (n, c * kernel[0] * kernel[1], window.Ho * window.Wo)
     return _run_patches(x, window, False, out_shape, out, num_threads, unbatched)
@@ -84,7 +84,7 @@ def extract_image_patches(x, sizes, strides, rates, padding="VALID", *, out=None
     if not isinstance(padding, str) or padding.upper() not in ("SAME", "VALID"):
         raise ValueError(f"padding must be 'SAME' or 'VALID', got {padding!r}")
     kernel = _tf_pair(sizes, "sizes")
-    window = _geometry.Window(x.shape[1:3], kernel, _tf_pair(strides, "strides"),
+    window = _geometry.window(x.shape[1:3], kernel, _tf_pair(strides, "strides"),
                               _tf_pair(rates, "rates"), padding.lower())
     n, c = x.shape[0], x.shape[3]
     out_shape = (n, window.Ho, window.Wo, kernel[0] * kernel[1] * c)

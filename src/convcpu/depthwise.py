@@ -1,0 +1,240 @@
+"""Depthwise, separable and grouped convolution on the direct kernels of _direct.pyx.
+
+A GEMM with one row per group is the wrong tool for depthwise convolution: the
+direct kernels sum the taps of register blocks (output channels x output
+columns channels-first, channels x output pixels channels-last) at close to
+memory speed.  ``conv2d`` / ``conv1d`` route here when every group has one
+input channel (any multiplier), and channels-first grouped convolutions with
+few channels per group (see `use_direct`); the separable convolution feeds the
+depthwise result of each band of output rows to the pointwise product (the
+same register-blocked kernel: a small GEMM) while it is in cache, with no
+whole intermediate tensor.
+"""
+import numpy as np
+
+from convcpu import _arrays, _core, _direct, _geometry, _threads
+
+# A task's gathered input band (channels first) or depthwise tile (separable)
+# stays within the L2 cache.
+BAND_BYTES = 256 * 1024
+# Channels-first grouped convolutions run on the direct kernel when a group's
+# reduction (Cg*R*S) and its output channels are at most these: beyond, BLAS
+# GEMMs over im2col tiles win (measured in docs/BENCHMARKS.md).
+DIRECT_MAX_REDUCTION = 256
+DIRECT_MAX_GROUP_OUT = 32
+
+
+def depthwise_conv2d(x, weight, bias=None, stride=1, padding="valid", dilation=1, *,
+                     data_format="NHWC", padding_mode="zeros", out=None, num_threads=None):
+    """Depthwise 2-D convolution, as ``tf.nn.depthwise_conv2d``.
+
+    Every input channel c is convolved (cross-correlated) with its own
+    `M` filters; output channel ``c*M + m`` is filter m of channel c.
+
+    Parameters
+    ----------
+    x : array_like, (N, H, W, C) for "NHWC" (the default, as TensorFlow) or
+        (N, C, H, W) for "NCHW"; an unbatched 3-D input gives an unbatched output.
+    weight : array_like, (R, S, C, M): TensorFlow's filter for both layouts;
+        M is the depth multiplier.
+    bias : (C*M,) or None.
+    stride, dilation : int or (sh, sw), >= 1.  TensorFlow refuses a stride > 1
+        together with a dilation > 1; convcpu computes that too (as PyTorch).
+    padding : as `conv2d`: int, (ph, pw), ((top, bottom), (left, right)),
+        "valid" (the default), "same" or "same_lower".
+    padding_mode : "zeros", "reflect", "replicate" or "circular" (PyTorch).
+    out : optional C-contiguous array of the result's exact shape and dtype.
+    num_threads : threads for this call (None: `convcpu.get_num_threads()`).
+
+    Returns
+    -------
+    numpy.ndarray, (N, H_out, W_out, C*M) or (N, C*M, H_out, W_out).
+
+    Examples
+    --------
+    Seed 004's example (TensorFlow prints the same):
+
+    >>> import numpy as np, convcpu
+    >>> x = np.array([2, 5, 3, 3, 8, 2, 6, 1, 1, 2, 5, 4, 7, 9, 2, 3, -1, 3],
+    ...              np.float32).reshape(1, 3, 3, 2)
+    >>> k = np.array([3, 1, -2, 2, -1, -3, 4, 5], np.float32).reshape(2, 2, 2, 1)
+    >>> convcpu.depthwise_conv2d(x, k)[0]
+    array([[[ -2.,  18.],
+            [ 12.,  21.]],
+    <BLANKLINE>
+           [[ 17.,  -7.],
+            [-13.,  16.]]], dtype=float32)
+    """
+    last = _geometry.channels_last(data_format, 2)
+    x, weight, bias, dtype = _arrays.operands(x, weight, bias)
+    xb, unbatched, channels, spatial = _arrays.batched(x, 2, data_format, last)
+    R, S, M = _depthwise_weight_shape(weight, channels, x.shape, data_format, "weight")
+    window = _geometry.window(spatial, (R, S), stride, dilation, padding, padding_mode)
+    K = channels * M
+    _check_bias(bias, K, "bias")
+    result, result_b = _arrays.allocate_output(out, xb.shape[0], K, window.out_spatial, last,
+                                               unbatched, dtype,
+                                               {"x": x, "weight": weight, "bias": bias})
+    if result.size == 0:
+        return result
+    # (R, S, C, M) -> (C*M, 1, R, S) channels first, (M, R, S, C) channels last.
+    w = weight.transpose(3, 0, 1, 2) if last else \
+        weight.transpose(2, 3, 0, 1).reshape(K, 1, R, S)
+    run_direct(xb, w, bias, result_b, window, channels, K, channels, last, dtype, num_threads)
+    return result
+
+
+def separable_conv2d(x, depthwise_weight, pointwise_weight, bias=None, stride=1,
+                     padding="valid", dilation=1, *, data_format="NHWC", padding_mode="zeros",
+                     out=None, num_threads=None):
+    """Depthwise then pointwise (1x1) convolution, fused, as ``tf.nn.separable_conv2d``
+    (and Keras ``SeparableConv2D`` with its bias).
+
+    Parameters
+    ----------
+    x : array_like, (N, H, W, C) for "NHWC" (default) or (N, C, H, W) for "NCHW";
+        an unbatched 3-D input gives an unbatched output.
+    depthwise_weight : (R, S, C, M), as `depthwise_conv2d`.
+    pointwise_weight : (1, 1, C*M, K) (TensorFlow) or (C*M, K).
+    bias : (K,) or None, added after the pointwise convolution (as Keras);
+        the depthwise step has no bias.
+    stride, padding, dilation, padding_mode : of the depthwise step, as
+        `depthwise_conv2d`.
+    out, num_threads : as `conv2d`.
+
+    Returns
+    -------
+    numpy.ndarray, (N, H_out, W_out, K) or (N, K, H_out, W_out).
+
+    Each band of output rows is computed depthwise into a per-thread tile
+    (<= 256 KB) and multiplied by the pointwise weight straight into the
+    output; the (N, H_out, W_out, C*M) intermediate is never built.  The
+    bias is added after the pointwise sum (channels last) or starts it
+    (channels first); the two layouts may differ in the last bit.
+    """
+    last = _geometry.channels_last(data_format, 2)
+    x = _arrays.as_array(x, "x")
+    depthwise_weight = _arrays.as_array(depthwise_weight, "depthwise_weight")
+    pointwise_weight = _arrays.as_array(pointwise_weight, "pointwise_weight")
+    bias = None if bias is None else _arrays.as_array(bias, "bias")
+    dtype = _arrays.compute_dtype(x, depthwise_weight, pointwise_weight, bias)
+    xb, unbatched, channels, spatial = _arrays.batched(x, 2, data_format, last)
+    R, S, M = _depthwise_weight_shape(depthwise_weight, channels, x.shape, data_format,
+                                      "depthwise_weight")
+    K = channels * M
+    pw = pointwise_weight
+    if pw.ndim == 4 and pw.shape[:2] == (1, 1):
+        pw = pw[0, 0]
+    if pw.ndim != 2 or pw.shape[0] != K:
+        raise ValueError(
+            f"pointwise_weight must have shape (1, 1, {K}, K_out) or ({K}, K_out) for "
+            f"{channels} channels x depth multiplier {M}, got {pointwise_weight.shape}")
+    P = pw.shape[1]
+    _check_bias(bias, P, "bias")
+    window = _geometry.window(spatial, (R, S), stride, dilation, padding, padding_mode)
+    result, result_b = _arrays.allocate_output(
+        out, xb.shape[0], P, window.out_spatial, last, unbatched, dtype,
+        {"x": x, "depthwise_weight": depthwise_weight, "pointwise_weight": pointwise_weight,
+         "bias": bias})
+    if result.size == 0:
+        return result
+    if K == 0 or P == 0 or window.Ho * window.Wo == 0:  # an empty reduction
+        result_b[...] = 0 if bias is None else (bias if last else bias[:, None, None])
+        return result
+    w = depthwise_weight.transpose(3, 0, 1, 2) if last else \
+        depthwise_weight.transpose(2, 3, 0, 1).reshape(K, 1, R, S)
+    if last:  # rows padded to whole vectors: the pointwise kernel reads them
+        lanes = _direct.VECTOR_BYTES // np.dtype(dtype).itemsize
+        pw_padded = np.zeros((K, -(-P // lanes) * lanes), dtype)
+        pw_padded[:, :P] = pw
+        pw = pw_padded
+    else:
+        pw = pw.T
+    run_direct(xb, w, None, result_b, window, channels, K, channels, last, dtype, num_threads,
+               pointwise=pw, pointwise_bias=bias, pointwise_cols=P)
+    return result
+
+
+def use_direct(channels, out_channels, groups, kernel, last):
+    """Whether conv1d / conv2d run on the direct kernels: depthwise (one input
+    channel per group, any multiplier) in both layouts; channels-first grouped
+    convolutions with small groups."""
+    if groups <= 1:
+        return False
+    if channels == groups:
+        return True
+    reduction = (channels // groups) * int(np.prod(kernel))
+    return (not last and reduction <= DIRECT_MAX_REDUCTION
+            and out_channels // groups <= DIRECT_MAX_GROUP_OUT)
+
+
+def conv_weight(w_oi, channels, out_channels, last):
+    """The direct kernels' weight from conv2d's (K, Cg, R, S): itself channels
+    first, (M, R, S, C) channels last (depthwise)."""
+    if not last:
+        return w_oi
+    R, S = w_oi.shape[2:]
+    return w_oi.reshape(channels, out_channels // channels, R, S).transpose(1, 2, 3, 0)
+
+
+def run_direct(xb, w, bias, result_b, window, channels, out_channels, groups, last, dtype,
+               num_threads, pointwise=None, pointwise_bias=None, pointwise_cols=0):
+    """Run _direct.direct_conv on checked operands (result_b batched, non-empty)."""
+    threads, use_openmp = _threads.resolve(num_threads)
+    itemsize = np.dtype(dtype).itemsize
+    n_batch = xb.shape[0]
+    xc = _arrays.contiguous(xb, dtype)
+    wc = _arrays.contiguous(w, dtype)
+    bc = None if bias is None else _arrays.contiguous(bias, dtype)
+    pc = None if pointwise is None else _arrays.contiguous(pointwise, dtype)
+    pbc = None if pointwise_bias is None else _arrays.contiguous(pointwise_bias, dtype)
+    dims = window.dims(channels, out_channels, groups) + (window.int_lo, window.int_hi)
+    band = _band(window, n_batch, channels // groups, groups, out_channels, itemsize, last,
+                 pointwise is not None)
+    _direct.direct_conv(xc, wc, bc, result_b, window.hmap, window.wmap, dims, last, band,
+                        threads, use_openmp, pc, pbc, pointwise_cols)
+
+
+def _band(window, n_batch, in_per_group, groups, out_channels, itemsize, last, separable):
+    """Output rows per task, from the shape alone: a task's working set
+    (gathered input band, or separable tile) within BAND_BYTES, and enough
+    tasks for every core (the row split costs a little halo)."""
+    Ho, Wo = window.Ho, window.Wo
+    sh, sw = window._strides2
+    dh, dw = window._dilations2
+    if last and not separable:
+        return 1  # one output row per task, read in place
+    lanes = _direct.VECTOR_BYTES // itemsize
+    row_elems = sw * (-(-Wo // lanes) * lanes + ((window.S - 1) * dw) // sw)
+    if separable:
+        per_row = Wo * out_channels + (0 if last else sh * row_elems)
+        max_band = max(1, BAND_BYTES // (per_row * itemsize))
+        parallel = n_batch
+    else:
+        max_rows = BAND_BYTES // (in_per_group * row_elems * itemsize)
+        max_band = max(1, (max_rows - (window.R - 1) * dh - 1) // sh + 1)
+        parallel = n_batch * groups
+    n_bands = -(-Ho // max_band)
+    min_rows = 1 if last else 4
+    while parallel * n_bands < 4 * _core.MIN_TASKS and -(-Ho // (n_bands + 1)) >= min_rows:
+        n_bands += 1
+    return -(-Ho // n_bands)
+
+
+def _depthwise_weight_shape(weight, channels, x_shape, data_format, name):
+    if weight.ndim != 4:
+        raise ValueError(f"{name} must be 4-D (R, S, C, M), got shape {weight.shape}")
+    R, S, C, M = weight.shape
+    if C != channels:
+        raise ValueError(
+            f"{name} {weight.shape} (R, S, C, M) has C={C}; x {x_shape} ({data_format}) "
+            f"has {channels} channels")
+    if min(R, S, M) < 1:
+        raise ValueError(f"{name} {weight.shape} (R, S, C, M) has an empty kernel or "
+                         "depth multiplier")
+    return R, S, M
+
+
+def _check_bias(bias, n, name):
+    if bias is not None and bias.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},), got {bias.shape}")
