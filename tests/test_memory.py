@@ -31,6 +31,14 @@ SCRIPT = textwrap.dedent("""
         w = np.ones((256, 128, 4, 4) if fmt == "NCHW" else (4, 4, 128, 256), np.float32)
         call = lambda xx, ww: convcpu.conv_transpose2d(xx, ww, None, 2, 1, data_format=fmt)
         call(x[:1, :, :8, :8] if fmt == "NCHW" else x[:1, :8, :8], w)
+    elif op.startswith("separable"):
+        # The depthwise intermediate (8 x 256 x 112 x 112, 103 MB) is never built.
+        fmt = op.split("-")[1]
+        x = np.ones((8, 256, 112, 112) if fmt == "NCHW" else (8, 112, 112, 256), np.float32)
+        w = np.ones((3, 3, 256, 1), np.float32)
+        wp = np.ones((256, 16), np.float32)
+        call = lambda xx, ww: convcpu.separable_conv2d(xx, ww, wp, None, 1, 1, data_format=fmt)
+        call(x[:1, :, :8, :8] if fmt == "NCHW" else x[:1, :8, :8], w)
     else:
         shape = (8, 64, 224, 224) if op == "NCHW" else (8, 224, 224, 64)
         x = np.ones(shape, np.float32)
@@ -46,7 +54,8 @@ SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
-@pytest.mark.parametrize("op", ["NCHW", "NHWC", "local", "transpose-NCHW", "transpose-NHWC"])
+@pytest.mark.parametrize("op", ["NCHW", "NHWC", "local", "transpose-NCHW", "transpose-NHWC",
+                                "separable-NCHW", "separable-NHWC"])
 def test_peak_memory_is_output_plus_bounded_workspace(op):
     result = subprocess.run([sys.executable, "-c", SCRIPT, op], capture_output=True, text=True,
                             timeout=600, check=True)

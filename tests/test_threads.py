@@ -121,7 +121,8 @@ def test_set_and_get_num_threads(monkeypatch):
 
 def _every_family():
     """One call of each op family on 2 threads: conv, transposed conv, col2im,
-    image correlation and the weight gradient."""
+    image correlation, the weight gradient, depthwise, separable and grouped
+    (direct kernels) conv."""
     x, w, b, fmt = _layer(6)
     y = convcpu.conv2d(x, w, b, padding=1, num_threads=2)
     return [y,
@@ -129,7 +130,12 @@ def _every_family():
             convcpu.col2im(convcpu.im2col(x, 3, padding=1), x.shape[2:], 3, padding=1,
                            num_threads=2),
             convcpu.correlate2d(x[0, 0], w[0, 0], "same", "symm", num_threads=2),
-            convcpu.grad.conv2d_weight(x, w.shape, y, padding=1, num_threads=2)]
+            convcpu.grad.conv2d_weight(x, w.shape, y, padding=1, num_threads=2),
+            convcpu.depthwise_conv2d(x, w[:2, :1].transpose(2, 3, 1, 0).repeat(32, 2), None,
+                                     1, 1, data_format="NCHW", num_threads=2),
+            convcpu.separable_conv2d(x, np.ones((3, 3, 32, 1), np.float32), w[:, :, 0, 0].T,
+                                     None, 2, 1, data_format="NCHW", num_threads=2),
+            convcpu.conv2d(x, w[:, :4], None, 1, 1, 1, 8, num_threads=2)]
 
 
 def _child_conv(queue):

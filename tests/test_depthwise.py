@@ -1,0 +1,337 @@
+"""depthwise_conv2d, separable_conv2d and grouped conv2d (the direct kernels)
+against the NumPy reference, PyTorch and TensorFlow; seed 004's example."""
+import numpy as np
+import pytest
+from conftest import assert_close, awkward_variants, optional, to_channels_last
+
+import convcpu
+from convcpu import depthwise
+from convcpu._reference import conv_reference, same_pads
+
+DTYPES = [np.float32, np.float64]
+
+
+def depthwise_reference(x, w, bias=None, stride=1, pads=0, dilation=1, padding_mode="zeros"):
+    """x (N, C, H, W), w (R, S, C, M) (TensorFlow): output channel c*M + m."""
+    R, S, C, M = w.shape
+    w_oi = np.asarray(w).transpose(2, 3, 0, 1).reshape(C * M, 1, R, S)
+    return conv_reference(x, w_oi, bias, stride, pads, dilation, C, padding_mode)
+
+
+def separable_reference(x, wd, wp, bias=None, stride=1, pads=0, dilation=1):
+    mid = depthwise_reference(x, wd, None, stride, pads, dilation)
+    out = np.einsum("nchw,ck->nkhw", mid, np.asarray(wp, np.float64).reshape(mid.shape[1], -1))
+    if bias is not None:
+        out += np.asarray(bias, np.float64)[:, None, None]
+    return out
+
+
+def _explicit(padding, size, kernel, stride, dilation):
+    if padding == "valid":
+        return ((0, 0), (0, 0))
+    if padding in ("same", "same_lower"):
+        return tuple(same_pads(size[i], kernel[i], stride[i], dilation[i], padding == "same_lower")
+                     for i in range(2))
+    if isinstance(padding, int):
+        return ((padding, padding),) * 2
+    return tuple((p, p) if isinstance(p, int) else tuple(p) for p in padding)
+
+
+# (N, C, M, (H, W), (R, S), stride, padding, dilation)
+GEOMETRIES = [
+    (2, 3, 1, (7, 9), (3, 3), (1, 1), 1, (1, 1)),
+    (1, 5, 2, (8, 8), (3, 3), (2, 2), "same", (1, 1)),
+    (2, 4, 3, (9, 6), (5, 5), (1, 1), "same", (2, 2)),
+    (1, 16, 1, (11, 13), (3, 3), (2, 2), "valid", (1, 1)),
+    (1, 2, 2, (1, 1), (3, 3), (1, 1), 1, (1, 1)),                 # 1-pixel image
+    (3, 7, 1, (5, 4), (2, 3), (3, 1), ((0, 2), (1, 0)), (1, 1)),   # asymmetric, stride > kernel
+    (1, 33, 1, (17, 19), (3, 3), (1, 2), "same_lower", (1, 1)),   # channel tails
+    (1, 24, 1, (6, 40), (7, 7), (1, 1), 3, (1, 1)),
+    (2, 9, 1, (10, 10), (3, 1), (2, 3), (1, 0), (3, 1)),
+    (1, 3, 1, (4, 4), (4, 4), (1, 1), "valid", (1, 1)),            # kernel == input
+]
+
+
+def _case(rng, geometry, dtype):
+    n, c, m, size, kernel, stride, padding, dilation = geometry
+    x = rng.standard_normal((n, c) + size).astype(dtype)
+    w = rng.standard_normal(kernel + (c, m)).astype(dtype)
+    b = rng.standard_normal(c * m).astype(dtype)
+    pads = _explicit(padding, size, kernel, stride, dilation)
+    return x, w, b, pads
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_depthwise_matches_reference(geometry, channels_last, dtype):
+    rng = np.random.default_rng(0)
+    x, w, b, pads = _case(rng, geometry, dtype)
+    stride, padding, dilation = geometry[5:]
+    expected = depthwise_reference(x, w, b, stride, pads, dilation)
+    if channels_last:
+        got = convcpu.depthwise_conv2d(to_channels_last(x), w, b, stride, padding, dilation)
+        got = np.moveaxis(got, -1, 1)
+    else:
+        got = convcpu.depthwise_conv2d(x, w, b, stride, padding, dilation, data_format="NCHW")
+    assert got.dtype == dtype
+    assert_close(got, expected, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_separable_matches_reference(geometry, channels_last, dtype):
+    rng = np.random.default_rng(1)
+    x, w, _, pads = _case(rng, geometry, dtype)
+    k = 1 + geometry[1] % 5 * 7  # 1 .. 29 pointwise filters
+    wp = rng.standard_normal((1, 1, w.shape[2] * w.shape[3], k)).astype(dtype)
+    bias = rng.standard_normal(k).astype(dtype)
+    stride, padding, dilation = geometry[5:]
+    expected = separable_reference(x, w, wp, bias, stride, pads, dilation)
+    if channels_last:
+        got = np.moveaxis(convcpu.separable_conv2d(to_channels_last(x), w, wp, bias, stride,
+                                                   padding, dilation), -1, 1)
+    else:
+        got = convcpu.separable_conv2d(x, w, wp[0, 0], bias, stride, padding, dilation,
+                                       data_format="NCHW")
+    assert_close(got, expected, dtype)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_depthwise_padding_modes(mode, channels_last):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 5, 9, 11))
+    w = rng.standard_normal((3, 3, 5, 2))
+    expected = depthwise_reference(x, w, None, (1, 2), ((2, 2), (1, 1)), 1, mode)
+    fmt = "NHWC" if channels_last else "NCHW"
+    xin = to_channels_last(x) if channels_last else x
+    got = convcpu.depthwise_conv2d(xin, w, None, (1, 2), (2, 1), data_format=fmt,
+                                   padding_mode=mode)
+    assert_close(np.moveaxis(got, -1, 1) if channels_last else got, expected, np.float64)
+
+
+# conv2d with groups: (N, C_in, C_out, size, kernel, stride, padding, dilation, groups)
+GROUPED = [
+    (1, 6, 6, (9, 9), (3, 3), 1, 1, 1, 6),        # depthwise
+    (2, 4, 12, (7, 8), (3, 3), 2, 1, 1, 4),       # depthwise, multiplier 3
+    (1, 64, 64, (14, 14), (3, 3), 1, 1, 1, 16),   # ResNeXt-like, 4 channels per group
+    (2, 12, 18, (11, 7), (3, 5), (2, 1), (1, 2), (1, 2), 3),
+    (1, 8, 40, (6, 6), (1, 1), 1, 0, 1, 2),       # 1x1 grouped, 20 outputs per group
+    (1, 96, 96, (5, 5), (3, 3), 1, 1, 1, 2),      # large groups: the GEMM path
+    (3, 10, 5, (4, 9), (2, 2), 1, 0, 1, 5),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("geometry", GROUPED)
+def test_grouped_conv2d_matches_reference(geometry, channels_last, dtype):
+    n, cin, cout, size, kernel, stride, padding, dilation, groups = geometry
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((n, cin) + size).astype(dtype)
+    w = rng.standard_normal((cout, cin // groups) + kernel).astype(dtype)
+    b = rng.standard_normal(cout).astype(dtype)
+    pads = _explicit(padding, size, kernel, (stride,) * 2 if isinstance(stride, int) else stride,
+                     (dilation,) * 2 if isinstance(dilation, int) else dilation)
+    expected = conv_reference(x, w, b, stride, pads, dilation, groups)
+    if channels_last:
+        got = convcpu.conv2d(to_channels_last(x), w.transpose(2, 3, 1, 0), b, stride, padding,
+                             dilation, groups, data_format="NHWC")
+        got = np.moveaxis(got, -1, 1)
+    else:
+        got = convcpu.conv2d(x, w, b, stride, padding, dilation, groups)
+    assert_close(got, expected, dtype)
+
+
+def test_routing_rule():
+    assert depthwise.use_direct(32, 64, 32, (3, 3), True)          # depthwise, NHWC
+    assert depthwise.use_direct(256, 256, 32, (3, 3), False)       # ResNeXt g=32
+    assert not depthwise.use_direct(256, 256, 32, (3, 3), True)    # grouped NHWC: GEMM
+    assert not depthwise.use_direct(96, 96, 2, (3, 3), False)      # big groups: GEMM
+    assert not depthwise.use_direct(8, 8, 1, (3, 3), False)
+
+
+def test_conv1d_depthwise():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 6, 30))
+    w = rng.standard_normal((12, 1, 5))
+    expected = conv_reference(x, w, None, 2, ((2, 2),), 1, 6)
+    assert_close(convcpu.conv1d(x, w, None, 2, 2, groups=6), expected, np.float64)
+    got = convcpu.conv1d(np.moveaxis(x, 1, -1), w.transpose(2, 1, 0), None, 2, 2, groups=6,
+                         data_format="NLC")
+    assert_close(np.moveaxis(got, -1, 1), expected, np.float64)
+
+
+def test_seed004_example():
+    x = np.array([2, 5, 3, 3, 8, 2, 6, 1, 1, 2, 5, 4, 7, 9, 2, 3, -1, 3],
+                 np.float32).reshape(1, 3, 3, 2)
+    k = np.array([3, 1, -2, 2, -1, -3, 4, 5], np.float32).reshape(2, 2, 2, 1)
+    expected = np.array([[[-2, 18], [12, 21]], [[17, -7], [-13, 16]]], np.float32)
+    np.testing.assert_array_equal(convcpu.depthwise_conv2d(x, k, None, 1, "valid")[0], expected)
+    # conv2d on each channel separately, as the seed explains, is the same thing.
+    per_channel = [convcpu.conv2d(x[..., c:c + 1], k[:, :, c:c + 1], data_format="NHWC")
+                   for c in range(2)]
+    np.testing.assert_array_equal(np.concatenate(per_channel, -1)[0], expected)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_batch0_unbatched_out_and_awkward_inputs(channels_last):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 6, 9, 10)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 6, 2)).astype(np.float32)
+    b = rng.standard_normal(12).astype(np.float32)
+    fmt = "NHWC" if channels_last else "NCHW"
+    xin = np.ascontiguousarray(to_channels_last(x)) if channels_last else x
+    expected = convcpu.depthwise_conv2d(xin, w, b, 2, "same", data_format=fmt)
+    empty = convcpu.depthwise_conv2d(xin[:0], w, b, 2, "same", data_format=fmt)
+    assert empty.shape == (0,) + expected.shape[1:]
+    single = convcpu.depthwise_conv2d(xin[1], w, b, 2, "same", data_format=fmt)
+    np.testing.assert_array_equal(single, expected[1])
+    out = np.empty_like(expected)
+    assert convcpu.depthwise_conv2d(xin, w, b, 2, "same", data_format=fmt, out=out) is out
+    np.testing.assert_array_equal(out, expected)
+    for name, variant in awkward_variants(xin).items():
+        np.testing.assert_array_equal(
+            convcpu.depthwise_conv2d(variant, w, b, 2, "same", data_format=fmt), expected, name)
+    for name, variant in awkward_variants(w).items():
+        np.testing.assert_array_equal(
+            convcpu.depthwise_conv2d(xin, variant, b, 2, "same", data_format=fmt), expected, name)
+    copies = [a.copy() for a in (xin, w, b)]
+    convcpu.separable_conv2d(xin, w, rng.standard_normal((12, 4)), b[:4], 1, 1, data_format=fmt)
+    for before, after in zip(copies, (xin, w, b)):
+        np.testing.assert_array_equal(before, after)
+
+
+def test_uint8_image_promotes():
+    img = np.arange(2 * 8 * 8 * 3, dtype=np.uint8).reshape(2, 8, 8, 3)
+    w = np.ones((3, 3, 3, 1), np.float32)
+    got = convcpu.depthwise_conv2d(img, w, None, 1, 1)
+    assert got.dtype == np.float32
+    assert_close(np.moveaxis(got, -1, 1),
+                 depthwise_reference(np.moveaxis(img, -1, 1).astype(np.float64), w, None, 1, 1),
+                 np.float32)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_results_independent_of_thread_count(channels_last):
+    rng = np.random.default_rng(6)
+    fmt = "NHWC" if channels_last else "NCHW"
+    x = rng.standard_normal((1, 37, 45, 16) if channels_last else (1, 16, 37, 45)).astype(
+        np.float32)
+    w = rng.standard_normal((3, 3, 16, 2)).astype(np.float32)
+    wp = rng.standard_normal((32, 24)).astype(np.float32)
+    wg = rng.standard_normal((32, 4, 3, 3)).astype(np.float32)
+    wg = wg.transpose(2, 3, 1, 0) if channels_last else wg
+    runs = [(convcpu.depthwise_conv2d(x, w, None, 1, 1, data_format=fmt, num_threads=t),
+             convcpu.separable_conv2d(x, w, wp, None, 2, 1, data_format=fmt, num_threads=t),
+             convcpu.conv2d(x, wg, None, 1, 1, 1, 4, data_format=fmt, num_threads=t))
+            for t in (1, 2, 3, 4)]
+    for run in runs[1:]:
+        for got, want in zip(run, runs[0]):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_bad_inputs():
+    x = np.zeros((1, 8, 8, 4), np.float32)
+    with pytest.raises(ValueError, match=r"weight .* has C=3; x .* has 4 channels"):
+        convcpu.depthwise_conv2d(x, np.zeros((3, 3, 3, 1)))
+    with pytest.raises(ValueError, match="weight must be 4-D"):
+        convcpu.depthwise_conv2d(x, np.zeros((3, 3, 4)))
+    with pytest.raises(ValueError, match="empty kernel or depth multiplier"):
+        convcpu.depthwise_conv2d(x, np.zeros((3, 3, 4, 0)))
+    with pytest.raises(ValueError, match=r"bias must have shape \(8,\)"):
+        convcpu.depthwise_conv2d(x, np.zeros((3, 3, 4, 2)), np.zeros(4))
+    with pytest.raises(ValueError, match=r"pointwise_weight must have shape \(1, 1, 8, K_out\)"):
+        convcpu.separable_conv2d(x, np.zeros((3, 3, 4, 2)), np.zeros((1, 1, 4, 5)))
+    with pytest.raises(ValueError, match="depthwise_weight .* has C=2"):
+        convcpu.separable_conv2d(x, np.zeros((3, 3, 2, 1)), np.zeros((2, 5)))
+    with pytest.raises(ValueError, match="too small"):
+        convcpu.depthwise_conv2d(x, np.zeros((9, 3, 4, 1)))
+    with pytest.raises(ValueError, match="data_format"):
+        convcpu.depthwise_conv2d(x, np.zeros((3, 3, 4, 1)), data_format="NCL")
+    with pytest.raises(TypeError):
+        convcpu.separable_conv2d(x, np.zeros((3, 3, 4, 1)), np.zeros((4, 2), complex))
+    # The library still works after each error.
+    assert convcpu.depthwise_conv2d(x, np.ones((3, 3, 4, 1))).shape == (1, 6, 6, 4)
+
+
+# Oracles ---------------------------------------------------------------------------
+
+def test_against_torch_groups_equal_channels():
+    torch = optional("torch")
+    rng = np.random.default_rng(7)
+    for trial in range(30):
+        c = int(rng.integers(1, 20))
+        m = int(rng.integers(1, 4))
+        r, s = (int(v) for v in rng.integers(1, 6, 2))
+        stride = tuple(int(v) for v in rng.integers(1, 4, 2))
+        dilation = tuple(int(v) for v in rng.integers(1, 3, 2))
+        padding = tuple(int(v) for v in rng.integers(0, 3, 2))
+        h = int(rng.integers(dilation[0] * (r - 1) + 1, 30))
+        w_ = int(rng.integers(dilation[1] * (s - 1) + 1, 40))
+        dtype = (np.float32, np.float64)[trial % 2]
+        x = rng.standard_normal((int(rng.integers(1, 3)), c, h, w_)).astype(dtype)
+        w = rng.standard_normal((c * m, 1, r, s)).astype(dtype)
+        b = rng.standard_normal(c * m).astype(dtype)
+        expected = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w),
+                                              torch.from_numpy(b), stride, padding, dilation,
+                                              c).numpy()
+        assert_close(convcpu.conv2d(x, w, b, stride, padding, dilation, c), expected, dtype)
+        got = convcpu.conv2d(to_channels_last(x), w.transpose(2, 3, 1, 0), b, stride, padding,
+                             dilation, c, data_format="NHWC")
+        assert_close(np.moveaxis(got, -1, 1), expected, dtype)
+
+
+def test_against_torch_resnext_grouped():
+    torch = optional("torch")
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 64, 15, 15)).astype(np.float32)
+    w = rng.standard_normal((64, 2, 3, 3)).astype(np.float32)
+    expected = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), None, 2, 1,
+                                          1, 32).numpy()
+    assert_close(convcpu.conv2d(x, w, None, 2, 1, 1, 32), expected, np.float32)
+
+
+def _tf():
+    tf = optional("tensorflow")
+    return tf
+
+
+@pytest.mark.parametrize("padding,stride,rate", [
+    ("SAME", 2, 1), ("SAME", 1, 2), ("VALID", 1, 1), ("VALID", 3, 1), ("SAME", 1, 1),
+    ("VALID", 1, 3)])
+@pytest.mark.parametrize("multiplier", [1, 2, 3])
+def test_against_tensorflow(padding, stride, rate, multiplier):
+    tf = _tf()
+    rng = np.random.default_rng(stride * 10 + rate + multiplier)
+    x = rng.standard_normal((2, 13, 10, 5)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 5, multiplier)).astype(np.float32)
+    wp = rng.standard_normal((1, 1, 5 * multiplier, 7)).astype(np.float32)
+    strides, dilations = [1, stride, stride, 1], [rate, rate]
+    expected = tf.nn.depthwise_conv2d(x, w, strides, padding, dilations=dilations).numpy()
+    got = convcpu.depthwise_conv2d(x, w, None, stride, padding.lower(), rate)
+    assert got.shape == expected.shape
+    assert_close(got, expected, np.float32)
+    got_nchw = convcpu.depthwise_conv2d(np.moveaxis(x, -1, 1), w, None, stride, padding.lower(),
+                                        rate, data_format="NCHW")
+    assert_close(np.moveaxis(got_nchw, 1, -1), expected, np.float32)
+    expected = tf.nn.separable_conv2d(x, w, wp, strides, padding, dilations=dilations).numpy()
+    assert_close(convcpu.separable_conv2d(x, w, wp, None, stride, padding.lower(), rate),
+                 expected, np.float32)
+    got_nchw = convcpu.separable_conv2d(np.moveaxis(x, -1, 1), w, wp, None, stride,
+                                        padding.lower(), rate, data_format="NCHW")
+    assert_close(np.moveaxis(got_nchw, 1, -1), expected, np.float32)
+
+
+def test_against_keras_separable_layer_with_bias():
+    optional("tensorflow")
+    tf_keras = optional("tf_keras")
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((2, 12, 12, 6)).astype(np.float32)
+    layer = tf_keras.layers.SeparableConv2D(10, 3, strides=2, padding="same", depth_multiplier=2,
+                                            bias_initializer="random_normal")
+    expected = layer(x).numpy()
+    wd, wp, bias = (v.numpy() for v in layer.weights)
+    assert_close(convcpu.separable_conv2d(x, wd, wp, bias, 2, "same"), expected, np.float32)
