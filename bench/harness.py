@@ -4,7 +4,6 @@ shared and noisy, so only ratios measured this way are trusted."""
 import statistics
 import time
 
-
 # After a call, OpenMP (libgomp), ONNX Runtime and OpenBLAS workers spin for a
 # while before sleeping (OpenBLAS's for up to ~2**28 cycles); on a 2-core
 # machine a spinning pool of one contender steals the cores of the next
