@@ -328,6 +328,21 @@ CONVCPU_STENCIL(convcpu_stencil_f64, double)
             }                                                                             \
     }
 
+/* Store the P x CB accumulators acc (vectors V of L lanes) of a depthwise
+ * block into out: pixels ldo apart,
+ * channel i of the block at i*M (its output channel c*M + m). */
+#define CONVCPU_DW_STORE(T, V, P, CB)                                                      \
+        for (int p = 0; p < P; p++) {                                                     \
+            if (M == 1) {                                                                 \
+                for (int cb = 0; cb < CB; cb++)                                           \
+                    memcpy(out + p * ldo + cb * L, &acc[p][cb], sizeof(V));               \
+            } else {                                                                      \
+                T tmp[CB * L];                                                            \
+                memcpy(tmp, acc[p], sizeof(tmp));                                         \
+                for (int i = 0; i < CB * L; i++) out[p * ldo + i * M] = tmp[i];           \
+            }                                                                             \
+        }
+
 /* One output row of a depthwise convolution, channels last:
  * out[ow*ldo + c*M + m] = bias[c*M + m] + sum_{r,s} w[m, r, s, c] *
  * x[hrow[r*dh], wmap[ow*sw + s*dw], c] for ow < Wo, c < C, m < M (x is one
@@ -364,16 +379,7 @@ CONVCPU_STENCIL(convcpu_stencil_f64, double)
                 }                                                                         \
             }                                                                             \
         }                                                                                 \
-        for (int p = 0; p < P; p++) {                                                     \
-            if (M == 1) {                                                                 \
-                for (int cb = 0; cb < CB; cb++)                                           \
-                    memcpy(out + p * ldo + cb * L, &acc[p][cb], sizeof(V));               \
-            } else {                                                                      \
-                T tmp[CB * L];                                                            \
-                memcpy(tmp, acc[p], sizeof(tmp));                                         \
-                for (int i = 0; i < CB * L; i++) out[p * ldo + i * M] = tmp[i];           \
-            }                                                                             \
-        }                                                                                 \
+        CONVCPU_DW_STORE(T, V, P, CB)                                                      \
     }
 
 /* P pixels (pstride apart) x CB vectors of channels, every tap inside the
@@ -404,16 +410,7 @@ CONVCPU_STENCIL(convcpu_stencil_f64, double)
                     }                                                                     \
             }                                                                             \
         }                                                                                 \
-        for (int p = 0; p < P; p++) {                                                     \
-            if (M == 1) {                                                                 \
-                for (int cb = 0; cb < CB; cb++)                                           \
-                    memcpy(out + p * ldo + cb * L, &acc[p][cb], sizeof(V));               \
-            } else {                                                                      \
-                T tmp[CB * L];                                                            \
-                memcpy(tmp, acc[p], sizeof(tmp));                                         \
-                for (int i = 0; i < CB * L; i++) out[p * ldo + i * M] = tmp[i];           \
-            }                                                                             \
-        }                                                                                 \
+        CONVCPU_DW_STORE(T, V, P, CB)                                                      \
     }
 
 #define CONVCPU_DW_ROW(NAME, T, V)                                                        \
