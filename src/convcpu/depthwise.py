@@ -18,8 +18,10 @@ from convcpu import _arrays, _core, _direct, _geometry, _threads
 # stays within the L2 cache.
 BAND_BYTES = 256 * 1024
 # Channels-first grouped convolutions run on the direct kernel when a group's
-# reduction (Cg*R*S) and its output channels are at most these: beyond, BLAS
-# GEMMs over im2col tiles win (measured in docs/BENCHMARKS.md).
+# reduction (Cg*R*S) and its output channels are at most these, else on BLAS
+# GEMMs over im2col tiles.  Measured at one point only: ResNeXt g=32 (72, 8)
+# takes 0.16 ms direct vs 0.30+ ms on GEMMs (docs/BENCHMARKS.md); the bounds
+# themselves are a first guess, not a measured crossover.
 DIRECT_MAX_REDUCTION = 256
 DIRECT_MAX_GROUP_OUT = 32
 
@@ -138,7 +140,7 @@ def separable_conv2d(x, depthwise_weight, pointwise_weight, bias=None, stride=1,
          "bias": bias})
     if result.size == 0:
         return result
-    if K == 0 or P == 0 or window.Ho * window.Wo == 0:  # an empty reduction
+    if K == 0:  # no input channels: an empty reduction
         result_b[...] = 0 if bias is None else (bias if last else bias[:, None, None])
         return result
     w = depthwise_weight.transpose(3, 0, 1, 2) if last else \
