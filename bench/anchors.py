@@ -18,22 +18,21 @@ def torch_conv(x, w, stride, padding, dilation, groups, threads, nspatial=2):
     return run
 
 
-def ort_node(op_type, x, initializers, threads, **attributes):
-    """An ONNX Runtime session of one `op_type` node on input x, the other
-    operands as initializers (in order), default graph optimisation, `threads`
-    intra-op threads.  Returns a callable, or None without onnxruntime."""
+def ort_graph(nodes, x, initializers, threads):
+    """An ONNX Runtime session of `nodes` (helper.make_node) reading input "x"
+    and writing "y", the other operands as initializers {name: array}, default
+    graph optimisation, `threads` intra-op threads.  Returns a callable, or None
+    without onnxruntime."""
     try:
         import onnxruntime as ort
         from onnx import TensorProto, helper, numpy_helper
     except ImportError:
         return None
     elem = TensorProto.FLOAT if x.dtype == np.float32 else TensorProto.DOUBLE
-    names = [f"w{i}" for i in range(len(initializers))]
-    node = helper.make_node(op_type, ["x"] + names, ["y"], **attributes)
     graph = helper.make_graph(
-        [node], op_type, [helper.make_tensor_value_info("x", elem, list(x.shape))],
+        nodes, "bench", [helper.make_tensor_value_info("x", elem, list(x.shape))],
         [helper.make_tensor_value_info("y", elem, None)],
-        initializer=[numpy_helper.from_array(a, n) for a, n in zip(initializers, names)])
+        initializer=[numpy_helper.from_array(a, n) for n, a in initializers.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
     model.ir_version = 9
     options = ort.SessionOptions()
@@ -46,6 +45,18 @@ def ort_node(op_type, x, initializers, threads, **attributes):
     def run():
         return session.run(None, feed)[0]
     return run
+
+
+def ort_node(op_type, x, initializers, threads, **attributes):
+    """An ONNX Runtime session of one `op_type` node on input x, the other
+    operands as initializers (in order); see ort_graph."""
+    try:
+        from onnx import helper
+    except ImportError:
+        return None
+    names = [f"w{i}" for i in range(len(initializers))]
+    node = helper.make_node(op_type, ["x"] + names, ["y"], **attributes)
+    return ort_graph([node], x, dict(zip(names, initializers)), threads)
 
 
 def _pads(padding, nspatial):

@@ -54,28 +54,15 @@ def copy_pair(src, dst):
 
 
 def ort_separable(x, wd, wp, stride, threads):
-    """Depthwise Conv + pointwise Conv as one ORT graph (see anchors.ort_node)."""
+    """Depthwise Conv + pointwise Conv as one ORT graph (see anchors.ort_graph)."""
     try:
-        import onnxruntime as ort
-        from onnx import TensorProto, helper, numpy_helper
+        from onnx import helper
     except ImportError:
         return None
-    c = x.shape[1]
-    nodes = [helper.make_node("Conv", ["x", "wd"], ["t"], group=c, kernel_shape=[3, 3],
+    nodes = [helper.make_node("Conv", ["x", "wd"], ["t"], group=x.shape[1], kernel_shape=[3, 3],
                               pads=[1, 1, 1, 1], strides=[stride, stride]),
              helper.make_node("Conv", ["t", "wp"], ["y"], kernel_shape=[1, 1])]
-    graph = helper.make_graph(
-        nodes, "separable", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        initializer=[numpy_helper.from_array(wd, "wd"), numpy_helper.from_array(wp, "wp")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
-    model.ir_version = 9
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(model.SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
-    return lambda: session.run(None, {"x": x})[0]
+    return anchors.ort_graph(nodes, x, {"wd": wd, "wp": wp}, threads)
 
 
 def torch_separable(x, wd, wp, stride, threads):

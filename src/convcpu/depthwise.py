@@ -79,10 +79,8 @@ def depthwise_conv2d(x, weight, bias=None, stride=1, padding="valid", dilation=1
                                                {"x": x, "weight": weight, "bias": bias})
     if result.size == 0:
         return result
-    # (R, S, C, M) -> (C*M, 1, R, S) channels first, (M, R, S, C) channels last.
-    w = weight.transpose(3, 0, 1, 2) if last else \
-        weight.transpose(2, 3, 0, 1).reshape(K, 1, R, S)
-    run_direct(xb, w, bias, result_b, window, channels, K, channels, last, dtype, num_threads)
+    run_direct(xb, _kernel_weight(weight, last), bias, result_b, window, channels, K, channels,
+               last, dtype, num_threads)
     return result
 
 
@@ -143,8 +141,6 @@ def separable_conv2d(x, depthwise_weight, pointwise_weight, bias=None, stride=1,
     if K == 0:  # no input channels: an empty reduction
         result_b[...] = 0 if bias is None else (bias if last else bias[:, None, None])
         return result
-    w = depthwise_weight.transpose(3, 0, 1, 2) if last else \
-        depthwise_weight.transpose(2, 3, 0, 1).reshape(K, 1, R, S)
     if last:  # rows padded to whole vectors: the pointwise kernel reads them
         lanes = _direct.VECTOR_BYTES // np.dtype(dtype).itemsize
         pw_padded = np.zeros((K, -(-P // lanes) * lanes), dtype)
@@ -152,8 +148,9 @@ def separable_conv2d(x, depthwise_weight, pointwise_weight, bias=None, stride=1,
         pw = pw_padded
     else:
         pw = pw.T
-    run_direct(xb, w, None, result_b, window, channels, K, channels, last, dtype, num_threads,
-               pointwise=pw, pointwise_bias=bias, pointwise_cols=P)
+    run_direct(xb, _kernel_weight(depthwise_weight, last), None, result_b, window, channels, K,
+               channels, last, dtype, num_threads, pointwise=pw, pointwise_bias=bias,
+               pointwise_cols=P)
     return result
 
 
@@ -168,6 +165,14 @@ def use_direct(channels, out_channels, groups, kernel, last):
     reduction = (channels // groups) * int(np.prod(kernel))
     return (not last and reduction <= DIRECT_MAX_REDUCTION
             and out_channels // groups <= DIRECT_MAX_GROUP_OUT)
+
+
+def _kernel_weight(weight, last):
+    """TensorFlow's (R, S, C, M) depthwise weight as the direct kernels take it:
+    (C*M, 1, R, S) channels first, (M, R, S, C) channels last."""
+    R, S, C, M = weight.shape
+    return weight.transpose(3, 0, 1, 2) if last else \
+        weight.transpose(2, 3, 0, 1).reshape(C * M, 1, R, S)
 
 
 def conv_weight(w_oi, channels, out_channels, last):
