@@ -39,6 +39,15 @@ SCRIPT = textwrap.dedent("""
         wp = np.ones((256, 16), np.float32)
         call = lambda xx, ww: convcpu.separable_conv2d(xx, ww, wp, None, 1, 1, data_format=fmt)
         call(x[:1, :, :8, :8] if fmt == "NCHW" else x[:1, :8, :8], w)
+    elif op == "deform":
+        # Offsets of up to 3 pixels: every tile samples through the band buffer.
+        x = np.ones((8, 64, 224, 224), np.float32)
+        w = np.ones((64, 64, 3, 3), np.float32)
+        offset = np.sin(np.arange(18 * 224 * 224, dtype=np.float32) * 3.0).reshape(
+            1, 18, 224, 224) * 3
+        offset = np.repeat(offset, 8, axis=0)
+        call = lambda xx, ww: convcpu.deform_conv2d(xx, offset[:len(xx)], ww, None, 1, 1)
+        call(x[:1], w)
     else:
         shape = (8, 64, 224, 224) if op == "NCHW" else (8, 224, 224, 64)
         x = np.ones(shape, np.float32)
@@ -55,7 +64,7 @@ SCRIPT = textwrap.dedent("""
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
 @pytest.mark.parametrize("op", ["NCHW", "NHWC", "local", "transpose-NCHW", "transpose-NHWC",
-                                "separable-NCHW", "separable-NHWC"])
+                                "separable-NCHW", "separable-NHWC", "deform"])
 def test_peak_memory_is_output_plus_bounded_workspace(op):
     result = subprocess.run([sys.executable, "-c", SCRIPT, op], capture_output=True, text=True,
                             timeout=600, check=True)

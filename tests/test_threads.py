@@ -122,7 +122,7 @@ def test_set_and_get_num_threads(monkeypatch):
 def _every_family():
     """One call of each op family on 2 threads: conv, transposed conv, col2im,
     image correlation, the weight gradient, depthwise, separable and grouped
-    (direct kernels) conv."""
+    (direct kernels) conv, deformable conv."""
     x, w, b, fmt = _layer(6)
     y = convcpu.conv2d(x, w, b, padding=1, num_threads=2)
     return [y,
@@ -135,7 +135,9 @@ def _every_family():
                                      1, 1, data_format="NCHW", num_threads=2),
             convcpu.separable_conv2d(x, np.ones((3, 3, 32, 1), np.float32), w[:, :, 0, 0].T,
                                      None, 2, 1, data_format="NCHW", num_threads=2),
-            convcpu.conv2d(x, w[:, :4], None, 1, 1, 1, 8, num_threads=2)]
+            convcpu.conv2d(x, w[:, :4], None, 1, 1, 1, 8, num_threads=2),
+            convcpu.deform_conv2d(x, np.sin(np.arange(2 * 18 * 23 * 29)).reshape(2, 18, 23, 29),
+                                  w, b, 1, 1, num_threads=2)]
 
 
 def _child_conv(queue):

@@ -13,6 +13,7 @@
 # columns whose input column is inside the image, where the copy is a plain
 # (strided) run.
 from libc.stdlib cimport malloc, free
+from libc.math cimport floor
 from libc.string cimport memcpy, memset
 from cython.parallel cimport prange, parallel
 
@@ -34,6 +35,26 @@ cdef extern from "_kernels.h" nogil:
     void convcpu_small_gemm_f64(Py_ssize_t rows, Py_ssize_t depth, Py_ssize_t cols,
                                 const double* a, Py_ssize_t lda, const double* w,
                                 double* out, Py_ssize_t ldo)
+    void convcpu_deform_planes_f32(const float* x, Py_ssize_t plane, Py_ssize_t channels,
+                                   Py_ssize_t npix, Py_ssize_t taps, const Py_ssize_t* idx,
+                                   const float* wt, const float* mask, Py_ssize_t mask_stride,
+                                   float* col, Py_ssize_t row)
+    void convcpu_deform_planes_f64(const double* x, Py_ssize_t plane, Py_ssize_t channels,
+                                   Py_ssize_t npix, Py_ssize_t taps, const Py_ssize_t* idx,
+                                   const double* wt, const double* mask, Py_ssize_t mask_stride,
+                                   double* col, Py_ssize_t row)
+    void convcpu_deform_band_f32(const float* x, Py_ssize_t plane, Py_ssize_t channels,
+                                 Py_ssize_t W, Py_ssize_t y0, Py_ssize_t y1, float* band)
+    void convcpu_deform_band_f64(const double* x, Py_ssize_t plane, Py_ssize_t channels,
+                                 Py_ssize_t W, Py_ssize_t y0, Py_ssize_t y1, double* band)
+    void convcpu_deform_vector_f32(const float* band, Py_ssize_t shift, Py_ssize_t channels,
+                                   Py_ssize_t npix, Py_ssize_t taps, const Py_ssize_t* idx,
+                                   const float* wt, const float* mask, Py_ssize_t mask_stride,
+                                   float* col, Py_ssize_t row, float* tmp)
+    void convcpu_deform_vector_f64(const double* band, Py_ssize_t shift, Py_ssize_t channels,
+                                   Py_ssize_t npix, Py_ssize_t taps, const Py_ssize_t* idx,
+                                   const double* wt, const double* mask, Py_ssize_t mask_stride,
+                                   double* col, Py_ssize_t row, double* tmp)
 
 HAVE_OPENMP = bool(CONVCPU_OPENMP)
 
@@ -73,6 +94,7 @@ cdef enum TaskKind:
     PATCHES = 1   # im2col straight into the returned array
     LOCAL = 2     # locally connected: one GEMM per output position
     TRANSPOSE = 3 # transposed convolution: GEMM into column tiles + col2im
+    DEFORM = 4    # deformable convolution: bilinear-sampling im2col + GEMM
 
 
 cdef struct ConvPlan:
@@ -98,6 +120,12 @@ cdef struct ConvPlan:
     const void* w
     const void* bias
     void* out
+    # DEFORM: (N, 2*O*R*S, Ho, Wo) offsets, (N, O*R*S, Ho, Wo) mask or NULL,
+    # O offset groups; a thread's workspace holds col_elems of im2col tile,
+    # then its sampling table and buffers (deform_forward).
+    const void* offset
+    const void* mask
+    Py_ssize_t offset_groups, col_elems, band_elems, vector_len
 
 
 cdef inline Py_ssize_t _ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
@@ -191,6 +219,125 @@ cdef void _im2col_nhwc(const ConvPlan* p, const floating* xn, Py_ssize_t cbase,
                 dst += p.Cg
 
 
+cdef void _deform_table(const ConvPlan* p, Py_ssize_t n, Py_ssize_t og, Py_ssize_t p0,
+                        Py_ssize_t npix, Py_ssize_t* idx, floating* wt,
+                        Py_ssize_t* rows) noexcept nogil:
+    """The bilinear sampling of offset group og of sample n for output pixels
+    p0 .. p0+npix-1: for pixel j and tap t, entry e = (j*R*S + t)*4 holds the
+    four corners (top-left, top-right, bottom-left, bottom-right) as a plane
+    index and a weight.  A corner outside the image or of weight 0 has index
+    -1 and is skipped, so a sample at an integer position reads exactly one
+    pixel.  A NaN position gives a NaN sample (corner 0 reads pixel 0 with
+    weight NaN).  rows[0] .. rows[1] - 1: the image rows the table reads
+    (rows[0] = rows[1] when it reads none)."""
+    cdef Py_ssize_t HoWo = p.Ho * p.Wo
+    cdef Py_ssize_t RS = p.R * p.S
+    cdef const floating* off = ((<const floating*>p.offset)
+                                + (n * p.offset_groups + og) * 2 * RS * HoWo + p0)
+    cdef const floating* off_y
+    cdef const floating* off_x
+    cdef Py_ssize_t r, s, j, e, oh, ow, y0, x0, a, b
+    cdef Py_ssize_t row_lo = p.H, row_hi = 0
+    cdef floating y, x, ly, lx, hy, hx
+    for r in range(p.R):
+        for s in range(p.S):
+            off_y = off + 2 * (r * p.S + s) * HoWo
+            off_x = off_y + HoWo
+            oh = p0 // p.Wo
+            ow = p0 - oh * p.Wo
+            e = (r * p.S + s) * 4
+            for j in range(npix):
+                # As torchvision: the integer position in floating, plus the offset.
+                y = <floating>(oh * p.sh - p.pad_top + r * p.dh) + off_y[j]
+                x = <floating>(ow * p.sw - p.pad_left + s * p.dw) + off_x[j]
+                idx[e] = idx[e + 1] = idx[e + 2] = idx[e + 3] = -1
+                if y != y or x != x:
+                    idx[e] = 0
+                    wt[e] = y + x
+                    row_lo = 0
+                    row_hi = _max(row_hi, 1)
+                elif y > -1 and y < p.H and x > -1 and x < p.W:
+                    y0 = <Py_ssize_t>floor(y)
+                    x0 = <Py_ssize_t>floor(x)
+                    ly = y - y0
+                    lx = x - x0
+                    hy = 1 - ly
+                    hx = 1 - lx
+                    wt[e] = hy * hx
+                    wt[e + 1] = hy * lx
+                    wt[e + 2] = ly * hx
+                    wt[e + 3] = ly * lx
+                    for a in range(2):
+                        for b in range(2):
+                            if (0 <= y0 + a < p.H and 0 <= x0 + b < p.W
+                                    and wt[e + 2 * a + b] != 0):
+                                idx[e + 2 * a + b] = (y0 + a) * p.W + x0 + b
+                                row_lo = _min(row_lo, y0 + a)
+                                row_hi = _max(row_hi, y0 + a + 1)
+                e += 4 * RS
+                ow += 1
+                if ow == p.Wo:
+                    ow = 0
+                    oh += 1
+    rows[0] = _min(row_lo, row_hi)
+    rows[1] = row_hi
+
+
+cdef inline Py_ssize_t _table_index_elems(const ConvPlan* p, const floating* ws) noexcept nogil:
+    """Workspace elements (of the tile's type) taken by a sampling table's indices."""
+    return (4 * p.R * p.S * p.ptile * <Py_ssize_t>sizeof(Py_ssize_t)
+            // <Py_ssize_t>sizeof(floating))
+
+
+cdef void _im2col_deform(const ConvPlan* p, Py_ssize_t n, Py_ssize_t g, Py_ssize_t p0,
+                         Py_ssize_t npix, floating* col, floating* table) noexcept nogil:
+    """col[j, (c*R + r)*S + s] (pixel-major: rows Cg*R*S apart) = the deformed,
+    bilinear sample of channel g*Cg + c of sample n at tap (r, s) of output
+    pixel p0 + j, times the mask.  For each run of the group's channels that
+    share an offset group, the sampling table is built once; when the rows it
+    reads fit the thread's band buffer, they are copied there channels-last
+    and sampled a vector of channels at a time, else (offsets that reach far)
+    sampled from the planes one channel at a time.  `table`: the workspace
+    after the im2col tile (see deform_forward for its layout)."""
+    cdef Py_ssize_t HW = p.H * p.W, HoWo = p.Ho * p.Wo, RS = p.R * p.S
+    cdef Py_ssize_t per_group = p.C // p.offset_groups
+    cdef Py_ssize_t entries = 4 * RS * p.ptile
+    cdef Py_ssize_t* idx = <Py_ssize_t*>table
+    cdef floating* wt = table + _table_index_elems(p, table)
+    cdef floating* tmp = wt + entries
+    cdef floating* band = tmp + RS * p.vector_len
+    cdef Py_ssize_t c0, c1, og, nc
+    cdef Py_ssize_t rows[2]
+    cdef const floating* x
+    cdef const floating* m
+    cdef floating* dst
+    c0 = g * p.Cg
+    while c0 < (g + 1) * p.Cg:
+        og = c0 // per_group
+        c1 = _min((og + 1) * per_group, (g + 1) * p.Cg)
+        nc = c1 - c0
+        _deform_table(p, n, og, p0, npix, idx, wt, rows)
+        m = NULL
+        if p.mask != NULL:
+            m = (<const floating*>p.mask) + (n * p.offset_groups + og) * RS * HoWo + p0
+        x = (<const floating*>p.x) + (n * p.C + c0) * HW
+        dst = col + (c0 - g * p.Cg) * RS
+        if (rows[1] - rows[0]) * p.W * nc <= p.band_elems:
+            if floating is float:
+                convcpu_deform_band_f32(x, HW, nc, p.W, rows[0], rows[1], band)
+                convcpu_deform_vector_f32(band, rows[0] * p.W, nc, npix, RS, idx, wt, m, HoWo,
+                                          dst, p.Cg * RS, tmp)
+            else:
+                convcpu_deform_band_f64(x, HW, nc, p.W, rows[0], rows[1], band)
+                convcpu_deform_vector_f64(band, rows[0] * p.W, nc, npix, RS, idx, wt, m, HoWo,
+                                          dst, p.Cg * RS, tmp)
+        elif floating is float:
+            convcpu_deform_planes_f32(x, HW, nc, npix, RS, idx, wt, m, HoWo, dst, p.Cg * RS)
+        else:
+            convcpu_deform_planes_f64(x, HW, nc, npix, RS, idx, wt, m, HoWo, dst, p.Cg * RS)
+        c0 = c1
+
+
 cdef void _store_tile(const ConvPlan* p, const floating* tile, Py_ssize_t n0,
                       Py_ssize_t nsamp, Py_ssize_t p0, Py_ssize_t npix, Py_ssize_t k0,
                       Py_ssize_t kn, floating* out) noexcept nogil:
@@ -261,8 +408,12 @@ cdef void _run_task(const ConvPlan* p, Py_ssize_t t, floating* ws, floating* out
         else:
             if last_tile[0] != tile:
                 for s in range(nsamp):
-                    _im2col_nchw(p, x + ((n0 + s) * p.C + g * p.Cg) * p.H * p.W, p0, npix,
-                                 ws + s * npix, cols)
+                    if p.kind == DEFORM:  # pixel-major: (cols x crs) row-major
+                        _im2col_deform(p, n0 + s, g, p0, npix, ws + s * npix * crs,
+                                       ws + p.col_elems)
+                    else:
+                        _im2col_nchw(p, x + ((n0 + s) * p.C + g * p.Cg) * p.H * p.W, p0, npix,
+                                     ws + s * npix, cols)
                 last_tile[0] = tile
             b = ws
             ldb = cols
@@ -278,7 +429,10 @@ cdef void _run_task(const ConvPlan* p, Py_ssize_t t, floating* ws, floating* out
             v = bias[k0 + kk] if bias != NULL else 0
             for j in range(cols):
                 c[kk * ldc + j] = v
-        gemm_colmajor(cols, kn, crs, b, ldb, w + k0 * crs, crs, 1, c, ldc)
+        if p.kind == DEFORM:  # the same sums as CONV's: OpenBLAS packs both alike
+            gemm_trans(c'T', c'N', cols, kn, crs, b, crs, w + k0 * crs, crs, 1, c, ldc)
+        else:
+            gemm_colmajor(cols, kn, crs, b, ldb, w + k0 * crs, crs, 1, c, ldc)
         if c == out_tile:
             _store_tile(p, out_tile, n0, nsamp, p0, npix, k0, kn, out)
     else:
@@ -438,7 +592,7 @@ cdef void _transpose_task(const ConvPlan* p, Py_ssize_t t, floating* ws) noexcep
 
 cdef inline void _dispatch(const ConvPlan* p, Py_ssize_t t, floating* ws, floating* out_tile,
                            Py_ssize_t* last_tile) noexcept nogil:
-    if p.kind == CONV:
+    if p.kind == CONV or p.kind == DEFORM:
         _run_task(p, t, ws, out_tile, last_tile)
     elif p.kind == PATCHES:
         _patches_task(p, t, <floating*>p.out)
@@ -515,6 +669,8 @@ cdef void _set_window(ConvPlan* p, cnp.ndarray x, cnp.ndarray out, cnp.ndarray h
     p.out = cnp.PyArray_DATA(out)
     p.w = NULL
     p.bias = NULL
+    p.offset = NULL
+    p.mask = NULL
 
 
 def plan_tiles(Py_ssize_t n_batch, Py_ssize_t groups, Py_ssize_t out_pixels,
@@ -610,6 +766,65 @@ def conv_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
     p.ws_elems = 0 if direct else p.spt * p.ptile * p.Cg * p.R * p.S
     p.out_elems = (p.spt * p.ptile * p.kblock
                    if p.scatter or (p.spt > 1 and not channels_last) else 0)
+    _execute(&p, x.dtype.num == cnp.NPY_FLOAT, num_threads, use_openmp)
+    return out
+
+
+# The vector width of the C kernels (CONVCPU_VBYTES in _kernels.h).
+VECTOR_BYTES = 64
+# Deformable convolution samples from a per-thread channels-last copy of the
+# input rows a tile reads, when they fit this (else from the planes, ~3x
+# slower per sample); 1 MB holds ~70 rows of 64 channels x 56 columns
+# (float32), enough for offsets of many pixels around a tile of 16 rows.
+DEFORM_BAND_BYTES = 1024 * 1024
+
+
+def deform_forward(cnp.ndarray x, cnp.ndarray offset, object mask, cnp.ndarray w,
+                   object bias, cnp.ndarray out, cnp.ndarray hmap, cnp.ndarray wmap,
+                   cnp.ndarray ow_lo, cnp.ndarray ow_hi, tuple dims, Py_ssize_t pad_top,
+                   Py_ssize_t offset_groups, int num_threads, bint use_openmp):
+    """Deformable convolution (NCHW), checked by convcpu.deform: x (N, C, H, W),
+    offset (N, 2*O*R*S, Ho, Wo), mask (N, O*R*S, Ho, Wo) or None, w (K, Cg*R*S),
+    bias (K,) or None, all C-contiguous in one dtype; out (N, K, Ho, Wo).
+
+    The tasks and tiles are those of conv_forward for the same shape (so zero
+    offsets give conv_forward's result bit for bit), with pixel-major im2col
+    tiles.  After a thread's tile its workspace holds the sampling table (four
+    corner indices, then four weights, per tap and pixel), a transposition
+    buffer of R*S vectors and a band buffer of DEFORM_BAND_BYTES for the input
+    rows a table reads, channels last.
+    """
+    cdef ConvPlan p
+    cdef cnp.ndarray bias_arr, mask_arr
+    cdef Py_ssize_t entries
+    _set_window(&p, x, out, hmap, wmap, ow_lo, ow_hi, dims, False)
+    p.kind = DEFORM
+    p.pad_top = pad_top
+    p.offset_groups = offset_groups
+    p.offset = cnp.PyArray_DATA(offset)
+    p.mask = NULL
+    if mask is not None:
+        mask_arr = mask
+        p.mask = cnp.PyArray_DATA(mask_arr)
+    p.w = cnp.PyArray_DATA(w)
+    if bias is not None:
+        bias_arr = bias
+        p.bias = cnp.PyArray_DATA(bias_arr)
+    spt, ptile, kblock, _ = plan_tiles(p.N, p.groups, p.Ho * p.Wo, p.Kg, p.Cg * p.R * p.S,
+                                       x.itemsize, False, False)
+    p.spt, p.ptile, p.kblock = spt, ptile, kblock
+    p.n_sgroups = _ceil_div(p.N, p.spt)
+    p.n_ptiles = _ceil_div(p.Ho * p.Wo, p.ptile)
+    p.n_kblocks = _ceil_div(p.Kg, p.kblock)
+    p.n_tasks = p.n_sgroups * p.groups * p.n_ptiles * p.n_kblocks
+    p.col_elems = p.spt * p.ptile * p.Cg * p.R * p.S
+    p.col_elems += p.col_elems % 2  # the table's indices start 8-byte aligned
+    entries = 4 * p.R * p.S * p.ptile
+    p.vector_len = VECTOR_BYTES // x.itemsize
+    p.band_elems = DEFORM_BAND_BYTES // x.itemsize
+    p.ws_elems = (p.col_elems + entries * sizeof(Py_ssize_t) // x.itemsize + entries
+                  + p.R * p.S * p.vector_len + p.band_elems)
+    p.out_elems = p.spt * p.ptile * p.kblock if p.spt > 1 else 0
     _execute(&p, x.dtype.num == cnp.NPY_FLOAT, num_threads, use_openmp)
     return out
 

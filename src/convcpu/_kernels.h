@@ -483,6 +483,117 @@ CONVCPU_STENCIL(convcpu_stencil_f64, double)
         }                                                                                 \
     }
 
+/* Deformable convolution's samples.  A table entry e = j*taps + t (output
+ * pixel j, kernel tap t) holds four corners k = 0..3 (top-left, top-right,
+ * bottom-left, bottom-right) as a plane index idx[4e + k] (-1: not read) and a
+ * weight wt[4e + k].  For a run of `channels` channels sharing the table:
+ *   col[j*row + c*taps + t] = (0 + sum over the corners read, in order k = 0..3,
+ *   of wt[4e + k] * x_c[idx[4e + k]]) * mask[t*mask_stride + j]
+ * (mask NULL: no product), for j < npix, t < taps, c < channels: the (c, r, s)
+ * order of conv2d's patches. */
+
+/* From planes: x_c[i] = x[c*plane + i].  An entry is loaded once and applied
+ * to every channel; entries with all four corners read take a branch-free loop. */
+#define CONVCPU_DEFORM_PLANES(NAME, T)                                                    \
+    CONVCPU_CLONES CONVCPU_KERNEL void NAME(                                              \
+        const T *restrict x, Py_ssize_t plane, Py_ssize_t channels, Py_ssize_t npix,      \
+        Py_ssize_t taps, const Py_ssize_t *restrict idx, const T *restrict wt,            \
+        const T *restrict mask, Py_ssize_t mask_stride, T *restrict col, Py_ssize_t row)  \
+    {                                                                                     \
+        for (Py_ssize_t j = 0; j < npix; j++)                                             \
+            for (Py_ssize_t t = 0; t < taps; t++) {                                       \
+                const Py_ssize_t e = 4 * (j * taps + t);                                  \
+                const Py_ssize_t i0 = idx[e], i1 = idx[e + 1], i2 = idx[e + 2],           \
+                                 i3 = idx[e + 3];                                         \
+                const T w0 = wt[e], w1 = wt[e + 1], w2 = wt[e + 2], w3 = wt[e + 3];       \
+                const T m = mask ? mask[t * mask_stride + j] : (T)1;                      \
+                const T *xc = x;                                                          \
+                T *dst = col + j * row + t;                                               \
+                if (i0 >= 0 && i1 >= 0 && i2 >= 0 && i3 >= 0) {                          \
+                    for (Py_ssize_t c = 0; c < channels; c++, xc += plane) {              \
+                        const T v = 0 + w0 * xc[i0] + w1 * xc[i1] + w2 * xc[i2]           \
+                                    + w3 * xc[i3];                                        \
+                        dst[c * taps] = mask ? v * m : v;                                 \
+                    }                                                                     \
+                } else {                                                                  \
+                    for (Py_ssize_t c = 0; c < channels; c++, xc += plane) {              \
+                        T v = 0;                                                          \
+                        if (i0 >= 0) v += w0 * xc[i0];                                    \
+                        if (i1 >= 0) v += w1 * xc[i1];                                    \
+                        if (i2 >= 0) v += w2 * xc[i2];                                    \
+                        if (i3 >= 0) v += w3 * xc[i3];                                    \
+                        dst[c * taps] = mask ? v * m : v;                                 \
+                    }                                                                     \
+                }                                                                         \
+            }                                                                             \
+    }
+
+/* band[((y - y0)*W + w)*channels + c] = x[c*plane + y*W + w] for rows y0 .. y1 - 1:
+ * a band of rows of the run's channels, channels last. */
+#define CONVCPU_DEFORM_BAND(NAME, T)                                                      \
+    CONVCPU_KERNEL void NAME(const T *restrict x, Py_ssize_t plane, Py_ssize_t channels,  \
+                             Py_ssize_t W, Py_ssize_t y0, Py_ssize_t y1, T *restrict band) \
+    {                                                                                     \
+        for (Py_ssize_t y = y0; y < y1; y++)                                              \
+            for (Py_ssize_t c = 0; c < channels; c++) {                                   \
+                const T *src = x + c * plane + y * W;                                     \
+                T *dst = band + (y - y0) * W * channels + c;                              \
+                for (Py_ssize_t w = 0; w < W; w++)                                        \
+                    dst[w * channels] = src[w];                                           \
+            }                                                                             \
+    }
+
+/* From a channels-last band: x_c[i] = band[(i - shift)*channels + c] (shift: the
+ * plane index of the band's first pixel).  A vector of channels is sampled per
+ * entry (four vector loads and FMAs for as many samples); a pixel's taps are
+ * collected in tmp (taps vectors) and written to col transposed. */
+#define CONVCPU_DEFORM_VECTOR(NAME, T, V)                                                 \
+    CONVCPU_CLONES CONVCPU_KERNEL void NAME(                                              \
+        const T *restrict band, Py_ssize_t shift, Py_ssize_t channels, Py_ssize_t npix,   \
+        Py_ssize_t taps, const Py_ssize_t *restrict idx, const T *restrict wt,            \
+        const T *restrict mask, Py_ssize_t mask_stride, T *restrict col, Py_ssize_t row,  \
+        T *restrict tmp)                                                                  \
+    {                                                                                     \
+        enum { L = sizeof(V) / sizeof(T) };                                               \
+        for (Py_ssize_t j = 0; j < npix; j++)                                             \
+            for (Py_ssize_t c0 = 0; c0 < channels; c0 += L) {                             \
+                const Py_ssize_t nc = channels - c0 < L ? channels - c0 : L;              \
+                for (Py_ssize_t t = 0; t < taps; t++) {                                   \
+                    const Py_ssize_t e = 4 * (j * taps + t);                              \
+                    V v = {0};                                                            \
+                    for (int k = 0; k < 4; k++) {                                         \
+                        const Py_ssize_t i = idx[e + k];                                  \
+                        if (i < 0)                                                        \
+                            continue;                                                     \
+                        const T *src = band + (i - shift) * channels + c0;                \
+                        V xv = {0};                                                       \
+                        if (nc == L)                                                      \
+                            memcpy(&xv, src, sizeof(V));                                  \
+                        else                                                              \
+                            memcpy(&xv, src, nc * sizeof(T));                             \
+                        v += wt[e + k] * xv;                                              \
+                    }                                                                     \
+                    if (mask)                                                             \
+                        v *= mask[t * mask_stride + j];                                   \
+                    memcpy(tmp + t * L, &v, sizeof(V));                                   \
+                }                                                                         \
+                T *dst = col + j * row + c0 * taps;                                       \
+                if (nc == L) /* a constant inner count: GCC unrolls it */                 \
+                    for (Py_ssize_t t = 0; t < taps; t++)                                 \
+                        for (int c = 0; c < L; c++)                                       \
+                            dst[c * taps + t] = tmp[t * L + c];                           \
+                else                                                                      \
+                    for (Py_ssize_t c = 0; c < nc; c++)                                   \
+                        for (Py_ssize_t t = 0; t < taps; t++)                             \
+                            dst[c * taps + t] = tmp[t * L + c];                           \
+            }                                                                             \
+    }
+
+CONVCPU_DEFORM_PLANES(convcpu_deform_planes_f32, float)
+CONVCPU_DEFORM_PLANES(convcpu_deform_planes_f64, double)
+CONVCPU_DEFORM_BAND(convcpu_deform_band_f32, float)
+CONVCPU_DEFORM_BAND(convcpu_deform_band_f64, double)
+
 #if defined(__GNUC__)
 typedef float convcpu_vf __attribute__((vector_size(CONVCPU_VBYTES)));
 typedef double convcpu_vd __attribute__((vector_size(CONVCPU_VBYTES)));
@@ -496,6 +607,8 @@ CONVCPU_DIRECT_ROW(convcpu_direct_row_w32_f32, float, convcpu_vf32)
 CONVCPU_DIRECT_ROW(convcpu_direct_row_w32_f64, double, convcpu_vd32)
 CONVCPU_DW_ROW(convcpu_dw_row_f32, float, convcpu_vf)
 CONVCPU_DW_ROW(convcpu_dw_row_f64, double, convcpu_vd)
+CONVCPU_DEFORM_VECTOR(convcpu_deform_vector_f32, float, convcpu_vf)
+CONVCPU_DEFORM_VECTOR(convcpu_deform_vector_f64, double, convcpu_vd)
 #else
 #error "convcpu's direct kernels need GCC or Clang vector extensions"
 #endif

@@ -150,3 +150,52 @@ def col2im_reference(cols, output_size, kernel, stride=1, pads=0, dilation=1):
             if all(0 <= pos[i] < output_size[i] for i in range(nsp)):
                 image[every + pos] += values[every + tap + block]
     return image
+
+
+def deform_conv_reference(x, offset, w, bias=None, stride=1, pads=0, dilation=1, mask=None):
+    """Deformable convolution (DCNv1, DCNv2 with a mask) by its definition, as
+    torchvision's: tap (r, s) of output pixel (i, j) in offset group o reads
+    x at (i*sh - top + r*dh + offset[n, o, r, s, 0, i, j],
+          j*sw - left + s*dw + offset[n, o, r, s, 1, i, j]),
+    bilinearly, zero outside the image, times mask[n, o, r, s, i, j].
+
+    x: (N, C, H, W); offset: (N, 2*O*R*S, Ho, Wo); w: (K, C // groups, R, S);
+    mask: (N, O*R*S, Ho, Wo) or None.  Returns (N, K, Ho, Wo) float64.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
+    n, c, h, wd = x.shape
+    k, cg, r, s = w.shape
+    groups = c // cg
+    (sh, sw), (dh, dw) = _per_axis(stride, 2), _per_axis(dilation, 2)
+    (top, _), (left, _) = _pairs(pads, 2)
+    ho, wo = offset.shape[2:]
+    og = offset.shape[1] // (2 * r * s)
+    off = np.asarray(offset, dtype=np.float64).reshape(n, og, r, s, 2, ho, wo)
+    m = (np.ones((n, og, r, s, ho, wo)) if mask is None
+         else np.asarray(mask, dtype=np.float64).reshape(n, og, r, s, ho, wo))
+    grid = np.ix_(range(r), range(s), range(ho), range(wo))
+    ys = (grid[2] * sh - top + grid[0] * dh) + off[:, :, :, :, 0]  # (n, og, r, s, ho, wo)
+    xs = (grid[3] * sw - left + grid[1] * dw) + off[:, :, :, :, 1]
+    y0, x0 = np.floor(ys), np.floor(xs)
+    cols = np.zeros((n, c, r, s, ho, wo))
+    per_og = c // og
+    batch = np.arange(n).reshape(n, 1, 1, 1, 1)
+    for ch in range(c):
+        o = ch // per_og
+        for dy, dx in ((0, 0), (0, 1), (1, 0), (1, 1)):
+            yy, xx = y0[:, o] + dy, x0[:, o] + dx
+            weight = ((1 - np.abs(ys[:, o] - yy)) * (1 - np.abs(xs[:, o] - xx)))
+            inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < wd)
+            yi = np.where(inside, yy, 0).astype(np.intp)
+            xi = np.where(inside, xx, 0).astype(np.intp)
+            cols[:, ch] += np.where(inside, weight * x[batch, ch, yi, xi], 0)
+        cols[:, ch] *= m[:, o]
+    out = np.zeros((n, k, ho, wo))
+    kg = k // groups
+    for g in range(groups):
+        out[:, g * kg:(g + 1) * kg] = np.einsum(
+            "ncrsij,kcrs->nkij", cols[:, g * cg:(g + 1) * cg], w[g * kg:(g + 1) * kg])
+    if bias is not None:
+        out += np.asarray(bias, dtype=np.float64).reshape(1, -1, 1, 1)
+    return out
