@@ -13,7 +13,6 @@
 # columns whose input column is inside the image, where the copy is a plain
 # (strided) run.
 from libc.stdlib cimport malloc, free
-from libc.math cimport floor
 from libc.string cimport memcpy, memset
 from cython.parallel cimport prange, parallel
 
@@ -43,6 +42,14 @@ cdef extern from "_kernels.h" nogil:
                                    Py_ssize_t npix, Py_ssize_t taps, const Py_ssize_t* idx,
                                    const double* wt, const double* mask, Py_ssize_t mask_stride,
                                    double* col, Py_ssize_t row)
+    void convcpu_deform_table_f32(const float* off, Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t p0,
+                                  Py_ssize_t npix, Py_ssize_t R, Py_ssize_t S,
+                                  const Py_ssize_t* geometry, Py_ssize_t H, Py_ssize_t W,
+                                  Py_ssize_t* idx, float* wt, Py_ssize_t* rows)
+    void convcpu_deform_table_f64(const double* off, Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t p0,
+                                  Py_ssize_t npix, Py_ssize_t R, Py_ssize_t S,
+                                  const Py_ssize_t* geometry, Py_ssize_t H, Py_ssize_t W,
+                                  Py_ssize_t* idx, double* wt, Py_ssize_t* rows)
     void convcpu_deform_band_f32(const float* x, Py_ssize_t plane, Py_ssize_t channels,
                                  Py_ssize_t W, Py_ssize_t y0, Py_ssize_t y1, float* band)
     void convcpu_deform_band_f64(const double* x, Py_ssize_t plane, Py_ssize_t channels,
@@ -219,70 +226,6 @@ cdef void _im2col_nhwc(const ConvPlan* p, const floating* xn, Py_ssize_t cbase,
                 dst += p.Cg
 
 
-cdef void _deform_table(const ConvPlan* p, Py_ssize_t n, Py_ssize_t og, Py_ssize_t p0,
-                        Py_ssize_t npix, Py_ssize_t* idx, floating* wt,
-                        Py_ssize_t* rows) noexcept nogil:
-    """The bilinear sampling of offset group og of sample n for output pixels
-    p0 .. p0+npix-1: for pixel j and tap t, entry e = (j*R*S + t)*4 holds the
-    four corners (top-left, top-right, bottom-left, bottom-right) as a plane
-    index and a weight.  A corner outside the image or of weight 0 has index
-    -1 and is skipped, so a sample at an integer position reads exactly one
-    pixel.  A NaN position gives a NaN sample (corner 0 reads pixel 0 with
-    weight NaN).  rows[0] .. rows[1] - 1: the image rows the table reads
-    (rows[0] = rows[1] when it reads none)."""
-    cdef Py_ssize_t HoWo = p.Ho * p.Wo
-    cdef Py_ssize_t RS = p.R * p.S
-    cdef const floating* off = ((<const floating*>p.offset)
-                                + (n * p.offset_groups + og) * 2 * RS * HoWo + p0)
-    cdef const floating* off_y
-    cdef const floating* off_x
-    cdef Py_ssize_t r, s, j, e, oh, ow, y0, x0, a, b
-    cdef Py_ssize_t row_lo = p.H, row_hi = 0
-    cdef floating y, x, ly, lx, hy, hx
-    for r in range(p.R):
-        for s in range(p.S):
-            off_y = off + 2 * (r * p.S + s) * HoWo
-            off_x = off_y + HoWo
-            oh = p0 // p.Wo
-            ow = p0 - oh * p.Wo
-            e = (r * p.S + s) * 4
-            for j in range(npix):
-                # As torchvision: the integer position in floating, plus the offset.
-                y = <floating>(oh * p.sh - p.pad_top + r * p.dh) + off_y[j]
-                x = <floating>(ow * p.sw - p.pad_left + s * p.dw) + off_x[j]
-                idx[e] = idx[e + 1] = idx[e + 2] = idx[e + 3] = -1
-                if y != y or x != x:
-                    idx[e] = 0
-                    wt[e] = y + x
-                    row_lo = 0
-                    row_hi = _max(row_hi, 1)
-                elif y > -1 and y < p.H and x > -1 and x < p.W:
-                    y0 = <Py_ssize_t>floor(y)
-                    x0 = <Py_ssize_t>floor(x)
-                    ly = y - y0
-                    lx = x - x0
-                    hy = 1 - ly
-                    hx = 1 - lx
-                    wt[e] = hy * hx
-                    wt[e + 1] = hy * lx
-                    wt[e + 2] = ly * hx
-                    wt[e + 3] = ly * lx
-                    for a in range(2):
-                        for b in range(2):
-                            if (0 <= y0 + a < p.H and 0 <= x0 + b < p.W
-                                    and wt[e + 2 * a + b] != 0):
-                                idx[e + 2 * a + b] = (y0 + a) * p.W + x0 + b
-                                row_lo = _min(row_lo, y0 + a)
-                                row_hi = _max(row_hi, y0 + a + 1)
-                e += 4 * RS
-                ow += 1
-                if ow == p.Wo:
-                    ow = 0
-                    oh += 1
-    rows[0] = _min(row_lo, row_hi)
-    rows[1] = row_hi
-
-
 cdef inline Py_ssize_t _table_index_elems(const ConvPlan* p, const floating* ws) noexcept nogil:
     """Workspace elements (of the tile's type) taken by a sampling table's indices."""
     return (4 * p.R * p.S * p.ptile * <Py_ssize_t>sizeof(Py_ssize_t)
@@ -308,15 +251,24 @@ cdef void _im2col_deform(const ConvPlan* p, Py_ssize_t n, Py_ssize_t g, Py_ssize
     cdef floating* band = tmp + RS * p.vector_len
     cdef Py_ssize_t c0, c1, og, nc
     cdef Py_ssize_t rows[2]
+    cdef Py_ssize_t geometry[6]
     cdef const floating* x
     cdef const floating* m
+    cdef const floating* off
     cdef floating* dst
+    geometry[:] = [p.sh, p.sw, p.dh, p.dw, p.pad_top, p.pad_left]
     c0 = g * p.Cg
     while c0 < (g + 1) * p.Cg:
         og = c0 // per_group
         c1 = _min((og + 1) * per_group, (g + 1) * p.Cg)
         nc = c1 - c0
-        _deform_table(p, n, og, p0, npix, idx, wt, rows)
+        off = (<const floating*>p.offset) + (n * p.offset_groups + og) * 2 * RS * HoWo
+        if floating is float:
+            convcpu_deform_table_f32(off, p.Ho, p.Wo, p0, npix, p.R, p.S, geometry, p.H, p.W,
+                                     idx, wt, rows)
+        else:
+            convcpu_deform_table_f64(off, p.Ho, p.Wo, p0, npix, p.R, p.S, geometry, p.H, p.W,
+                                     idx, wt, rows)
         m = NULL
         if p.mask != NULL:
             m = (<const floating*>p.mask) + (n * p.offset_groups + og) * RS * HoWo + p0

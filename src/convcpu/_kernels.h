@@ -4,6 +4,7 @@
 #ifndef CONVCPU_KERNELS_H
 #define CONVCPU_KERNELS_H
 #include <Python.h>
+#include <math.h>
 #include <string.h>
 
 /* GCC >= 12 picks the x86-64-v4 (AVX-512 + FMA) / v3 (AVX2 + FMA) clones by
@@ -492,6 +493,76 @@ CONVCPU_STENCIL(convcpu_stencil_f64, double)
  * (mask NULL: no product), for j < npix, t < taps, c < channels: the (c, r, s)
  * order of conv2d's patches. */
 
+/* The sampling table of output pixels p0 .. p0+npix-1 (row-major over an
+ * Ho x Wo output) for one offset group: off points at its (2*R*S, Ho, Wo)
+ * offsets (dy, dx per tap).  Tap (r, s) of pixel (oh, ow) samples
+ *   y = (T)(oh*sh - top + r*dh) + dy,  x = (T)(ow*sw - left + s*dw) + dx
+ * (torchvision's rounding).  Inside (-1, H) x (-1, W) its corners get the
+ * bilinear weights; a corner outside the image or of weight 0 gets index -1
+ * (not read), so an integer position reads exactly one pixel.  A NaN position
+ * reads pixel 0 with weight NaN (a NaN sample); any other position outside
+ * reads nothing (a zero sample).  rows[0] .. rows[1] - 1: the rows read (a
+ * row whose corners all have weight 0 may be counted).  Entry e = j*R*S + t:
+ * written in order, reading the offsets of every tap as it goes. */
+#define CONVCPU_DEFORM_TABLE(NAME, T)                                                     \
+    CONVCPU_CLONES CONVCPU_KERNEL void NAME(                                              \
+        const T *restrict off, Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t p0,               \
+        Py_ssize_t npix, Py_ssize_t R, Py_ssize_t S, const Py_ssize_t *geometry,          \
+        Py_ssize_t H, Py_ssize_t W, Py_ssize_t *restrict idx, T *restrict wt,             \
+        Py_ssize_t *rows)                                                                 \
+    {                                                                                     \
+        /* geometry: sh, sw, dh, dw, top, left */                                         \
+        const Py_ssize_t sh = geometry[0], sw = geometry[1], dh = geometry[2],            \
+                         dw = geometry[3], top = geometry[4], left = geometry[5];         \
+        const Py_ssize_t HoWo = Ho * Wo;                                                  \
+        Py_ssize_t row_lo = H, row_hi = 0;                                                \
+        Py_ssize_t oh = p0 / Wo, ow = p0 - (p0 / Wo) * Wo, e = 0;                         \
+        for (Py_ssize_t j = p0; j < p0 + npix; j++) {                                     \
+            for (Py_ssize_t r = 0; r < R; r++)                                            \
+                for (Py_ssize_t s = 0; s < S; s++, e += 4) {                              \
+                    const T *off_y = off + 2 * (r * S + s) * HoWo;                        \
+                    const T y = (T)(oh * sh - top + r * dh) + off_y[j];                   \
+                    const T x = (T)(ow * sw - left + s * dw) + off_y[HoWo + j];           \
+                    if (y > -1 && y < H && x > -1 && x < W) {                             \
+                        const T fy = floor(y), fx = floor(x);                             \
+                        const Py_ssize_t y0 = (Py_ssize_t)fy, x0 = (Py_ssize_t)fx;        \
+                        const T ly = y - fy, lx = x - fx, hy = 1 - ly, hx = 1 - lx;       \
+                        const T w00 = hy * hx, w01 = hy * lx, w10 = ly * hx, w11 = ly * lx; \
+                        const int top_in = y0 >= 0, bottom_in = y0 + 1 < H;               \
+                        const int left_in = x0 >= 0, right_in = x0 + 1 < W;               \
+                        const Py_ssize_t base = y0 * W + x0;                              \
+                        wt[e] = w00;                                                      \
+                        wt[e + 1] = w01;                                                  \
+                        wt[e + 2] = w10;                                                  \
+                        wt[e + 3] = w11;                                                  \
+                        idx[e] = top_in && left_in && w00 != 0 ? base : -1;               \
+                        idx[e + 1] = top_in && right_in && w01 != 0 ? base + 1 : -1;      \
+                        idx[e + 2] = bottom_in && left_in && w10 != 0 ? base + W : -1;    \
+                        idx[e + 3] = bottom_in && right_in && w11 != 0 ? base + W + 1 : -1; \
+                        const Py_ssize_t lo = top_in ? y0 : y0 + 1;                       \
+                        const Py_ssize_t hi = bottom_in ? y0 + 2 : y0 + 1;                \
+                        row_lo = lo < row_lo ? lo : row_lo;                               \
+                        row_hi = hi > row_hi ? hi : row_hi;                               \
+                    } else {                                                              \
+                        const int nan = y != y || x != x;                                 \
+                        idx[e] = nan ? 0 : -1;                                            \
+                        idx[e + 1] = idx[e + 2] = idx[e + 3] = -1;                        \
+                        wt[e] = y + x;                                                    \
+                        if (nan) {                                                        \
+                            row_lo = 0;                                                   \
+                            row_hi = row_hi > 1 ? row_hi : 1;                             \
+                        }                                                                 \
+                    }                                                                     \
+                }                                                                         \
+            if (++ow == Wo) {                                                             \
+                ow = 0;                                                                   \
+                oh++;                                                                     \
+            }                                                                             \
+        }                                                                                 \
+        rows[0] = row_lo < row_hi ? row_lo : row_hi;                                      \
+        rows[1] = row_hi;                                                                 \
+    }
+
 /* From planes: x_c[i] = x[c*plane + i].  An entry is loaded once and applied
  * to every channel; entries with all four corners read take a branch-free loop. */
 #define CONVCPU_DEFORM_PLANES(NAME, T)                                                    \
@@ -591,6 +662,8 @@ CONVCPU_STENCIL(convcpu_stencil_f64, double)
 
 CONVCPU_DEFORM_PLANES(convcpu_deform_planes_f32, float)
 CONVCPU_DEFORM_PLANES(convcpu_deform_planes_f64, double)
+CONVCPU_DEFORM_TABLE(convcpu_deform_table_f32, float)
+CONVCPU_DEFORM_TABLE(convcpu_deform_table_f64, double)
 CONVCPU_DEFORM_BAND(convcpu_deform_band_f32, float)
 CONVCPU_DEFORM_BAND(convcpu_deform_band_f64, double)
 
