@@ -215,6 +215,19 @@ def test_unreachable_output_size_names_the_range():
     assert got.shape == (1, 1, 8, 7)
 
 
+@pytest.mark.parametrize("padding", ["same", "valid", "SAME_LOWER"])
+def test_output_padding_with_string_padding_is_refused(padding):
+    """It would be ignored (the string padding fixes the size): an error, not a
+    silently different output."""
+    x = np.ones((1, 4, 4, 2), np.float32)
+    w = np.ones((3, 3, 1, 2), np.float32)
+    with pytest.raises(ValueError, match="output_padding=1 needs explicit padding"):
+        convcpu.conv_transpose2d(x, w, stride=2, padding=padding, output_padding=1,
+                                 data_format="NHWC")
+    assert convcpu.conv_transpose2d(x, w, stride=2, padding=padding, output_padding=0,
+                                    data_format="NHWC").shape[0] == 1
+
+
 @pytest.mark.parametrize("geometry", [GEOMETRIES_2D[1], GEOMETRIES_2D[5], GEOMETRIES_1D[1]],
                          ids=str)
 def test_adjoint_of_conv(geometry):

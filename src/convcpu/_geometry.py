@@ -260,8 +260,9 @@ def transpose_output(spatial, kernel, stride, dilation, padding, output_padding,
     (TensorFlow's conv2d_transpose) take the padding the forward convolution
     of an `output_size` image would use; without `output_size` the output is
     in*stride ("same") or in*stride + max(dilated kernel - stride, 0) ("valid"),
-    as Keras' Conv2DTranspose.  An unreachable `output_size` is a ValueError
-    naming the reachable range.
+    as Keras' Conv2DTranspose; they take no output_padding (a nonzero one is a
+    ValueError: `output_size` picks the size there).  An unreachable
+    `output_size` is a ValueError naming the reachable range.
     """
     n = len(spatial)
     stride = expand(stride, n, "stride")
@@ -272,6 +273,10 @@ def transpose_output(spatial, kernel, stride, dilation, padding, output_padding,
     spans = [dilation[i] * (kernel[i] - 1) + 1 for i in range(n)]
     if isinstance(padding, str) and padding.lower() in _PADDING_STRINGS:
         mode = padding.lower()
+        if any(extra):
+            raise ValueError(
+                f"output_padding={output_padding!r} needs explicit padding; with "
+                f"padding={padding!r} give output_size (TensorFlow's output_shape) instead")
         if output_size is None:
             output_size = tuple(spatial[i] * stride[i] +
                                 (max(spans[i] - stride[i], 0) if mode == "valid" else 0)

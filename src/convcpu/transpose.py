@@ -75,6 +75,8 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
         forward convolution of an `output_size` image uses.
     output_padding : int or (oh, ow), >= 0: rows / columns added at the end
         (any value, as ONNX; PyTorch keeps it below max(stride, dilation)).
+        Explicit padding only: with "same" / "valid" a nonzero one is a
+        ValueError (`output_size` sets the size there).
     groups : int dividing C_in and C_out.
     output_size : (H_out, W_out) or None.  With explicit padding it picks
         output_padding (which must then be in [0, max(stride, dilation)), as
