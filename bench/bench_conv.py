@@ -7,7 +7,6 @@ Each layer: convcpu, torch, ORT and the same-shape SciPy sgemm
 in this process; medians, GFLOP/s, the ratio convcpu / min(torch, ORT) and the
 fraction of the same-shape sgemm rate that convcpu reaches are printed.
 """
-import argparse
 import os
 import sys
 
@@ -74,14 +73,8 @@ def run_layer(layer, threads, rounds):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--only", default=None, help="substring of the layer names to run")
-    args = parser.parse_args(argv)
+    args = harness.arguments(__doc__, argv, only=True)
     rows, ratios = [], []
-    import scipy.linalg  # noqa: F401 - load SciPy's BLAS so that it is listed
-    print(harness.environment_line(args.threads), flush=True)
     with threadpool_limits(limits=args.threads, user_api="blas"):
         for layer in LAYERS:
             if args.only and args.only not in layer[0]:

@@ -10,7 +10,6 @@ and ORT's DeformConv (CPU provider, the offsets and the mask as initializers)
 v1 and v2; all timed interleaved in this process (medians).  Printed: times,
 deform / conv2d (the target is <= 2.5) and deform / ORT DeformConv.
 """
-import argparse
 import os
 import sys
 
@@ -70,13 +69,7 @@ def run_layer(layer, batch, threads, rounds):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--batch", type=int, default=1)
-    args = parser.parse_args(argv)
-    import scipy.linalg  # noqa: F401 - load SciPy's BLAS so that it is listed
-    print(harness.environment_line(args.threads), flush=True)
+    args = harness.arguments(__doc__, argv, batch=True)
     rows = []
     with threadpool_limits(limits=args.threads, user_api="blas"):
         for layer in LAYERS:

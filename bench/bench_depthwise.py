@@ -13,7 +13,6 @@ fraction of the copy bandwidth the kernel moves its input and output at.
 The separable block is also timed as convcpu depthwise + convcpu 1x1 called
 separately (the unfused baseline).
 """
-import argparse
 import os
 import sys
 import threading
@@ -158,13 +157,7 @@ def run_layer(layer, batch, threads, rounds):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--batch", type=int, default=1)
-    args = parser.parse_args(argv)
-    import scipy.linalg  # noqa: F401 - load SciPy's BLAS so that it is listed
-    print(harness.environment_line(args.threads), flush=True)
+    args = harness.arguments(__doc__, argv, batch=True)
     rows = []
     fmt_r = lambda r: "-" if r is None else f"{r:.2f}"  # noqa: E731
     with threadpool_limits(limits=args.threads, user_api="blas"):

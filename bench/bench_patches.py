@@ -11,7 +11,6 @@
    the same number of output bytes (np.copyto): the fraction of memory-copy
    bandwidth reached.
 """
-import argparse
 import os
 import subprocess
 import sys
@@ -89,11 +88,7 @@ RSS_SCRIPT = textwrap.dedent("""
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=7)
-    args = parser.parse_args(argv)
-    print(harness.environment_line(args.threads))
+    args = harness.arguments(__doc__, argv, rounds=7)
 
     medians = harness.interleaved(local_contenders(args.threads), rounds=args.rounds)
     best_other = min(v for k, v in medians.items() if k != "convcpu")

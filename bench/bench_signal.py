@@ -7,7 +7,6 @@ Image: 1080x1920 float32; kernels 3x3, 5x5, 15x15; mode "same", zero fill
 (ndimage: mode="constant").  Gradients: conv2d_input and conv2d_weight of a
 3x3 64->64 layer at 56x56 (batch 1 and 8) against conv2d of the same layer.
 """
-import argparse
 import os
 import sys
 
@@ -74,12 +73,7 @@ def gradient_rows(threads, rounds):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=9)
-    args = parser.parse_args(argv)
-    import scipy.linalg  # noqa: F401 - load SciPy's BLAS so that it is listed
-    print(harness.environment_line(args.threads), flush=True)
+    args = harness.arguments(__doc__, argv, rounds=9)
     with threadpool_limits(limits=args.threads, user_api="blas"):
         corr = correlate_rows(args.threads, args.rounds)
         grads = gradient_rows(args.threads, args.rounds)

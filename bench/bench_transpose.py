@@ -7,7 +7,6 @@ Each layer: convcpu, torch and ORT timed interleaved in this process (medians);
 the ratio convcpu / min(torch, ORT) is printed.  Then, in a fresh process, the
 peak RSS growth of one large conv_transpose2d beyond its output.
 """
-import argparse
 import os
 import subprocess
 import sys
@@ -86,13 +85,7 @@ def peak_memory():
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--batch", type=int, default=1)
-    args = parser.parse_args(argv)
-    import scipy.linalg  # noqa: F401 - load SciPy's BLAS so that it is listed
-    print(harness.environment_line(args.threads), flush=True)
+    args = harness.arguments(__doc__, argv, batch=True)
     rows, ratios = [], []
     with threadpool_limits(limits=args.threads, user_api="blas"):
         for layer in LAYERS:

@@ -1,6 +1,7 @@
 """Side-by-side timing: every contender of a case runs in the same process,
 interleaved round by round, and is summarised by its median.  The machine is
 shared and noisy, so only ratios measured this way are trusted."""
+import argparse
 import statistics
 import time
 
@@ -71,3 +72,20 @@ def environment_line(threads):
     coretype = os.environ.get("OPENBLAS_CORETYPE", "unset")
     return (f"{platform.machine()}, {os.cpu_count()} cores, {threads} threads; BLAS: "
             f"{'; '.join(blas)}; OPENBLAS_CORETYPE={coretype}")
+
+
+def arguments(doc, argv=None, rounds=15, batch=False, only=False):
+    """The command line every bench script takes (--threads, --rounds, and
+    --batch / --only where it has them), parsed; SciPy's BLAS loaded so that
+    the environment line printed here lists it."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    if batch:
+        parser.add_argument("--batch", type=int, default=1)
+    if only:
+        parser.add_argument("--only", default=None, help="substring of the layer names to run")
+    args = parser.parse_args(argv)
+    import scipy.linalg  # noqa: F401
+    print(environment_line(args.threads), flush=True)
+    return args

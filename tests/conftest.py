@@ -2,6 +2,8 @@
 import numpy as np
 import pytest
 
+from convcpu._reference import same_pads
+
 # Tolerance relative to the magnitude of the reference (float64) result.
 TOLERANCE = {np.float32: 2e-5, np.float64: 1e-12}
 
@@ -38,3 +40,15 @@ def awkward_variants(a):
 def optional(module):
     """Import an oracle or skip the test cleanly."""
     return pytest.importorskip(module)
+
+
+def explicit_pads(padding, size, kernel, stride, dilation):
+    """Any 2-D padding form of the spec as ((top, bottom), (left, right)) pairs."""
+    if padding == "valid":
+        return ((0, 0), (0, 0))
+    if padding in ("same", "same_lower"):
+        return tuple(same_pads(size[i], kernel[i], stride[i], dilation[i], padding == "same_lower")
+                     for i in range(2))
+    if isinstance(padding, int):
+        return ((padding, padding),) * 2
+    return tuple((p, p) if isinstance(p, int) else tuple(p) for p in padding)

@@ -3,10 +3,10 @@ DeformConv and the node test cases shipped in the onnx package) and
 onnxruntime; its identities (zero offsets, a mask of ones, integer offsets)."""
 import numpy as np
 import pytest
-from conftest import assert_close, awkward_variants, optional
+from conftest import assert_close, awkward_variants, explicit_pads, optional
 
 import convcpu
-from convcpu._reference import deform_conv_reference, same_pads
+from convcpu._reference import deform_conv_reference
 
 DTYPES = [np.float32, np.float64]
 
@@ -25,20 +25,9 @@ GEOMETRIES = [
 ]
 
 
-def _explicit(padding, size, kernel, stride, dilation):
-    if padding == "valid":
-        return ((0, 0), (0, 0))
-    if padding in ("same", "same_lower"):
-        return tuple(same_pads(size[i], kernel[i], stride[i], dilation[i], padding == "same_lower")
-                     for i in range(2))
-    if isinstance(padding, int):
-        return ((padding, padding),) * 2
-    return tuple((p, p) if isinstance(p, int) else tuple(p) for p in padding)
-
-
 def _case(rng, geometry, dtype, spread=2.0, with_mask=True):
     n, c, k, groups, og, size, kernel, stride, padding, dilation = geometry
-    pads = _explicit(padding, size, kernel, stride, dilation)
+    pads = explicit_pads(padding, size, kernel, stride, dilation)
     out = tuple((size[i] + sum(pads[i]) - dilation[i] * (kernel[i] - 1) - 1) // stride[i] + 1
                 for i in range(2))
     taps = kernel[0] * kernel[1]

@@ -2,11 +2,11 @@
 against the NumPy reference, PyTorch and TensorFlow; seed 004's example."""
 import numpy as np
 import pytest
-from conftest import assert_close, awkward_variants, optional, to_channels_last
+from conftest import assert_close, awkward_variants, explicit_pads, optional, to_channels_last
 
 import convcpu
 from convcpu import depthwise
-from convcpu._reference import conv_reference, same_pads
+from convcpu._reference import conv_reference
 
 DTYPES = [np.float32, np.float64]
 
@@ -24,17 +24,6 @@ def separable_reference(x, wd, wp, bias=None, stride=1, pads=0, dilation=1):
     if bias is not None:
         out += np.asarray(bias, np.float64)[:, None, None]
     return out
-
-
-def _explicit(padding, size, kernel, stride, dilation):
-    if padding == "valid":
-        return ((0, 0), (0, 0))
-    if padding in ("same", "same_lower"):
-        return tuple(same_pads(size[i], kernel[i], stride[i], dilation[i], padding == "same_lower")
-                     for i in range(2))
-    if isinstance(padding, int):
-        return ((padding, padding),) * 2
-    return tuple((p, p) if isinstance(p, int) else tuple(p) for p in padding)
 
 
 # (N, C, M, (H, W), (R, S), stride, padding, dilation)
@@ -57,7 +46,7 @@ def _case(rng, geometry, dtype):
     x = rng.standard_normal((n, c) + size).astype(dtype)
     w = rng.standard_normal(kernel + (c, m)).astype(dtype)
     b = rng.standard_normal(c * m).astype(dtype)
-    pads = _explicit(padding, size, kernel, stride, dilation)
+    pads = explicit_pads(padding, size, kernel, stride, dilation)
     return x, w, b, pads
 
 
@@ -133,8 +122,8 @@ def test_grouped_conv2d_matches_reference(geometry, channels_last, dtype):
     x = rng.standard_normal((n, cin) + size).astype(dtype)
     w = rng.standard_normal((cout, cin // groups) + kernel).astype(dtype)
     b = rng.standard_normal(cout).astype(dtype)
-    pads = _explicit(padding, size, kernel, (stride,) * 2 if isinstance(stride, int) else stride,
-                     (dilation,) * 2 if isinstance(dilation, int) else dilation)
+    pair = lambda v: (v,) * 2 if isinstance(v, int) else v  # noqa: E731
+    pads = explicit_pads(padding, size, kernel, pair(stride), pair(dilation))
     expected = conv_reference(x, w, b, stride, pads, dilation, groups)
     if channels_last:
         got = convcpu.conv2d(to_channels_last(x), w.transpose(2, 3, 1, 0), b, stride, padding,
