@@ -89,6 +89,12 @@ def allocate_output(out, batch, channels, spatial, channels_last, unbatched, dty
     return result, result.reshape(shape)
 
 
+def check_bias(bias, channels, name="bias"):
+    """A bias (or None) must have shape (channels,)."""
+    if bias is not None and bias.shape != (channels,):
+        raise ValueError(f"{name} must have shape ({channels},), got {bias.shape}")
+
+
 def blas_dims_ok(*dims):
     """BLAS takes 32-bit ints: refuse (for now) any dimension that would overflow."""
     limit = 2**31 - 1

@@ -107,8 +107,7 @@ def _conv(nspatial, x, weight, bias, stride, padding, dilation, groups, data_for
             f"x {x.shape} ({data_format}) with groups={groups} needs {channels // groups}")
     if min(kernel, default=1) < 1:
         raise ValueError(f"weight {weight.shape} has an empty kernel")
-    if bias is not None and bias.shape != (out_channels,):
-        raise ValueError(f"bias must have shape ({out_channels},), got {bias.shape}")
+    _arrays.check_bias(bias, out_channels)
 
     window = _geometry.window(spatial, kernel, stride, dilation, padding, padding_mode)
     result, result_b = _arrays.allocate_output(out, xb.shape[0], out_channels, window.out_spatial,

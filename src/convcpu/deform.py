@@ -93,8 +93,7 @@ def deform_conv2d(x, offset, weight, bias=None, stride=1, padding=0, dilation=1,
         raise ValueError(
             f"weight {weight.shape}: groups = {channels} / {in_per_group} = {groups} must divide "
             f"the {out_channels} output channels")
-    if bias is not None and bias.shape != (out_channels,):
-        raise ValueError(f"bias must have shape ({out_channels},), got {bias.shape}")
+    _arrays.check_bias(bias, out_channels)
 
     window = _geometry.window(spatial, (R, S), stride, dilation, padding)
     batch = xb.shape[0]

@@ -73,7 +73,7 @@ def depthwise_conv2d(x, weight, bias=None, stride=1, padding="valid", dilation=1
     R, S, M = _depthwise_weight_shape(weight, channels, x.shape, data_format, "weight")
     window = _geometry.window(spatial, (R, S), stride, dilation, padding, padding_mode)
     K = channels * M
-    _check_bias(bias, K, "bias")
+    _arrays.check_bias(bias, K)
     result, result_b = _arrays.allocate_output(out, xb.shape[0], K, window.out_spatial, last,
                                                unbatched, dtype,
                                                {"x": x, "weight": weight, "bias": bias})
@@ -130,7 +130,7 @@ def separable_conv2d(x, depthwise_weight, pointwise_weight, bias=None, stride=1,
             f"pointwise_weight must have shape (1, 1, {K}, K_out) or ({K}, K_out) for "
             f"{channels} channels x depth multiplier {M}, got {pointwise_weight.shape}")
     P = pw.shape[1]
-    _check_bias(bias, P, "bias")
+    _arrays.check_bias(bias, P)
     window = _geometry.window(spatial, (R, S), stride, dilation, padding, padding_mode)
     result, result_b = _arrays.allocate_output(
         out, xb.shape[0], P, window.out_spatial, last, unbatched, dtype,
@@ -240,8 +240,3 @@ def _depthwise_weight_shape(weight, channels, x_shape, data_format, name):
         raise ValueError(f"{name} {weight.shape} (R, S, C, M) has an empty kernel or "
                          "depth multiplier")
     return R, S, M
-
-
-def _check_bias(bias, n, name):
-    if bias is not None and bias.shape != (n,):
-        raise ValueError(f"{name} must have shape ({n},), got {bias.shape}")

@@ -134,8 +134,7 @@ def _conv_transpose(nspatial, x, weight, bias, stride, padding, output_padding, 
     if min(kernel, default=1) < 1:
         raise ValueError(f"weight {weight.shape} has an empty kernel")
     out_channels = out_per_group * groups
-    if bias is not None and bias.shape != (out_channels,):
-        raise ValueError(f"bias must have shape ({out_channels},), got {bias.shape}")
+    _arrays.check_bias(bias, out_channels)
 
     stride_t = _geometry.expand(stride, nspatial, "stride")
     dilation_t = _geometry.expand(dilation, nspatial, "dilation")
