@@ -132,7 +132,7 @@ cdef struct ConvPlan:
     # then its sampling table and buffers (deform_forward).
     const void* offset
     const void* mask
-    Py_ssize_t offset_groups, col_elems, band_elems, vector_len
+    Py_ssize_t offset_groups, col_elems, index_elems, band_elems, vector_len
 
 
 cdef inline Py_ssize_t _ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
@@ -226,12 +226,6 @@ cdef void _im2col_nhwc(const ConvPlan* p, const floating* xn, Py_ssize_t cbase,
                 dst += p.Cg
 
 
-cdef inline Py_ssize_t _table_index_elems(const ConvPlan* p, const floating* ws) noexcept nogil:
-    """Workspace elements (of the tile's type) taken by a sampling table's indices."""
-    return (4 * p.R * p.S * p.ptile * <Py_ssize_t>sizeof(Py_ssize_t)
-            // <Py_ssize_t>sizeof(floating))
-
-
 cdef void _im2col_deform(const ConvPlan* p, Py_ssize_t n, Py_ssize_t g, Py_ssize_t p0,
                          Py_ssize_t npix, floating* col, floating* table) noexcept nogil:
     """col[j, (c*R + r)*S + s] (pixel-major: rows Cg*R*S apart) = the deformed,
@@ -246,7 +240,7 @@ cdef void _im2col_deform(const ConvPlan* p, Py_ssize_t n, Py_ssize_t g, Py_ssize
     cdef Py_ssize_t per_group = p.C // p.offset_groups
     cdef Py_ssize_t entries = 4 * RS * p.ptile
     cdef Py_ssize_t* idx = <Py_ssize_t*>table
-    cdef floating* wt = table + _table_index_elems(p, table)
+    cdef floating* wt = table + p.index_elems
     cdef floating* tmp = wt + entries
     cdef floating* band = tmp + RS * p.vector_len
     cdef Py_ssize_t c0, c1, og, nc
@@ -775,8 +769,9 @@ def deform_forward(cnp.ndarray x, cnp.ndarray offset, object mask, cnp.ndarray w
     entries = 4 * p.R * p.S * p.ptile
     p.vector_len = VECTOR_BYTES // x.itemsize
     p.band_elems = DEFORM_BAND_BYTES // x.itemsize
-    p.ws_elems = (p.col_elems + entries * sizeof(Py_ssize_t) // x.itemsize + entries
-                  + p.R * p.S * p.vector_len + p.band_elems)
+    p.index_elems = entries * sizeof(Py_ssize_t) // x.itemsize
+    p.ws_elems = (p.col_elems + p.index_elems + entries + p.R * p.S * p.vector_len
+                  + p.band_elems)
     p.out_elems = p.spt * p.ptile * p.kblock if p.spt > 1 else 0
     _execute(&p, x.dtype.num == cnp.NPY_FLOAT, num_threads, use_openmp)
     return out
