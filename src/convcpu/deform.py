@@ -99,7 +99,7 @@ def deform_conv2d(x, offset, weight, bias=None, stride=1, padding=0, dilation=1,
     batch = xb.shape[0]
     lead = () if unbatched else (batch,)
     taps = R * S
-    if (offset.ndim != xb.ndim - unbatched or offset.shape[:-3] != lead
+    if (offset.ndim != x.ndim or offset.shape[:-3] != lead
             or offset.shape[-2:] != window.out_spatial or offset.shape[-3] % (2 * taps)
             or offset.shape[-3] == 0):
         raise ValueError(
