@@ -26,15 +26,34 @@ def weight_oi_to_io_last(w):
 
 
 def awkward_variants(a):
-    """The same values laid out awkwardly: a strided view, a transposed-copy
-    view, byte-swapped, read-only and Fortran-ordered."""
+    """The same values laid out awkwardly: a strided view, a view with permuted
+    axes, a reversed (negative-stride) view, an unaligned view, byte-swapped,
+    read-only and Fortran-ordered.  Every op must give the same bits for each."""
+    a = np.asarray(a)
     strided = np.empty(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)[..., ::2]
     strided[...] = a
+    axes = tuple(range(a.ndim))[::-1]
+    permuted = np.ascontiguousarray(a.transpose(axes)).transpose(axes)
+    reversed_ = np.ascontiguousarray(a[..., ::-1])[..., ::-1]
+    raw = np.zeros(a.nbytes + 1, np.uint8)
+    unaligned = raw[1:].view(a.dtype).reshape(a.shape) if a.size else a.copy()
+    unaligned[...] = a
     swapped = a.astype(a.dtype.newbyteorder())
     readonly = a.copy()
     readonly.flags.writeable = False
-    return {"strided": strided, "byteswapped": swapped, "readonly": readonly,
+    return {"strided": strided, "permuted": permuted, "reversed": reversed_,
+            "unaligned": unaligned, "byteswapped": swapped, "readonly": readonly,
             "fortran": np.asfortranarray(a)}
+
+
+def special_values(a, rng):
+    """a with a few NaN, +Inf and -Inf entries (float inputs only)."""
+    a = np.array(a, copy=True)
+    flat = a.reshape(-1)
+    if flat.size:
+        picks = rng.choice(flat.size, size=min(3, flat.size), replace=False)
+        flat[picks] = [np.nan, np.inf, -np.inf][:len(picks)]
+    return a
 
 
 def optional(module):

@@ -75,7 +75,7 @@ def patches_reference(x, kernel, stride=1, pads=0, dilation=1):
                   stride[i]) for i in range(nsp))
         taps.append(xp[(slice(None),) + window])
     stacked = np.stack(taps, axis=-2)  # (N, *out, taps, C)
-    return stacked.reshape(stacked.shape[:-2] + (-1,))
+    return stacked.reshape(stacked.shape[:-2] + (stacked.shape[-2] * stacked.shape[-1],))
 
 
 def local_conv_reference(x, weight, bias=None, kernel=1, stride=1, pads=0):
@@ -84,7 +84,7 @@ def local_conv_reference(x, weight, bias=None, kernel=1, stride=1, pads=0):
     to (*out, F).  Returns (N, *out, F) float64."""
     p = patches_reference(x, kernel, stride, pads)
     out_shape = p.shape[:-1]
-    p = p.reshape(p.shape[0], -1, p.shape[-1])
+    p = p.reshape(p.shape[0], int(np.prod(p.shape[1:-1])), p.shape[-1])
     out = np.einsum("nlp,lpf->nlf", p, np.asarray(weight, dtype=np.float64))
     out = out.reshape(out_shape + (out.shape[-1],))
     if bias is not None:
