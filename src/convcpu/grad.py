@@ -93,11 +93,13 @@ def _shape(value, name):
 
 
 def _forward_window(nspatial, input_shape, weight_oi_shape, stride, padding, dilation, groups,
-                    data_format, last):
+                    data_format, last, names):
     """Check the forward geometry and return (batched input shape, unbatched,
-    channels, spatial, Window, forward output shape)."""
+    channels, spatial, Window, forward output shape).  `names`: what the caller
+    calls the forward input and weight ("input_shape", "weight" or "input",
+    "weight_shape"), for the messages."""
     if len(input_shape) not in (nspatial + 1, nspatial + 2):
-        raise ValueError(f"input_shape must have {nspatial + 2} entries ({data_format}) or "
+        raise ValueError(f"{names[0]} must have {nspatial + 2} entries ({data_format}) or "
                          f"{nspatial + 1} (unbatched), got {input_shape}")
     unbatched = len(input_shape) == nspatial + 1
     shape_b = ((1,) if unbatched else ()) + tuple(input_shape)
@@ -107,8 +109,8 @@ def _forward_window(nspatial, input_shape, weight_oi_shape, stride, padding, dil
     groups = _geometry.expand(groups, 1, "groups")[0]
     if channels % groups or out_channels % groups or in_per_group != channels // groups:
         raise ValueError(
-            f"weight of {out_channels} output and {in_per_group} input channels per group "
-            f"does not fit an input of {channels} channels with groups={groups}")
+            f"{names[1]} (OI order: {out_channels} output and {in_per_group} input channels "
+            f"per group) does not fit {names[0]} of {channels} channels with groups={groups}")
     window = _geometry.window(spatial, weight_oi_shape[2:], stride, dilation, padding)
     out_shape = ((shape_b[0],) + window.out_spatial + (out_channels,) if last
                  else (shape_b[0], out_channels) + window.out_spatial)
@@ -133,7 +135,8 @@ def _input_grad(nspatial, input_shape, weight, grad_output, stride, padding, dil
         weight_format = _geometry.default_weight_format(nspatial, last)
     w_oi = _geometry.weight_to_oi(weight, weight_format, nspatial)
     _, unbatched, _, spatial, window, out_shape, groups = _forward_window(
-        nspatial, input_shape, w_oi.shape, stride, padding, dilation, groups, data_format, last)
+        nspatial, input_shape, w_oi.shape, stride, padding, dilation, groups, data_format, last,
+        ("input_shape", "weight"))
     _check_grad_output(grad_output, out_shape, unbatched)
     # The forward weight read as a transposed-convolution weight: its O (the
     # forward output channels) is the transposed input, its I the output.
@@ -157,7 +160,8 @@ def _weight_grad(nspatial, input, weight_shape, grad_output, stride, padding, di
     dtype = _arrays.compute_dtype(x, grad_output)
     threads, use_openmp = _threads.resolve(num_threads)
     _, unbatched, channels, _, window, out_shape, groups = _forward_window(
-        nspatial, x.shape, oi_shape, stride, padding, dilation, groups, data_format, last)
+        nspatial, x.shape, oi_shape, stride, padding, dilation, groups, data_format, last,
+        ("input", "weight_shape"))
     dy = _check_grad_output(grad_output, out_shape, unbatched)
     xb = x[np.newaxis] if unbatched else x
     if nspatial == 1:

@@ -135,6 +135,10 @@ def col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1, *, o
     else:
         nspatial = 2
     sizes = _geometry.expand(output_size, nspatial, "output_size")
+    for name, value in (("kernel_size", kernel_size), ("stride", stride), ("dilation", dilation)):
+        if isinstance(value, (tuple, list, np.ndarray)) and len(value) != nspatial:
+            raise ValueError(f"{name} has {len(value)} entries, but output_size {tuple(sizes)} "
+                             f"has {nspatial} spatial axes")
     kernel = _geometry.expand(kernel_size, nspatial, "kernel_size")
     stride = _geometry.expand(stride, nspatial, "stride")
     dilation = _geometry.expand(dilation, nspatial, "dilation")

@@ -74,11 +74,11 @@ def _stencil(in1, in2, mode, boundary, fillvalue, out, num_threads, flip):
     name = "convolve2d" if flip else "correlate2d"
     in1 = _arrays.as_array(in1, "in1")
     in2 = _arrays.as_array(in2, "in2")
-    if in1.ndim != 2 or in2.ndim != 2:
-        raise ValueError(f"{name} inputs must both be 2-D arrays, got shapes {in1.shape} "
-                         f"and {in2.shape}")
-    if in1.size == 0 or in2.size == 0:
-        raise ValueError(f"{name} inputs must not be empty, got shapes {in1.shape} and {in2.shape}")
+    for arg, array in (("in1", in1), ("in2", in2)):
+        if array.ndim != 2:
+            raise ValueError(f"{name}: {arg} must be a 2-D array, got shape {array.shape}")
+        if array.size == 0:
+            raise ValueError(f"{name}: {arg} must not be empty, got shape {array.shape}")
     if mode not in ("full", "same", "valid"):
         raise ValueError(f"mode must be 'full', 'same' or 'valid', got {mode!r}")
     if not isinstance(boundary, str) or boundary not in _BOUNDARIES:
