@@ -1,4 +1,8 @@
 """Dtype promotion, contiguity and validation of array arguments."""
+import functools
+import math
+import os
+
 import numpy as np
 
 _NATIVE = (np.dtype(np.float32), np.dtype(np.float64))
@@ -60,6 +64,11 @@ def contiguous(array, dtype):
 def check_out(out, shape, dtype, inputs):
     """Validate a user-supplied out= array, or allocate one."""
     if out is None:
+        nbytes = math.prod(int(n) for n in shape) * np.dtype(dtype).itemsize
+        if nbytes > _physical_memory():
+            raise MemoryError(f"the result would have shape {tuple(shape)} ({nbytes / 2**30:.4g} "
+                              f"GiB), more than this machine's memory "
+                              f"({_physical_memory() / 2**30:.4g} GiB)")
         return np.empty(shape, dtype=dtype)
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
@@ -95,11 +104,11 @@ def check_bias(bias, channels, name="bias"):
         raise ValueError(f"{name} must have shape ({channels},), got {bias.shape}")
 
 
-def blas_dims_ok(*dims):
-    """BLAS takes 32-bit ints: refuse (for now) any dimension that would overflow."""
-    limit = 2**31 - 1
-    bad = [d for d in dims if d > limit]
-    if bad:
-        raise ValueError(
-            f"a GEMM dimension of {max(bad)} exceeds the 32-bit BLAS limit {limit}; "
-            "split the input into smaller batches or images")
+
+@functools.cache
+def _physical_memory():
+    """Bytes of RAM (no limit where the platform does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return float("inf")

@@ -7,12 +7,19 @@ ctypedef fused floating:
     double
 
 
-cdef inline void gemm_trans(char transa, char transb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
-                            const floating* a, Py_ssize_t lda,
-                            const floating* b, Py_ssize_t ldb,
+# BLAS takes 32-bit ints.  A call with a larger dimension is split into
+# blocks of at most BLAS_BLOCK rows / columns / reduction terms (later
+# reduction blocks accumulate with beta = 1); a leading dimension beyond the
+# int range is passed only for blocks one stored column wide, where BLAS
+# reads a single column and any leading dimension >= its rows is equivalent.
+cdef enum:
+    INT_LIMIT = 2147483647
+    BLAS_BLOCK = 1073741824
+
+
+cdef inline void _gemm_call(char transa, char transb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                            const floating* a, Py_ssize_t lda, const floating* b, Py_ssize_t ldb,
                             floating beta, floating* c, Py_ssize_t ldc) noexcept nogil:
-    """C[m, n] = op(A) @ op(B) + beta * C, column-major; op is 'N' (as stored)
-    or 'T' (transposed): op(A) is m x k, op(B) k x n."""
     cdef int im = <int>m, in_ = <int>n, ik = <int>k
     cdef int ilda = <int>lda, ildb = <int>ldb, ildc = <int>ldc
     cdef floating one = 1
@@ -24,13 +31,63 @@ cdef inline void gemm_trans(char transa, char transb, Py_ssize_t m, Py_ssize_t n
               <double*>b, &ildb, &beta, c, &ildc)
 
 
+cdef inline Py_ssize_t _block(Py_ssize_t ld, bint indexes_columns) noexcept nogil:
+    """The block length along a dimension: 1 when it indexes the stored columns
+    of a matrix whose leading dimension overflows an int, else BLAS_BLOCK."""
+    return 1 if (indexes_columns and ld > INT_LIMIT) else BLAS_BLOCK
+
+
+cdef inline Py_ssize_t _ld(Py_ssize_t ld, Py_ssize_t rows) noexcept nogil:
+    return ld if ld <= INT_LIMIT else (rows if rows > 1 else 1)
+
+
+cdef inline void gemm_trans(char transa, char transb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                            const floating* a, Py_ssize_t lda,
+                            const floating* b, Py_ssize_t ldb,
+                            floating beta, floating* c, Py_ssize_t ldc) noexcept nogil:
+    """C[m, n] = op(A) @ op(B) + beta * C, column-major; op is 'N' (as stored)
+    or 'T' (transposed): op(A) is m x k, op(B) k x n.  Any sizes: dimensions
+    beyond the 32-bit BLAS limit are split into blocks (see above)."""
+    cdef bint ta = transa == c'T', tb = transb == c'T'
+    cdef Py_ssize_t mb, nb, kb, i0, j0, l0, mi, nj, kl
+    cdef const floating* ap
+    cdef const floating* bp
+    if (m <= INT_LIMIT and n <= INT_LIMIT and k <= INT_LIMIT and lda <= INT_LIMIT
+            and ldb <= INT_LIMIT and ldc <= INT_LIMIT):
+        _gemm_call(transa, transb, m, n, k, a, lda, b, ldb, beta, c, ldc)
+        return
+    # A's stored columns are indexed by l ('N') or i ('T'); B's by j ('N') or
+    # l ('T'); C's by j.
+    mb = _block(lda, ta)
+    kb = min(_block(lda, not ta), _block(ldb, tb))
+    nb = min(_block(ldb, not tb), _block(ldc, True))
+    i0 = 0
+    while i0 < m:
+        mi = min(mb, m - i0)
+        j0 = 0
+        while j0 < n:
+            nj = min(nb, n - j0)
+            l0 = 0
+            while True:  # k == 0 still scales C by beta once
+                kl = min(kb, k - l0)
+                ap = a + (l0 + i0 * lda if ta else i0 + l0 * lda)
+                bp = b + (j0 + l0 * ldb if tb else l0 + j0 * ldb)
+                _gemm_call(transa, transb, mi, nj, kl, ap, _ld(lda, kl if ta else mi),
+                           bp, _ld(ldb, nj if tb else kl), beta if l0 == 0 else 1,
+                           c + i0 + j0 * ldc, _ld(ldc, mi))
+                l0 += kl
+                if l0 >= k:
+                    break
+            j0 += nj
+        i0 += mi
+
+
 cdef inline void gemm_colmajor(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                                const floating* a, Py_ssize_t lda,
                                const floating* b, Py_ssize_t ldb,
                                floating beta, floating* c, Py_ssize_t ldc) noexcept nogil:
     """C[m, n] = A[m, k] @ B[k, n] + beta * C, all column-major, no transposes.
 
-    Callers keep every dimension below 2**31 (the Python layer checks it), and
-    every leading dimension >= max(1, rows) as BLAS requires.
+    Every leading dimension >= max(1, rows) as BLAS requires.
     """
     gemm_trans(c'N', c'N', m, n, k, a, lda, b, ldb, beta, c, ldc)

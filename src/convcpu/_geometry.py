@@ -32,13 +32,9 @@ def default_weight_format(nspatial, is_channels_last, transposed=False):
     return spatial + "IO" if is_channels_last else "OI" + spatial
 
 
-def weight_to_oi(weight, weight_format, nspatial, transposed=False):
-    """View `weight` (laid out as `weight_format`) as (O, I, *kernel).
-
-    The format names each axis with O (output channels), I (input channels per
-    group) and the spatial letters (H, W; D for 3-D; W or L for 1-D): for example
-    "OIHW" (PyTorch), "HWIO" (TensorFlow), "OHWI".
-    """
+def _check_weight_format(weight_format, nspatial, transposed):
+    """The format upper-cased (1-D "L" read as "W"); TypeError / ValueError if it
+    does not order the letters O, I and the spatial ones."""
     if not isinstance(weight_format, str):
         raise TypeError(f"weight_format must be a string, got {type(weight_format).__name__}")
     fmt = weight_format.upper()
@@ -50,10 +46,34 @@ def weight_to_oi(weight, weight_format, nspatial, transposed=False):
         raise ValueError(
             f"weight_format {weight_format!r} must order the letters of {example!r} "
             f"(e.g. {example!r}, {default_weight_format(nspatial, True, transposed)!r})")
-    if weight.ndim != len(wanted):
+    return fmt
+
+
+def weight_to_oi(weight, weight_format, nspatial, transposed=False):
+    """View `weight` (laid out as `weight_format`) as (O, I, *kernel).
+
+    The format names each axis with O (output channels), I (input channels per
+    group) and the spatial letters (H, W; D for 3-D; W or L for 1-D): for example
+    "OIHW" (PyTorch), "HWIO" (TensorFlow), "OHWI".
+    """
+    fmt = _check_weight_format(weight_format, nspatial, transposed)
+    wanted = ("O", "I") + _SPATIAL_LETTERS[nspatial]
+    return weight.transpose(_oi_axes(weight_format, fmt, wanted, weight.shape))
+
+
+def shape_to_oi(shape, weight_format, nspatial):
+    """The (O, I, *kernel) shape of a weight of `shape` laid out as `weight_format`
+    (the checks of `weight_to_oi`, on a shape alone)."""
+    fmt = _check_weight_format(weight_format, nspatial, False)
+    wanted = ("O", "I") + _SPATIAL_LETTERS[nspatial]
+    return tuple(shape[i] for i in _oi_axes(weight_format, fmt, wanted, tuple(shape)))
+
+
+def _oi_axes(weight_format, fmt, wanted, shape):
+    if len(shape) != len(wanted):
         raise ValueError(
-            f"weight must have {len(wanted)} dimensions ({weight_format}), got shape {weight.shape}")
-    return weight.transpose([fmt.index(letter) for letter in wanted])
+            f"weight must have {len(wanted)} dimensions ({weight_format}), got shape {shape}")
+    return [fmt.index(letter) for letter in wanted]
 
 
 def _as_int(value, name):
@@ -125,10 +145,22 @@ def resolve_padding(padding, sizes, kernel, stride, dilation):
     return tuple(pairs)
 
 
+# The index tables hold one entry per padded position of an axis (8 bytes
+# each), so an axis is limited before anything is allocated: at most
+# MAX_AXIS positions in all, at most MAX_PADDING of them padding.
+MAX_AXIS = 2**31 - 1
+MAX_PADDING = 2**26
+
+
 def output_size(size, kernel, stride, dilation, pad, axis_name="spatial"):
     """floor((size + before + after - dilation*(kernel-1) - 1) / stride) + 1, which must be >= 1."""
     span = dilation * (kernel - 1) + 1
     padded = size + pad[0] + pad[1]
+    if pad[0] + pad[1] > MAX_PADDING or padded > MAX_AXIS:
+        raise ValueError(
+            f"the {axis_name} axis is too long: input size {size} padded by {pad}; convcpu "
+            f"takes at most {MAX_PADDING} padded positions and {MAX_AXIS} positions in all "
+            "per spatial axis (its index tables hold one entry per position)")
     if padded < span:
         raise ValueError(
             f"the {axis_name} axis is too small: input size {size} padded by {pad} is {padded}, "

@@ -521,12 +521,20 @@ CONVCPU_STENCIL(convcpu_stencil_f64, double)
             for (Py_ssize_t r = 0; r < R; r++)                                            \
                 for (Py_ssize_t s = 0; s < S; s++, e += 4) {                              \
                     const T *off_y = off + 2 * (r * S + s) * HoWo;                        \
-                    const T y = (T)(oh * sh - top + r * dh) + off_y[j];                   \
-                    const T x = (T)(ow * sw - left + s * dw) + off_y[HoWo + j];           \
-                    if (y > -1 && y < H && x > -1 && x < W) {                             \
-                        const T fy = floor(y), fx = floor(x);                             \
-                        const Py_ssize_t y0 = (Py_ssize_t)fy, x0 = (Py_ssize_t)fx;        \
-                        const T ly = y - fy, lx = x - fx, hy = 1 - ly, hx = 1 - lx;       \
+                    const T oy = off_y[j], ox = off_y[HoWo + j];                          \
+                    /* Integer base + offset, the offset split into floor and   */      \
+                    /* fraction: exact at any image size (a float32 position    */      \
+                    /* would lose pixels beyond 2**24).  |offset| >= 2**52 is   */      \
+                    /* outside any image (and Inf too).                          */     \
+                    const int finite = fabs((double)oy) < 4503599627370496.0 &&           \
+                                       fabs((double)ox) < 4503599627370496.0;             \
+                    const T fy = finite ? floor(oy) : 0, fx = finite ? floor(ox) : 0;     \
+                    const Py_ssize_t y0 = oh * sh - top + r * dh + (Py_ssize_t)fy;        \
+                    const Py_ssize_t x0 = ow * sw - left + s * dw + (Py_ssize_t)fx;       \
+                    const T ly = oy - fy, lx = ox - fx;                                   \
+                    if (finite && (y0 >= 0 || (y0 == -1 && ly > 0)) && y0 < H &&          \
+                        (x0 >= 0 || (x0 == -1 && lx > 0)) && x0 < W) {                    \
+                        const T hy = 1 - ly, hx = 1 - lx;                                 \
                         const T w00 = hy * hx, w01 = hy * lx, w10 = ly * hx, w11 = ly * lx; \
                         const int top_in = y0 >= 0, bottom_in = y0 + 1 < H;               \
                         const int left_in = x0 >= 0, right_in = x0 + 1 < W;               \
@@ -544,10 +552,10 @@ CONVCPU_STENCIL(convcpu_stencil_f64, double)
                         row_lo = lo < row_lo ? lo : row_lo;                               \
                         row_hi = hi > row_hi ? hi : row_hi;                               \
                     } else {                                                              \
-                        const int nan = y != y || x != x;                                 \
+                        const int nan = oy != oy || ox != ox;                             \
                         idx[e] = nan ? 0 : -1;                                            \
                         idx[e + 1] = idx[e + 2] = idx[e + 3] = -1;                        \
-                        wt[e] = y + x;                                                    \
+                        wt[e] = nan ? oy + ox : 0;                                        \
                         if (nan) {                                                        \
                             row_lo = 0;                                                   \
                             row_hi = row_hi > 1 ? row_hi : 1;                             \

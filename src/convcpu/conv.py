@@ -135,8 +135,6 @@ def _conv(nspatial, x, weight, bias, stride, padding, dilation, groups, data_for
     else:  # (K, Cg*R*S): PyTorch's OIHW flattened
         w_packed = _arrays.contiguous(w_oi, dtype).reshape(out_channels, -1)
     bias_c = None if bias is None else _arrays.contiguous(bias, dtype)
-    _arrays.blas_dims_ok(window.Ho * window.Wo, w_packed.size // out_channels, out_channels,
-                         channels)
     with _threads.blas_single_threaded():
         _core.conv_forward(xc, w_packed, bias_c, result_b, *window.tables(),
                            window.dims(channels, out_channels, groups), last,

@@ -55,6 +55,9 @@ def deform_conv2d(x, offset, weight, bias=None, stride=1, padding=0, dilation=1,
     `conv2d`), and an Inf or NaN pixel reaches only the samples that touch it
     (torchvision would multiply it by 0 and give NaN).  A NaN offset gives a
     NaN sample; an infinite one lies outside the image and samples zero.
+    A position is the integer window position plus the offset, split into its
+    floor and fraction: exact in float32 at any image size (torchvision's
+    float32 positions lose the fraction, then whole pixels, beyond 2**24).
 
     Examples
     --------
@@ -125,7 +128,6 @@ def deform_conv2d(x, offset, weight, bias=None, stride=1, padding=0, dilation=1,
     mask_c = None if mask is None else _arrays.contiguous(mask, dtype)
     w_packed = _arrays.contiguous(weight, dtype).reshape(out_channels, -1)
     bias_c = None if bias is None else _arrays.contiguous(bias, dtype)
-    _arrays.blas_dims_ok(window.Ho * window.Wo, w_packed.shape[1], out_channels, channels)
     with _threads.blas_single_threaded():
         _core.deform_forward(xc, offset_c, mask_c, w_packed, bias_c, result_b, *window.tables(),
                              window.dims(channels, out_channels, groups), window.pads[0][0],

@@ -154,9 +154,7 @@ def _weight_grad(nspatial, input, weight_shape, grad_output, stride, padding, di
     weight_shape = _shape(weight_shape, "weight_shape")
     if weight_format is None:
         weight_format = _geometry.default_weight_format(nspatial, last)
-    # weight_to_oi checks the format and rank; a zero-strided view allocates nothing
-    oi_shape = _geometry.weight_to_oi(np.broadcast_to(np.uint8(0), weight_shape), weight_format,
-                                      nspatial).shape
+    oi_shape = _geometry.shape_to_oi(weight_shape, weight_format, nspatial)
     dtype = _arrays.compute_dtype(x, grad_output)
     threads, use_openmp = _threads.resolve(num_threads)
     _, unbatched, channels, _, window, out_shape, groups = _forward_window(
@@ -171,7 +169,6 @@ def _weight_grad(nspatial, input, weight_shape, grad_output, stride, padding, di
     if min(oi_shape) == 0 or xb.shape[0] == 0:
         flat = np.zeros((out_channels, int(np.prod(oi_shape[1:]))), dtype)
     else:
-        _arrays.blas_dims_ok(window.Ho * window.Wo, int(np.prod(oi_shape[1:])), out_channels)
         with _threads.blas_single_threaded():
             flat = _core.weight_grad(_arrays.contiguous(xb, dtype), _arrays.contiguous(dy, dtype),
                                      *window.tables(), window.dims(channels, out_channels, groups),

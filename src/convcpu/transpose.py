@@ -177,8 +177,6 @@ def _conv_transpose(nspatial, x, weight, bias, stride, padding, output_padding, 
                 window = _geometry.PhaseWindow(spatial, (n_h, n_w), (len(taps_h), len(taps_w)),
                                                (sub_dh, sub_dw), (base_h, base_w))
                 w_packed = phase_weight(taps_h, taps_w)
-                _arrays.blas_dims_ok(n_h * n_w, w_packed.size // out_channels, out_channels,
-                                     channels)
                 _core.conv_forward(xc, w_packed, bias_c, result_b, *window.tables(),
                                    window.dims(channels, out_channels, groups), last,
                                    window.unpadded_1x1, threads, use_openmp,
@@ -234,7 +232,6 @@ def _transpose_by_columns(xc, w_oi, bias, result_b, spatial, out_spatial, kernel
     iw_lo, iw_hi = _geometry.scatter_range(spatial[1], out_w, kernel[1], stride[1], dilation[1],
                                            pads[1][0])
     channels, out_channels = w_io.shape[0], w_io.shape[1] * groups
-    _arrays.blas_dims_ok(spatial[0] * spatial[1], channels, w_io.size // channels)
     dims = (channels, spatial[0], spatial[1], out_channels, kernel[0], kernel[1], out_h, out_w,
             stride[0], stride[1], dilation[0], dilation[1], pads[0][0], pads[1][0], groups)
     with _threads.blas_single_threaded():
