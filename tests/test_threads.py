@@ -1,6 +1,5 @@
-"""Thread settings, determinism across thread counts, concurrent callers, fork."""
-import multiprocessing
-import os
+"""Thread settings, determinism across thread counts, concurrent callers (every op's
+threads, forked / spawned children: tests/test_reliability.py)."""
 import threading
 import time
 
@@ -117,53 +116,3 @@ def test_set_and_get_num_threads(monkeypatch):
         assert convcpu.get_num_threads() == 5
     finally:
         convcpu.set_num_threads(None)
-
-
-def _every_family():
-    """One call of each op family on 2 threads: conv, transposed conv, col2im,
-    image correlation, the weight gradient, depthwise, separable and grouped
-    (direct kernels) conv, deformable conv."""
-    x, w, b, fmt = _layer(6)
-    y = convcpu.conv2d(x, w, b, padding=1, num_threads=2)
-    return [y,
-            convcpu.conv_transpose2d(y, w, None, 2, 1, num_threads=2),
-            convcpu.col2im(convcpu.im2col(x, 3, padding=1), x.shape[2:], 3, padding=1,
-                           num_threads=2),
-            convcpu.correlate2d(x[0, 0], w[0, 0], "same", "symm", num_threads=2),
-            convcpu.grad.conv2d_weight(x, w.shape, y, padding=1, num_threads=2),
-            convcpu.depthwise_conv2d(x, w[:2, :1].transpose(2, 3, 1, 0).repeat(32, 2), None,
-                                     1, 1, data_format="NCHW", num_threads=2),
-            convcpu.separable_conv2d(x, np.ones((3, 3, 32, 1), np.float32), w[:, :, 0, 0].T,
-                                     None, 2, 1, data_format="NCHW", num_threads=2),
-            convcpu.conv2d(x, w[:, :4], None, 1, 1, 1, 8, num_threads=2),
-            convcpu.deform_conv2d(x, np.sin(np.arange(2 * 18 * 23 * 29)).reshape(2, 18, 23, 29),
-                                  w, b, 1, 1, num_threads=2)]
-
-
-def _child_conv(queue):
-    queue.put(_every_family())
-
-
-def _conv_in_child(method):
-    """Run _child_conv in a child process started by `method`; its result."""
-    ctx = multiprocessing.get_context(method)
-    queue = ctx.Queue()
-    child = ctx.Process(target=_child_conv, args=(queue,))
-    child.start()
-    got = queue.get(timeout=120)
-    child.join(timeout=60)
-    assert child.exitcode == 0
-    return got
-
-
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
-def test_forked_child_completes_after_parent_used_openmp():
-    expected = _every_family()  # the parent's OpenMP pool exists
-    for got, want in zip(_conv_in_child("fork"), expected, strict=True):
-        np.testing.assert_array_equal(got, want)
-
-
-def test_spawned_child_uses_openmp():
-    expected = _every_family()
-    for got, want in zip(_conv_in_child("spawn"), expected, strict=True):
-        np.testing.assert_array_equal(got, want)

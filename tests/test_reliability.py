@@ -1,0 +1,200 @@
+"""Every public op (tests/opinfo.py) under threads, processes, interrupts and
+long loops: the same bits for 1, 2 and 4 threads and from many Python threads
+at once, complete in forked and spawned children, usable after a
+KeyboardInterrupt, and flat RSS over 10,000 calls."""
+import multiprocessing
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+from opinfo import OPS, example
+
+import convcpu
+from convcpu import _threads
+
+IDS = [op.name for op in OPS]
+
+
+def _large(op):
+    """Changes to an op's typical case that give several tiles and tasks."""
+    if op.family == "signal":
+        return dict(in1=(120, 97))
+    if "1d" in op.name:
+        return dict(sizes=(301,), batch=3)
+    return dict(sizes=(61, 47), batch=3)
+
+
+def _cases():
+    return [example(op.name, 11, dtype, **changes) for op in OPS
+            for dtype in (np.float32, np.float64) for changes in ({}, _large(op))]
+
+
+@pytest.mark.parametrize("op", OPS, ids=IDS)
+def test_same_bits_for_1_2_and_4_threads(op):
+    for dtype in (np.float32, np.float64):
+        for changes in ({}, _large(op)):
+            case = example(op.name, 12, dtype, **changes)
+            one = case.call(num_threads=1)
+            for n in (2, 4):
+                np.testing.assert_array_equal(case.call(num_threads=n), one, err_msg=str(n))
+
+
+def test_many_python_threads_calling_every_op_match_serial():
+    cases = _cases()
+    serial = [case.call() for case in cases]
+    workers = 8
+    results = [[None] * len(cases) for _ in range(workers)]
+    errors = []
+    barrier = threading.Barrier(workers)
+
+    def work(k):
+        try:
+            barrier.wait()
+            order = np.random.default_rng(k).permutation(len(cases))
+            for _ in range(2):
+                for i in order:
+                    results[k][i] = cases[i].call(num_threads=1 + k % 3)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+        assert not t.is_alive()
+    assert not errors, errors
+    for k in range(workers):
+        for i, expected in enumerate(serial):
+            np.testing.assert_array_equal(results[k][i], expected, err_msg=f"{k} {i}")
+    assert _threads._blas_depth == 0 and _threads._blas_limiter is None
+
+
+def _every_op(queue):
+    queue.put([case.call(num_threads=2) for case in _cases()])
+
+
+def _in_child(method):
+    ctx = multiprocessing.get_context(method)
+    queue = ctx.Queue()
+    child = ctx.Process(target=_every_op, args=(queue,))
+    child.start()
+    got = queue.get(timeout=300)
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    return got
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_child_processes_complete_every_op(method):
+    if method not in multiprocessing.get_all_start_methods():
+        pytest.skip(f"no {method} here")
+    expected = [case.call(num_threads=2) for case in _cases()]  # the parent's pool exists
+    got = _in_child(method)
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
+
+
+INTERRUPT = textwrap.dedent("""
+    import os, signal, sys, threading, time
+    import numpy as np
+    sys.path.insert(0, sys.argv[2])
+    from opinfo import example
+    import convcpu
+    from convcpu import _threads
+
+    name = sys.argv[1]
+    long = {"conv2d": dict(sizes=(700, 700), cin=32, cout=32, batch=2, groups=1),
+            "depthwise_conv2d": dict(sizes=(1500, 1500), cin=32, batch=2),
+            "conv_transpose2d": dict(sizes=(300, 300), cin=32, cout=32, batch=2, groups=1),
+            "deform_conv2d": dict(sizes=(300, 300), cin=32, cout=32, batch=2, groups=1),
+            "correlate2d": dict(in1=(4000, 4000), in2=(15, 15)),
+            "grad.conv2d_weight": dict(sizes=(700, 700), cin=32, cout=32, batch=2, groups=1)}
+    small = example(name, 1)
+    expected = small.call()
+    case = example(name, 2, **long[name])
+    start = time.monotonic()
+    case.call(num_threads=1)
+    alone = time.monotonic() - start
+    threading.Timer(alone / 4, os.kill, (os.getpid(), signal.SIGINT)).start()
+    try:
+        case.call(num_threads=2)
+        time.sleep(alone)  # the handler runs at the latest here
+    except KeyboardInterrupt:
+        pass
+    else:
+        raise SystemExit("no KeyboardInterrupt")
+    # Usable afterwards: the BLAS limit lifted, the same answers on any threads.
+    assert _threads._blas_depth == 0 and _threads._blas_limiter is None
+    for n in (1, 2):
+        np.testing.assert_array_equal(small.call(num_threads=n), expected)
+    print("ok", round(alone, 2))
+""")
+
+
+@pytest.mark.skipif(not hasattr(os, "kill") or sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("name", ["conv2d", "depthwise_conv2d", "conv_transpose2d",
+                                  "deform_conv2d", "correlate2d", "grad.conv2d_weight"])
+def test_keyboard_interrupt_during_a_long_call_leaves_the_process_usable(name):
+    result = subprocess.run([sys.executable, "-c", INTERRUPT, name, os.path.dirname(__file__)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0 and result.stdout.startswith("ok"), result.stderr[-3000:]
+
+
+LOOP = textwrap.dedent("""
+    import sys
+    import numpy as np
+    sys.path.insert(0, sys.argv[2])
+    from opinfo import example
+    import convcpu
+
+    def rss():
+        with open("/proc/self/status") as handle:
+            return next(int(l.split()[1]) for l in handle if l.startswith("VmRSS")) * 1024
+
+    name, calls = sys.argv[1], int(sys.argv[3])
+    if name == "errors":  # the error paths: a bad call, then a good one
+        case = example("conv2d", 0)
+        bad = case.replaced(1, case.get(1)[:, :1])
+        def call():
+            try:
+                bad.call()
+            except ValueError:
+                pass
+            return case.call()
+    else:
+        case = example(name, 0)
+        call = lambda: case.call(num_threads=2)
+    for _ in range(300):
+        call()
+    before = rss()
+    for _ in range(calls):
+        call()
+    print(rss() - before)
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+@pytest.mark.parametrize("name", IDS + ["errors"])
+def test_rss_stays_flat_over_10000_calls(name):
+    """A leak of 100 bytes per call would grow RSS by 1 MB."""
+    result = subprocess.run([sys.executable, "-c", LOOP, name, os.path.dirname(__file__),
+                             "10000"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    growth = int(result.stdout)
+    assert growth < 512 * 1024, growth
+
+
+def test_library_setting_and_explicit_threads_agree():
+    case = example("conv2d", 13, **_large(OPS[1]))
+    try:
+        convcpu.set_num_threads(3)
+        via_setting = case.call()
+    finally:
+        convcpu.set_num_threads(None)
+    np.testing.assert_array_equal(via_setting, case.call(num_threads=3))
