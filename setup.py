@@ -2,7 +2,9 @@
 
 OpenMP is used when the compiler accepts it (flag on compile *and* link);
 otherwise the extensions build serially and a warning says so.  Cython
-directives are set once here for every module.
+directives are set once here for every module.  CONVCPU_SANITIZE=address (or
+address,undefined) builds with those GCC/Clang sanitizers, for
+tools/memcheck.sh.
 """
 import os
 import sys
@@ -67,6 +69,11 @@ class BuildExt(build_ext):
         else:
             compile_flags, link_flags = flags
         opt = [] if self.compiler.compiler_type == "msvc" else ["-O3"]
+        sanitize = os.environ.get("CONVCPU_SANITIZE")
+        if sanitize:
+            opt = ["-O1", "-g", "-fno-omit-frame-pointer", f"-fsanitize={sanitize}",
+                   "-fno-sanitize-recover=all"]
+            link_flags = link_flags + [f"-fsanitize={sanitize}"]
         for ext in self.extensions:
             ext.extra_compile_args = opt + compile_flags + ext.extra_compile_args
             ext.extra_link_args = link_flags + ext.extra_link_args

@@ -125,6 +125,10 @@ def _generic(op):
             ("out strided", {"out": np.empty(good.shape + (2,), good.dtype)[..., 0]}, ValueError,
              "out"),
             ("out type", {"out": good.tolist()}, TypeError, "out"),
+            ("out unaligned", {"out": np.zeros(good.nbytes + 1, np.uint8)[1:].view(good.dtype)
+                               .reshape(good.shape)}, ValueError, "out must be aligned"),
+            ("out byteswapped", {"out": np.empty(good.shape, good.dtype.newbyteorder())},
+             (TypeError, ValueError), "out"),
         ]
     return cases
 

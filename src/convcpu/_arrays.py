@@ -56,9 +56,11 @@ def compute_dtype(*arrays):
 
 
 def contiguous(array, dtype):
-    """A C-contiguous, native-byte-order copy in `dtype` when needed; the input itself
-    otherwise (it is only ever read)."""
-    return np.ascontiguousarray(array, dtype=dtype)
+    """A C-contiguous, aligned, native-byte-order copy in `dtype` when needed; the
+    input itself otherwise (it is only ever read).  (np.ascontiguousarray keeps an
+    unaligned array as it is: the kernels' float loads need alignment.)"""
+    result = np.ascontiguousarray(array, dtype=dtype)
+    return result if result.flags.aligned else result.copy()
 
 
 def check_out(out, shape, dtype, inputs):
@@ -82,6 +84,8 @@ def check_out(out, shape, dtype, inputs):
         raise ValueError("out must be writeable")
     if not out.dtype.isnative:
         raise ValueError("out must be in native byte order")
+    if not out.flags.aligned:
+        raise ValueError("out must be aligned to its dtype (the kernels store whole floats)")
     for name, array in inputs.items():
         if array is not None and np.may_share_memory(out, array):
             raise ValueError(f"out must not overlap {name}")
