@@ -218,13 +218,11 @@ def _oi_to(w, layout):
 # ---------------------------------------------------------------- conv1d / conv2d
 
 def _build_conv(g, rng, dtype):
-    nsp = len(g["sizes"])
     x = _from_first(_values(rng, (g["batch"], g["cin"]) + g["sizes"], dtype), g["layout"])
     w = _oi_to(_values(rng, (g["cout"], g["cin"] // g["groups"]) + g["kernel"], dtype), g["layout"])
     b = _values(rng, (g["cout"],), dtype)
     kwargs = dict(stride=g["stride"], padding=g["padding"], dilation=g["dilation"],
                   groups=g["groups"], data_format=g["layout"], padding_mode=g["padding_mode"])
-    del nsp
     return [np.ascontiguousarray(x), w, b], kwargs, (0, 1, 2)
 
 
@@ -398,12 +396,11 @@ def _torch_depthwise(x, w, b=None, stride=1, padding="valid", dilation=1, *, dat
 def _tf_separable(x, wd, wp, b=None, stride=1, padding="valid", dilation=1, *,
                   data_format="NHWC"):
     tf = _tf()
-    if tf is None or data_format != "NHWC" or np.shape(x)[0] == 0:
-        return _ref_separable(x, wd, wp, b, stride, padding, dilation, data_format=data_format)
     stride, dilation = _tuple(stride, 2), _tuple(dilation, 2)
-    if not isinstance(padding, str) or padding == "same_lower" or (
-            max(stride) > 1 and max(dilation) > 1):
-        return _ref_separable(x, wd, wp, b, stride, padding, dilation, data_format=data_format)
+    if (tf is None or data_format != "NHWC" or np.shape(x)[0] == 0
+            or not isinstance(padding, str) or padding == "same_lower"
+            or (max(stride) > 1 and max(dilation) > 1)):
+        return None  # TensorFlow has no such separable_conv2d
     wp4 = np.asarray(wp, np.float64).reshape(1, 1, -1, np.shape(wp)[-1])
     out = tf.nn.separable_conv2d(np.asarray(x, np.float64), np.asarray(wd, np.float64), wp4,
                                  (1,) + stride + (1,), padding.upper(), dilations=dilation).numpy()
@@ -464,10 +461,8 @@ def _ref_local(x, w, b=None, kernel_size=None, stride=1, padding="valid", *, dat
 
 # ---------------------------------------------------------------- patches
 
-@st.composite
-def patches_geometry(draw):
-    g = draw(conv_geometry(2, grouped=False, layouts=("NCHW",)))
-    return g
+def patches_geometry():
+    return conv_geometry(2, grouped=False, layouts=("NCHW",))
 
 
 def _build_im2col(g, rng, dtype):
@@ -493,9 +488,9 @@ def _torch_im2col(x, kernel_size, stride=1, padding=0, dilation=1):
         return None
     x = np.asarray(x, np.float64)
     pads = _pads_of(padding, x.shape[2:], kernel_size, stride, dilation)
-    t = torch.nn.functional.pad(torch.from_numpy(x), [p for pair in reversed(pads) for p in pair])
     if x.shape[0] == 0:
-        return _ref_im2col(x, kernel_size, stride, padding, dilation)
+        return None  # unfold refuses an empty batch
+    t = torch.nn.functional.pad(torch.from_numpy(x), [p for pair in reversed(pads) for p in pair])
     return torch.nn.functional.unfold(t, kernel_size, dilation, 0, stride).numpy()
 
 
@@ -516,7 +511,7 @@ def _ref_col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1)
 def _torch_col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1):
     torch = _torch()
     if torch is None or np.shape(cols)[0] == 0 or any(p[0] != p[1] for p in padding):
-        return _ref_col2im(cols, output_size, kernel_size, stride, padding, dilation)
+        return None  # fold takes a non-empty batch and symmetric padding
     return torch.nn.functional.fold(torch.from_numpy(np.asarray(cols, np.float64)),
                                     output_size, kernel_size, dilation,
                                     tuple(p[0] for p in padding), stride).numpy()
@@ -555,7 +550,7 @@ def _ref_extract(x, sizes, strides, rates, padding="VALID"):
 def _tf_extract(x, sizes, strides, rates, padding="VALID"):
     tf = _tf()
     if tf is None or np.shape(x)[0] == 0:
-        return _ref_extract(x, sizes, strides, rates, padding)
+        return None
     kernel, stride, rate = _pair(sizes), _pair(strides), _pair(rates)
     return tf.image.extract_patches(np.asarray(x, np.float64), (1,) + kernel + (1,),
                                     (1,) + stride + (1,), (1,) + rate + (1,), padding).numpy()
@@ -625,11 +620,6 @@ def _ref_deform(x, offset, w, b=None, stride=1, padding=0, dilation=1, mask=None
 
 
 # ---------------------------------------------------------------- gradients
-
-@st.composite
-def grad_geometry(draw, nsp):
-    return draw(conv_geometry(nsp))
-
 
 def _forward_out(g):
     return tuple((s + sum(p) - d * (k - 1) - 1) // st_ + 1 for s, p, k, st_, d in
@@ -761,13 +751,13 @@ OPS = [
            _build_signal, _ref_signal(True), None, "signal"),
     OpInfo("deform_conv2d", convcpu.deform_conv2d, deform_geometry(),
            _build_deform, _ref_deform, None, "deform"),
-    OpInfo("grad.conv1d_input", convcpu.grad.conv1d_input, grad_geometry(1),
+    OpInfo("grad.conv1d_input", convcpu.grad.conv1d_input, conv_geometry(1),
            _build_grad_input, _ref_grad_input, _torch_grad("input"), "grad"),
-    OpInfo("grad.conv2d_input", convcpu.grad.conv2d_input, grad_geometry(2),
+    OpInfo("grad.conv2d_input", convcpu.grad.conv2d_input, conv_geometry(2),
            _build_grad_input, _ref_grad_input, _torch_grad("input"), "grad"),
-    OpInfo("grad.conv1d_weight", convcpu.grad.conv1d_weight, grad_geometry(1),
+    OpInfo("grad.conv1d_weight", convcpu.grad.conv1d_weight, conv_geometry(1),
            _build_grad_weight, _ref_grad_weight, _torch_grad("weight"), "grad"),
-    OpInfo("grad.conv2d_weight", convcpu.grad.conv2d_weight, grad_geometry(2),
+    OpInfo("grad.conv2d_weight", convcpu.grad.conv2d_weight, conv_geometry(2),
            _build_grad_weight, _ref_grad_weight, _torch_grad("weight"), "grad"),
 ]
 
