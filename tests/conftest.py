@@ -1,8 +1,17 @@
 """Shared helpers: tolerances, layout conversions and awkward arrays."""
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 from convcpu._reference import same_pads
+
+# The property tests (test_properties.py): 100 fixed examples per op by default,
+# the same on every run; `pytest --hypothesis-profile=long` draws 2,000 fresh ones.
+_QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large]
+settings.register_profile("ci", max_examples=100, derandomize=True, deadline=None,
+                          suppress_health_check=_QUIET)
+settings.register_profile("long", max_examples=2000, deadline=None, suppress_health_check=_QUIET)
+settings.load_profile("ci")
 
 # Tolerance relative to the magnitude of the reference (float64) result.
 TOLERANCE = {np.float32: 2e-5, np.float64: 1e-12}

@@ -5,12 +5,10 @@ and float16) give the reference's answer and are never modified."""
 import numpy as np
 import pytest
 from conftest import awkward_variants, special_values
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from opinfo import EDGES, OPS, assert_matches, edge, example
 
-SETTINGS = settings(max_examples=100, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 # The oracles compute in float32 or float64 in their own order; their answers are
 # compared with a bound a few times the reference's.
 ORACLE_RTOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-11}
@@ -19,7 +17,6 @@ IDS = [op.name for op in OPS]
 
 
 @pytest.mark.parametrize("op", OPS, ids=IDS)
-@SETTINGS
 @given(data=st.data(), dtype=DTYPES, threads=st.integers(1, 3), seed=st.integers(0, 2**16))
 def test_random_geometry_matches_reference_and_oracle(op, data, dtype, threads, seed):
     geometry = data.draw(op.geometry, label="geometry")
