@@ -399,7 +399,7 @@ def _tf_separable(x, wd, wp, b=None, stride=1, padding="valid", dilation=1, *,
     stride, dilation = _tuple(stride, 2), _tuple(dilation, 2)
     if (tf is None or data_format != "NHWC" or np.shape(x)[0] == 0
             or not isinstance(padding, str) or padding == "same_lower"
-            or (max(stride) > 1 and max(dilation) > 1)):
+            or (max(stride) > 1 and max(dilation) > 1) or stride[0] != stride[1]):
         return None  # TensorFlow has no such separable_conv2d
     wp4 = np.asarray(wp, np.float64).reshape(1, 1, -1, np.shape(wp)[-1])
     out = tf.nn.separable_conv2d(np.asarray(x, np.float64), np.asarray(wd, np.float64), wp4,
