@@ -28,6 +28,7 @@ import numpy as np
 cnp.import_array()
 
 cdef extern from "_kernels.h" nogil:
+    void convcpu_prefetch(const void* p, Py_ssize_t nbytes)
     void convcpu_small_gemm_f32(Py_ssize_t rows, Py_ssize_t depth, Py_ssize_t cols,
                                 const float* a, Py_ssize_t lda, const float* w,
                                 float* out, Py_ssize_t ldo)
@@ -84,6 +85,10 @@ MIN_TILE_PIXELS = 64
 # kernel of _kernels.h rather than one BLAS call per position (measured in
 # docs/BENCHMARKS.md).
 LOCAL_DIRECT_MAX_FILTERS = 256
+# A locally connected task runs this many consecutive output positions, so
+# that it knows which weights come next (docs/BENCHMARKS.md, issue 5).
+cdef enum:
+    LOCAL_CHUNK = 8
 # im2col written straight into the returned array: a task is ~this much output.
 PATCH_TILE_BYTES = 256 * 1024
 MIN_TASKS = 2 * max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
@@ -427,11 +432,30 @@ cdef void _patches_task(const ConvPlan* p, Py_ssize_t t, floating* out) noexcept
 
 cdef void _local_task(const ConvPlan* p, Py_ssize_t t, floating* ws,
                       floating* out_tile) noexcept nogil:
-    """Locally connected layer at output position t // n_sgroups for the samples
-    of block t % n_sgroups: their patches (one row each, Keras order) @ the
-    position's own (C*R*S, K) weights, plus its bias (pre-expanded to (Ho*Wo, K))."""
-    cdef Py_ssize_t pos = t // p.n_sgroups
+    """Locally connected layer at output positions LOCAL_CHUNK * (t // n_sgroups)
+    onwards (LOCAL_CHUNK of them at most) for the samples of block t % n_sgroups.
+    Each position's weights are read once, so the next position's are
+    prefetched while this one computes."""
+    cdef Py_ssize_t crs = p.C * p.R * p.S
+    cdef Py_ssize_t pos0 = (t // p.n_sgroups) * LOCAL_CHUNK
+    cdef Py_ssize_t pos1 = _min(pos0 + LOCAL_CHUNK, p.Ho * p.Wo)
+    cdef Py_ssize_t pos
+    # (A position's first 32 KB at most: longer streams the hardware prefetches.)
+    cdef size_t wbytes = _min(crs * p.K * sizeof(floating), 32768)
+    cdef const floating* w = <const floating*>p.w
     cdef Py_ssize_t n0 = (t % p.n_sgroups) * p.spt
+    convcpu_prefetch(w + pos0 * crs * p.K, wbytes)
+    for pos in range(pos0, pos1):
+        if pos + 1 < pos1:
+            convcpu_prefetch(w + (pos + 1) * crs * p.K, wbytes)
+        _local_position(p, pos, n0, ws, out_tile)
+
+
+cdef void _local_position(const ConvPlan* p, Py_ssize_t pos, Py_ssize_t n0, floating* ws,
+                          floating* out_tile) noexcept nogil:
+    """Output position pos for samples n0 .. n0+spt-1: their patches (one row
+    each, Keras order) @ the position's own (C*R*S, K) weights, plus its bias
+    (pre-expanded to (Ho*Wo, K))."""
     cdef Py_ssize_t nsamp = _min(p.spt, p.N - n0)
     cdef Py_ssize_t HoWo = p.Ho * p.Wo
     cdef Py_ssize_t crs = p.C * p.R * p.S
@@ -439,12 +463,23 @@ cdef void _local_task(const ConvPlan* p, Py_ssize_t t, floating* ws,
     cdef const floating* bias = <const floating*>p.bias
     cdef floating* out = <floating*>p.out
     cdef floating* c
-    cdef Py_ssize_t s, k, ldc
-    for s in range(nsamp):
-        if p.channels_last:
-            _im2col_nhwc(p, x + (n0 + s) * p.H * p.W * p.C, 0, pos, 1, ws + s * crs)
-        else:
-            _im2col_nchw(p, x + (n0 + s) * p.C * p.H * p.W, pos, 1, ws + s * crs, 1)
+    cdef Py_ssize_t s, k, ldc, r
+    cdef Py_ssize_t oh = pos // p.Wo, ow = pos % p.Wo
+    cdef Py_ssize_t ih0 = p.hmap[oh * p.sh], iw0 = p.wmap[ow * p.sw]
+    # Channels-last with every tap inside the image (zero padding: the maps are
+    # -1 outside, increasing inside): a patch is R rows of S*C contiguous
+    # values, read in place by R products over consecutive parts of the sum
+    # (each continues from the partial sums stored in c, so the bits are
+    # those of one product over the gathered patch).
+    cdef bint in_place = (p.channels_last and p.direct and ih0 >= 0 and iw0 >= 0
+                          and p.hmap[oh * p.sh + (p.R - 1) * p.dh] >= 0
+                          and p.wmap[ow * p.sw + (p.S - 1) * p.dw] >= 0 and p.dw == 1)
+    if not in_place:
+        for s in range(nsamp):
+            if p.channels_last:
+                _im2col_nhwc(p, x + (n0 + s) * p.H * p.W * p.C, 0, pos, 1, ws + s * crs)
+            else:
+                _im2col_nchw(p, x + (n0 + s) * p.C * p.H * p.W, pos, 1, ws + s * crs, 1)
     if p.channels_last:
         c = out + (n0 * HoWo + pos) * p.K
         ldc = HoWo * p.K
@@ -456,13 +491,14 @@ cdef void _local_task(const ConvPlan* p, Py_ssize_t t, floating* ws,
             memcpy(c + s * ldc, bias + pos * p.K, p.K * sizeof(floating))
         else:
             memset(c + s * ldc, 0, p.K * sizeof(floating))
-    if p.direct:  # small: BLAS's per-call overhead would dominate
-        if floating is float:
-            convcpu_small_gemm_f32(nsamp, crs, p.K, ws, crs, <const float*>p.w + pos * crs * p.K,
-                                   c, ldc)
-        else:
-            convcpu_small_gemm_f64(nsamp, crs, p.K, ws, crs,
-                                   <const double*>p.w + pos * crs * p.K, c, ldc)
+    if in_place:
+        for r in range(p.R):
+            _small_gemm(nsamp, p.S * p.C, p.K,
+                        x + ((n0 * p.H + p.hmap[oh * p.sh + r * p.dh]) * p.W + iw0) * p.C,
+                        p.H * p.W * p.C, <const floating*>p.w + (pos * p.R + r) * p.S * p.C * p.K,
+                        c, ldc)
+    elif p.direct:  # small: BLAS's per-call overhead would dominate
+        _small_gemm(nsamp, crs, p.K, ws, crs, <const floating*>p.w + pos * crs * p.K, c, ldc)
     else:
         gemm_colmajor(p.K, nsamp, crs, <const floating*>p.w + pos * crs * p.K, p.K,
                       ws, crs, 1, c, ldc)
@@ -470,6 +506,16 @@ cdef void _local_task(const ConvPlan* p, Py_ssize_t t, floating* ws,
         for s in range(nsamp):
             for k in range(p.K):
                 out[((n0 + s) * p.K + k) * HoWo + pos] = out_tile[s * p.K + k]
+
+
+
+cdef inline void _small_gemm(Py_ssize_t rows, Py_ssize_t depth, Py_ssize_t cols,
+                             const floating* a, Py_ssize_t lda, const floating* w,
+                             floating* out, Py_ssize_t ldo) noexcept nogil:
+    if floating is float:
+        convcpu_small_gemm_f32(rows, depth, cols, a, lda, w, out, ldo)
+    else:
+        convcpu_small_gemm_f64(rows, depth, cols, a, lda, w, out, ldo)
 
 
 cdef void _transpose_task(const ConvPlan* p, Py_ssize_t t, floating* ws) noexcept nogil:
@@ -826,7 +872,7 @@ def local_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
     # A block of samples' patches per task, at most TILE_BYTES.
     p.spt = max(1, min(p.N, TILE_BYTES // max(p.C * p.R * p.S * x.itemsize, 1)))
     p.n_sgroups = _ceil_div(p.N, p.spt)
-    p.n_tasks = p.Ho * p.Wo * p.n_sgroups
+    p.n_tasks = _ceil_div(p.Ho * p.Wo, LOCAL_CHUNK) * p.n_sgroups
     p.ws_elems = p.spt * p.C * p.R * p.S
     p.out_elems = 0 if channels_last else p.spt * p.K
     p.direct = p.K <= LOCAL_DIRECT_MAX_FILTERS
