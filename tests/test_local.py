@@ -195,3 +195,18 @@ def test_direct_kernel_and_blas_paths_agree_with_reference(dtype, channels_last)
                                                    _nchw_weight(weight, (3, 3), 3), bias, 3,
                                                    data_format="NCHW"), 1, -1)
         assert_close(got, expected, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_in_place_patches_give_the_gathered_bits(dtype):
+    """Channels-last positions whose taps all lie inside the image read their
+    patches in place; the others gather them (zeros for the padding).  With the
+    zeros written into the image instead, every position reads in place: the
+    bits are the same."""
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((9, 7, 8, 5)).astype(dtype)
+    w = rng.standard_normal((7 * 8, 3 * 3 * 5, 6)).astype(dtype)
+    b = rng.standard_normal(6).astype(dtype)
+    gathered = convcpu.local_conv2d(x, w, b, 3, 1, ((1, 1), (1, 1)))
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    np.testing.assert_array_equal(convcpu.local_conv2d(padded, w, b, 3, 1, "valid"), gathered)
