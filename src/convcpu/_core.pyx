@@ -434,8 +434,9 @@ cdef void _local_task(const ConvPlan* p, Py_ssize_t t, floating* ws,
                       floating* out_tile) noexcept nogil:
     """Locally connected layer at output positions LOCAL_CHUNK * (t // n_sgroups)
     onwards (LOCAL_CHUNK of them at most) for the samples of block t % n_sgroups.
-    Each position's weights are read once, so the next position's are
-    prefetched while this one computes."""
+    Each position's weights are read once, so those of the position two ahead
+    are prefetched while one computes (one ahead is too late, three too early:
+    docs/BENCHMARKS.md)."""
     cdef Py_ssize_t crs = p.C * p.R * p.S
     cdef Py_ssize_t pos0 = (t // p.n_sgroups) * LOCAL_CHUNK
     cdef Py_ssize_t pos1 = _min(pos0 + LOCAL_CHUNK, p.Ho * p.Wo)
@@ -445,9 +446,11 @@ cdef void _local_task(const ConvPlan* p, Py_ssize_t t, floating* ws,
     cdef const floating* w = <const floating*>p.w
     cdef Py_ssize_t n0 = (t % p.n_sgroups) * p.spt
     convcpu_prefetch(w + pos0 * crs * p.K, wbytes)
+    if pos0 + 1 < pos1:
+        convcpu_prefetch(w + (pos0 + 1) * crs * p.K, wbytes)
     for pos in range(pos0, pos1):
-        if pos + 1 < pos1:
-            convcpu_prefetch(w + (pos + 1) * crs * p.K, wbytes)
+        if pos + 2 < pos1:
+            convcpu_prefetch(w + (pos + 2) * crs * p.K, wbytes)
         _local_position(p, pos, n0, ws, out_tile)
 
 
@@ -506,7 +509,6 @@ cdef void _local_position(const ConvPlan* p, Py_ssize_t pos, Py_ssize_t n0, floa
         for s in range(nsamp):
             for k in range(p.K):
                 out[((n0 + s) * p.K + k) * HoWo + pos] = out_tile[s * p.K + k]
-
 
 
 cdef inline void _small_gemm(Py_ssize_t rows, Py_ssize_t depth, Py_ssize_t cols,
