@@ -24,7 +24,6 @@ export LD_PRELOAD="$libasan:$libubsan"
 export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:allocator_may_return_null=1:detect_odr_violation=0"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
 export PYTHONPATH="$scratch/site"
-export CONVCPU_MEMCHECK=1
 
 # Make sure the sanitized extensions are the ones the tests load.
 python - "$scratch/site" <<'PY'
