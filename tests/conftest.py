@@ -71,12 +71,13 @@ def optional(module):
 
 
 def explicit_pads(padding, size, kernel, stride, dilation):
-    """Any 2-D padding form of the spec as ((top, bottom), (left, right)) pairs."""
+    """Any padding form of the spec as (before, after) pairs, one per spatial axis."""
+    nsp = len(size)
     if padding == "valid":
-        return ((0, 0), (0, 0))
+        return ((0, 0),) * nsp
     if padding in ("same", "same_lower"):
         return tuple(same_pads(size[i], kernel[i], stride[i], dilation[i], padding == "same_lower")
-                     for i in range(2))
+                     for i in range(nsp))
     if isinstance(padding, int):
-        return ((padding, padding),) * 2
+        return ((padding, padding),) * nsp
     return tuple((p, p) if isinstance(p, int) else tuple(p) for p in padding)

@@ -10,6 +10,7 @@ from typing import Callable
 
 import numpy as np
 import scipy.signal
+from conftest import explicit_pads
 from hypothesis import strategies as st
 
 import convcpu
@@ -181,6 +182,12 @@ def conv_geometry(draw, nsp, grouped=True, string_padding=True, modes=("zeros",)
         layout=draw(st.sampled_from(layouts or LAYOUTS[nsp])))
 
 
+def _forward_out(g):
+    """The window positions per axis of geometry g (output size, col2im blocks)."""
+    return tuple((s + sum(p) - d * (k - 1) - 1) // st_ + 1 for s, p, k, st_, d in
+                 zip(g["sizes"], g["pads"], g["kernel"], g["stride"], g["dilation"]))
+
+
 def _values(rng, shape, dtype):
     return rng.standard_normal(shape).astype(dtype)
 
@@ -226,25 +233,12 @@ def _build_conv(g, rng, dtype):
     return [np.ascontiguousarray(x), w, b], kwargs, (0, 1, 2)
 
 
-def _pads_of(padding, sizes, kernel, stride, dilation):
-    """Any padding form as explicit (before, after) pairs."""
-    nsp = len(sizes)
-    if isinstance(padding, str):
-        if padding == "valid":
-            return ((0, 0),) * nsp
-        return tuple(same_pads(sizes[i], kernel[i], stride[i], dilation[i],
-                               padding == "same_lower") for i in range(nsp))
-    if isinstance(padding, int):
-        return ((padding, padding),) * nsp
-    return tuple((p, p) if isinstance(p, int) else tuple(p) for p in padding)
-
-
 def _ref_conv(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, *, data_format,
               padding_mode="zeros"):
     xf, wf = _to_first(x, data_format), _oi_from(w, data_format)
     nsp = xf.ndim - 2
     stride, dilation = _tuple(stride, nsp), _tuple(dilation, nsp)
-    pads = _pads_of(padding, xf.shape[2:], wf.shape[2:], stride, dilation)
+    pads = explicit_pads(padding, xf.shape[2:], wf.shape[2:], stride, dilation)
     return _from_first(conv_reference(xf, wf, b, stride, pads, dilation, groups, padding_mode),
                        data_format)
 
@@ -260,7 +254,7 @@ def _torch_conv(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, *, data
         return None
     xf, wf = _to_first(x, data_format), _oi_from(w, data_format)
     nsp = xf.ndim - 2
-    pads = _pads_of(padding, xf.shape[2:], wf.shape[2:], _tuple(stride, nsp),
+    pads = explicit_pads(padding, xf.shape[2:], wf.shape[2:], _tuple(stride, nsp),
                     _tuple(dilation, nsp))
     flat = [p for pair in reversed(pads) for p in pair]  # torch's F.pad order
     mode = {"zeros": "constant", "replicate": "replicate", "reflect": "reflect",
@@ -413,20 +407,15 @@ def _tf_separable(x, wd, wp, b=None, stride=1, padding="valid", dilation=1, *,
 def local_geometry(draw, nsp):
     g = draw(conv_geometry(nsp, grouped=False, layouts=LAYOUTS[nsp]))
     g["dilation"] = (1,) * nsp
-    g["pads"] = _pads_of(g["padding"], g["sizes"], g["kernel"], g["stride"], g["dilation"])
+    g["pads"] = explicit_pads(g["padding"], g["sizes"], g["kernel"], g["stride"], g["dilation"])
     g["sizes"] = tuple(max(s, k - sum(p)) for s, k, p in zip(g["sizes"], g["kernel"], g["pads"]))
-    g["pads"] = _pads_of(g["padding"], g["sizes"], g["kernel"], g["stride"], g["dilation"])
+    g["pads"] = explicit_pads(g["padding"], g["sizes"], g["kernel"], g["stride"], g["dilation"])
     g["bias_form"] = draw(st.sampled_from(["full", "channels", None]))
     return g
 
 
-def _local_out(g):
-    return tuple((s + sum(p) - k) // st_ + 1
-                 for s, p, k, st_ in zip(g["sizes"], g["pads"], g["kernel"], g["stride"]))
-
-
 def _build_local(g, rng, dtype):
-    out = _local_out(g)
+    out = _forward_out(g)  # dilation 1
     x = _from_first(_values(rng, (g["batch"], g["cin"]) + g["sizes"], dtype), g["layout"])
     w = _values(rng, (int(np.prod(out)), int(np.prod(g["kernel"])) * g["cin"], g["cout"]), dtype)
     if g["bias_form"] == "full":
@@ -444,7 +433,7 @@ def _ref_local(x, w, b=None, kernel_size=None, stride=1, padding="valid", *, dat
     xl = np.moveaxis(_to_first(x, data_format), 1, -1)  # channels-last
     nsp = xl.ndim - 2
     kernel, stride = _tuple(kernel_size, nsp), _tuple(stride, nsp)
-    pads = _pads_of(padding, xl.shape[1:-1], kernel, stride, (1,) * nsp)
+    pads = explicit_pads(padding, xl.shape[1:-1], kernel, stride, (1,) * nsp)
     w = np.asarray(w, np.float64)
     if not _last(data_format):  # (c, taps) patch order -> (taps, c)
         c = xl.shape[-1]
@@ -474,7 +463,7 @@ def _build_im2col(g, rng, dtype):
 
 def _ref_im2col(x, kernel_size, stride=1, padding=0, dilation=1):
     x = np.asarray(x, np.float64)
-    pads = _pads_of(padding, x.shape[2:], kernel_size, stride, dilation)
+    pads = explicit_pads(padding, x.shape[2:], kernel_size, stride, dilation)
     p = patches_reference(np.moveaxis(x, 1, -1), kernel_size, stride, pads, dilation)
     n, ho, wo, _ = p.shape
     c = x.shape[1]
@@ -487,7 +476,7 @@ def _torch_im2col(x, kernel_size, stride=1, padding=0, dilation=1):
     if torch is None:
         return None
     x = np.asarray(x, np.float64)
-    pads = _pads_of(padding, x.shape[2:], kernel_size, stride, dilation)
+    pads = explicit_pads(padding, x.shape[2:], kernel_size, stride, dilation)
     if x.shape[0] == 0:
         return None  # unfold refuses an empty batch
     t = torch.nn.functional.pad(torch.from_numpy(x), [p for pair in reversed(pads) for p in pair])
@@ -495,8 +484,7 @@ def _torch_im2col(x, kernel_size, stride=1, padding=0, dilation=1):
 
 
 def _build_col2im(g, rng, dtype):
-    blocks = [(s + sum(p) - d * (k - 1) - 1) // st_ + 1 for s, p, k, st_, d in
-              zip(g["sizes"], g["pads"], g["kernel"], g["stride"], g["dilation"])]
+    blocks = _forward_out(g)
     cols = _values(rng, (g["batch"], g["cin"] * int(np.prod(g["kernel"])),
                          int(np.prod(blocks))), dtype)
     kwargs = dict(kernel_size=g["kernel"], stride=g["stride"], padding=g["pads"],
@@ -505,6 +493,7 @@ def _build_col2im(g, rng, dtype):
 
 
 def _ref_col2im(cols, output_size, kernel_size, stride=1, padding=0, dilation=1):
+    """col2im_reference called with col2im's keywords (kernel_size, padding)."""
     return col2im_reference(cols, output_size, kernel_size, stride, padding, dilation)
 
 
@@ -543,7 +532,7 @@ def _pair(v):
 def _ref_extract(x, sizes, strides, rates, padding="VALID"):
     x = np.asarray(x, np.float64)
     kernel, stride, rate = _pair(sizes), _pair(strides), _pair(rates)
-    pads = _pads_of(padding.lower(), x.shape[1:3], kernel, stride, rate)
+    pads = explicit_pads(padding.lower(), x.shape[1:3], kernel, stride, rate)
     return patches_reference(x, kernel, stride, pads, rate)
 
 
@@ -598,33 +587,27 @@ def deform_geometry(draw):
 
 
 def _build_deform(g, rng, dtype):
-    out = [(s + sum(p) - d * (k - 1) - 1) // st_ + 1 for s, p, k, st_, d in
-           zip(g["sizes"], g["pads"], g["kernel"], g["stride"], g["dilation"])]
+    out = _forward_out(g)
     taps = int(np.prod(g["kernel"]))
     og = g["offset_groups"]
     x = _values(rng, (g["batch"], g["cin"]) + g["sizes"], dtype)
-    offset = (rng.standard_normal((g["batch"], 2 * og * taps) + tuple(out)) * g["spread"]
+    offset = (rng.standard_normal((g["batch"], 2 * og * taps) + out) * g["spread"]
               ).astype(dtype)
     w = _values(rng, (g["cout"], g["cin"] // g["groups"]) + g["kernel"], dtype)
     b = _values(rng, (g["cout"],), dtype)
     kwargs = dict(stride=g["stride"], padding=g["padding"], dilation=g["dilation"])
     if g["mask"]:
-        kwargs["mask"] = rng.uniform(0, 1, (g["batch"], og * taps) + tuple(out)).astype(dtype)
+        kwargs["mask"] = rng.uniform(0, 1, (g["batch"], og * taps) + out).astype(dtype)
     return [x, offset, w, b], kwargs, (0, 1, 2, 3, "mask"), (1,)
 
 
 def _ref_deform(x, offset, w, b=None, stride=1, padding=0, dilation=1, mask=None):
     stride, dilation = _tuple(stride, 2), _tuple(dilation, 2)
-    pads = _pads_of(padding, np.shape(x)[2:], np.shape(w)[2:], stride, dilation)
+    pads = explicit_pads(padding, np.shape(x)[2:], np.shape(w)[2:], stride, dilation)
     return deform_conv_reference(x, offset, w, b, stride, pads, dilation, mask)
 
 
 # ---------------------------------------------------------------- gradients
-
-def _forward_out(g):
-    return tuple((s + sum(p) - d * (k - 1) - 1) // st_ + 1 for s, p, k, st_, d in
-                 zip(g["sizes"], g["pads"], g["kernel"], g["stride"], g["dilation"]))
-
 
 def _build_grad_input(g, rng, dtype):
     shape_first = (g["batch"], g["cin"]) + g["sizes"]
@@ -643,7 +626,7 @@ def _ref_grad_input(input_shape, w, dy, stride=1, padding=0, dilation=1, groups=
     nsp = wf.ndim - 2
     sizes = tuple(input_shape[1:-1]) if _last(data_format) else tuple(input_shape[2:])
     stride, dilation = _tuple(stride, nsp), _tuple(dilation, nsp)
-    pads = _pads_of(padding, sizes, wf.shape[2:], stride, dilation)
+    pads = explicit_pads(padding, sizes, wf.shape[2:], stride, dilation)
     # The adjoint of the convolution is the transposed convolution with the same
     # weight (read as IO*), grown at the end to the input's size.
     natural = [(dyf.shape[2 + i] - 1) * stride[i] - sum(pads[i]) + dilation[i] * (
@@ -669,7 +652,7 @@ def _ref_grad_weight(x, w_shape, dy, stride=1, padding=0, dilation=1, groups=1, 
     oi_shape = _oi_from(np.empty(w_shape), data_format).shape
     kernel = oi_shape[2:]
     stride, dilation = _tuple(stride, nsp), _tuple(dilation, nsp)
-    pads = _pads_of(padding, xf.shape[2:], kernel, stride, dilation)
+    pads = explicit_pads(padding, xf.shape[2:], kernel, stride, dilation)
     # d<conv(x, w), dy>/dw[k, c, tap] = sum over samples and pixels of dy * patch.
     p = patches_reference(np.moveaxis(xf, 1, -1), kernel, stride, pads, dilation)
     n, c = xf.shape[:2]
@@ -698,7 +681,7 @@ def _torch_grad(kind):
         else:
             sizes = np.shape(_to_first(first, data_format))[2:]
             kernel = _oi_from(np.empty(second), data_format).shape[2:]
-        pads = _pads_of(padding, sizes, kernel, stride_, dilation_)
+        pads = explicit_pads(padding, sizes, kernel, stride_, dilation_)
         if any(p[0] != p[1] for p in pads):
             return None  # torch.nn.grad pads symmetrically only
         sym = tuple(p[0] for p in pads)

@@ -89,7 +89,7 @@ def _generic(op):
     cases = []
     for key in case.arrays:
         value = case.get(key)
-        if value is None or key in ("mask",) and value is None:
+        if value is None:
             continue
         name = names[key] if isinstance(key, int) else key
         cases += [
