@@ -343,6 +343,14 @@ CONVCPU_STENCIL(convcpu_stencil_f64, double)
             }                                                                             \
     }
 
+/* The accumulators of P pixels x CB vectors (L lanes each), set to the bias
+ * bb; the twin of CONVCPU_DW_STORE, shared by the depthwise kernels below. */
+#define CONVCPU_DW_LOAD(T, V, P, CB)                                                       \
+        enum { L = sizeof(V) / sizeof(T) };                                              \
+        V acc[P][CB];                                                                     \
+        for (int p = 0; p < P; p++)                                                       \
+            for (int cb = 0; cb < CB; cb++) memcpy(&acc[p][cb], bb + cb * L, sizeof(V));
+
 /* Store the P x CB accumulators acc (vectors V of L lanes) of a depthwise
  * block into out: pixels ldo apart,
  * channel i of the block at i*M (its output channel c*M + m). */
@@ -372,10 +380,7 @@ CONVCPU_STENCIL(convcpu_stencil_f64, double)
         const T *restrict w, const T *bb, T *restrict out, Py_ssize_t ldo, Py_ssize_t M)  \
     {                                                                                     \
         /* P pixels; pixel p, tap s reads input column cols[p*colstep + s]     */         \
-        enum { L = sizeof(V) / sizeof(T) };                                          \
-        V acc[P][CB];                                                                     \
-        for (int p = 0; p < P; p++)                                                       \
-            for (int cb = 0; cb < CB; cb++) memcpy(&acc[p][cb], bb + cb * L, sizeof(V));  \
+        CONVCPU_DW_LOAD(T, V, P, CB)                                                       \
         for (Py_ssize_t r = 0; r < R; r++) {                                              \
             if (rows[r] < 0) continue;                                                    \
             const T *xr = x + rows[r] * W * C;                                            \
@@ -406,10 +411,7 @@ CONVCPU_STENCIL(convcpu_stencil_f64, double)
         Py_ssize_t sstride, Py_ssize_t pstride, Py_ssize_t C, const T *restrict w,        \
         const T *bb, T *restrict out, Py_ssize_t ldo, Py_ssize_t M)                       \
     {                                                                                     \
-        enum { L = sizeof(V) / sizeof(T) };                                          \
-        V acc[P][CB];                                                                     \
-        for (int p = 0; p < P; p++)                                                       \
-            for (int cb = 0; cb < CB; cb++) memcpy(&acc[p][cb], bb + cb * L, sizeof(V));  \
+        CONVCPU_DW_LOAD(T, V, P, CB)                                                       \
         for (Py_ssize_t r = 0; r < R; r++) {                                              \
             if (rowoff[r] < 0) continue;                                                  \
             const T *xr = x0 + rowoff[r];                                                 \
