@@ -36,7 +36,7 @@ PY
 
 cd "$root"
 if [ "$#" -eq 0 ]; then
-    set -- tests/test_properties.py tests/test_error_inputs.py tests/test_deform.py \
+    set -- tests/test_gemm.py tests/test_properties.py tests/test_error_inputs.py tests/test_deform.py \
         tests/test_conv.py tests/test_depthwise.py tests/test_transpose.py tests/test_local.py \
         tests/test_patches.py tests/test_signal.py tests/test_grad.py \
         "tests/test_reliability.py::test_same_bits_for_1_2_and_4_threads" \

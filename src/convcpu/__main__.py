@@ -39,6 +39,8 @@ def info():
     print(f"CPU: {_cpu_name()}, {os.cpu_count()} logical cores")
     print(f"OpenMP: {'yes' if _core.HAVE_OPENMP else 'no (serial build)'}; "
           f"convcpu threads: {convcpu.get_num_threads()}")
+    print(f"float32 GEMM: {_core.gemm_backend()} "
+          "(convcpu: own AVX-512 kernels; blas: SciPy's sgemm); float64 GEMM: blas")
     env = {k: v for k, v in os.environ.items()
            if k.startswith(("CONVCPU_", "OMP_", "OPENBLAS_", "GOMP_"))}
     if env:

@@ -2,6 +2,16 @@
 # scipy.linalg.cython_blas, so nothing is linked at build time.
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
+# float32 products run on convcpu's own AVX-512 kernels where the CPU has them
+# (_gemm.h, which says why); convcpu_sgemm returns 0 when BLAS must do it.
+cdef extern from "_gemm.h" nogil:
+    int convcpu_sgemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                      const float* a, Py_ssize_t rsa, Py_ssize_t csa,
+                      const float* b, Py_ssize_t rsb, Py_ssize_t csb,
+                      float beta, float* c, Py_ssize_t ldc)
+    int convcpu_gemm_get()
+    int convcpu_gemm_set(int own)
+
 ctypedef fused floating:
     float
     double
@@ -52,6 +62,11 @@ cdef inline void gemm_trans(char transa, char transb, Py_ssize_t m, Py_ssize_t n
     cdef Py_ssize_t mb, nb, kb, i0, j0, l0, mi, nj, kl
     cdef const floating* ap
     cdef const floating* bp
+    # Column-major C (m x n) is row-major C' (n x m) = op(B)^T op(A)^T.
+    if floating is float:
+        if convcpu_sgemm(n, m, k, b, 1 if tb else ldb, ldb if tb else 1,
+                         a, 1 if ta else lda, lda if ta else 1, beta, c, ldc):
+            return
     if (m <= INT_LIMIT and n <= INT_LIMIT and k <= INT_LIMIT and lda <= INT_LIMIT
             and ldb <= INT_LIMIT and ldc <= INT_LIMIT):
         _gemm_call(transa, transb, m, n, k, a, lda, b, ldb, beta, c, ldc)

@@ -18,7 +18,8 @@ from cython.parallel cimport prange, parallel
 
 cimport numpy as cnp
 
-from convcpu._blas cimport floating, gemm_colmajor, gemm_trans
+from convcpu._blas cimport (convcpu_gemm_get, convcpu_gemm_set, floating, gemm_colmajor,
+                            gemm_trans)
 from convcpu._openmp cimport CONVCPU_OPENMP, omp_get_max_threads
 
 import os
@@ -94,6 +95,22 @@ PATCH_TILE_BYTES = 256 * 1024
 MIN_TASKS = 2 * max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                     else (os.cpu_count() or 1))
 MIN_KBLOCK = 32
+
+
+# Decide the float32 GEMM backend once, at import (before any thread reads it).
+convcpu_gemm_get()
+
+
+def gemm_backend(name=None):
+    """The float32 GEMM backend: "convcpu" (own AVX-512 kernels, _gemm.h) or
+    "blas" (SciPy's sgemm).  float64 always uses SciPy's dgemm.  With `name`,
+    select it first ("convcpu" falls back to "blas" on a CPU without AVX-512);
+    not thread-safe: for tests and benchmarks, between calls."""
+    if name is not None:
+        if name not in ("convcpu", "blas"):
+            raise ValueError(f"gemm backend must be 'convcpu' or 'blas', got {name!r}")
+        convcpu_gemm_set(name == "convcpu")
+    return "convcpu" if convcpu_gemm_get() else "blas"
 
 
 def openmp_max_threads():
@@ -1100,3 +1117,29 @@ def weight_grad(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray hmap, cnp.ndarray wma
     for slot in range(1, n_slots):
         total += partials[slot]
     return total.reshape((p.K, crs) if not channels_last else (crs, p.K))
+
+
+def _gemm_for_tests(transa, transb, cnp.ndarray a, cnp.ndarray b, double beta, cnp.ndarray c):
+    """c = op(a) @ op(b) + beta * c through gemm_trans (the path every op
+    takes): BLAS's column-major convention, a / b / c Fortran-contiguous of
+    one float dtype, op 'N' or 'T'.  For tests of both GEMM backends."""
+    cdef char ta = ord(transa), tb = ord(transb)
+    cdef Py_ssize_t m = c.shape[0], n = c.shape[1]
+    cdef Py_ssize_t k = a.shape[1] if transa == "N" else a.shape[0]
+    cdef Py_ssize_t lda = max(1, a.shape[0]), ldb = max(1, b.shape[0]), ldc = max(1, m)
+    for arr in (a, b, c):
+        if arr.dtype != c.dtype or not arr.flags.f_contiguous or arr.ndim != 2:
+            raise ValueError("a, b, c: 2-D Fortran-contiguous arrays of one dtype")
+    if c.dtype == np.float32:
+        with nogil:
+            gemm_trans(ta, tb, m, n, k, <const float*>cnp.PyArray_DATA(a), lda,
+                       <const float*>cnp.PyArray_DATA(b), ldb, <float>beta,
+                       <float*>cnp.PyArray_DATA(c), ldc)
+    elif c.dtype == np.float64:
+        with nogil:
+            gemm_trans(ta, tb, m, n, k, <const double*>cnp.PyArray_DATA(a), lda,
+                       <const double*>cnp.PyArray_DATA(b), ldb, beta,
+                       <double*>cnp.PyArray_DATA(c), ldc)
+    else:
+        raise ValueError("c: float32 or float64")
+    return c

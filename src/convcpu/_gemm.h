@@ -1,0 +1,277 @@
+/* convcpu's own float32 GEMM for AVX-512 CPUs: C += A B with any strides.
+ *
+ * Why: SciPy's OpenBLAS packs both operands on every call and, under a
+ * Haswell core type (this project's benchmark machine sets one), runs AVX2
+ * kernels; a convolution calls one GEMM per tile, so that cost repeats
+ * (docs/BENCHMARKS.md, issue 2).  This is the classic GotoBLAS / BLIS
+ * blocking, kept small:
+ *   - the reduction is cut into blocks of CG_KC, the rows of A into blocks of
+ *     CG_MC (a packed A block, CG_MC x CG_KC, stays in L2);
+ *   - for each CG_NR-column panel of B, the panel is packed (CG_KC x CG_NR,
+ *     32 KB, stays in L1) and a 12 x 32 register block of C (24 zmm
+ *     accumulators) is updated per CG_MR rows of A;
+ *   - A is read in place when its rows are contiguous (the weights of a
+ *     convolution in NCHW, the patches in NHWC), else packed per block;
+ *   - ragged edges: rows of A past the end are packed as zeros and not
+ *     stored; columns past the end are zeros in the packed panel and masked
+ *     out of the loads and stores of C.
+ * Every element of C is one chain of fused multiply-adds over l = 0 .. K-1 in
+ * order, starting from C's value: the result does not depend on how a caller
+ * tiles the product, nor on the thread that runs it.
+ *
+ * Elsewhere (no AVX-512, another compiler, or float64) the caller uses BLAS:
+ * convcpu_sgemm returns 0 and does nothing. */
+#ifndef CONVCPU_GEMM_H
+#define CONVCPU_GEMM_H
+#include <Python.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8 \
+    && defined(__linux__)
+#define CONVCPU_OWN_GEMM 1
+#include <immintrin.h>
+#include <pthread.h>
+#else
+#define CONVCPU_OWN_GEMM 0
+#endif
+
+/* -1: not decided yet (the CPU decides on the first call); 0: BLAS; 1: own. */
+static int convcpu_gemm_mode = -1;
+
+static int convcpu_gemm_supported(void)
+{
+#if CONVCPU_OWN_GEMM
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}
+
+/* The backend in use: 1 own kernels, 0 BLAS. */
+static __attribute__((unused)) int convcpu_gemm_get(void)
+{
+    if (convcpu_gemm_mode < 0)
+        convcpu_gemm_mode = convcpu_gemm_supported();
+    return convcpu_gemm_mode;
+}
+
+/* Ask for the own kernels (1) or BLAS (0); returns the backend now in use
+ * (0 when the own kernels were asked for but this CPU or build has none). */
+static __attribute__((unused)) int convcpu_gemm_set(int own)
+{
+    convcpu_gemm_mode = own ? convcpu_gemm_supported() : 0;
+    return convcpu_gemm_mode;
+}
+
+#if CONVCPU_OWN_GEMM
+
+#define CG_MR 12
+#define CG_NR 32
+#define CG_KC 256
+#define CG_MC 240 /* a multiple of CG_MR */
+#define CG_WS_FLOATS (CG_MC * CG_KC + CG_KC * CG_NR)
+#define CG_TARGET __attribute__((target("avx512f,fma")))
+
+/* C[0:MR, 0:32] += A (MR x kc) . Bp (kc x CG_NR, packed); m0 / m1 mask the
+ * two 16-column halves of C.  A(i, l) is a[i * (LDA) + l * (LSTEP)]: a packed
+ * micro-panel (LDA 1, LSTEP CG_MR) or rows of the caller's matrix read in
+ * place (LDA lda, LSTEP 1; no packing cost, which matters when few columns
+ * of B share the rows of A). */
+#define CG_KERNEL(NAME, MR, LDA, LSTEP)                                                  \
+    CG_TARGET static void NAME##_##MR(Py_ssize_t kc, const float *restrict a,            \
+                                      Py_ssize_t lda, const float *restrict bp,          \
+                                      float *restrict c, Py_ssize_t ldc, __mmask16 m0,   \
+                                      __mmask16 m1)                                      \
+    {                                                                                    \
+        __m512 x[MR], y[MR];                                                             \
+        (void)lda;                                                                       \
+        _Pragma("GCC unroll 12") for (int i = 0; i < MR; i++)                            \
+        {                                                                                \
+            x[i] = _mm512_maskz_loadu_ps(m0, c + i * ldc);                               \
+            y[i] = _mm512_maskz_loadu_ps(m1, c + i * ldc + 16);                          \
+        }                                                                                \
+        for (Py_ssize_t l = 0; l < kc; l++) {                                            \
+            const __m512 b0 = _mm512_loadu_ps(bp), b1 = _mm512_loadu_ps(bp + 16);       \
+            _Pragma("GCC unroll 12") for (int i = 0; i < MR; i++)                        \
+            {                                                                            \
+                const __m512 av = _mm512_set1_ps(a[i * (LDA) + l * (LSTEP)]);            \
+                x[i] = _mm512_fmadd_ps(av, b0, x[i]);                                    \
+                y[i] = _mm512_fmadd_ps(av, b1, y[i]);                                    \
+            }                                                                            \
+            bp += CG_NR;                                                                 \
+        }                                                                                \
+        _Pragma("GCC unroll 12") for (int i = 0; i < MR; i++)                            \
+        {                                                                                \
+            _mm512_mask_storeu_ps(c + i * ldc, m0, x[i]);                                \
+            _mm512_mask_storeu_ps(c + i * ldc + 16, m1, y[i]);                           \
+        }                                                                                \
+    }
+#define CG_KERNELS(NAME, LDA, LSTEP)                                                     \
+    CG_KERNEL(NAME, 1, LDA, LSTEP) CG_KERNEL(NAME, 2, LDA, LSTEP)                        \
+    CG_KERNEL(NAME, 3, LDA, LSTEP) CG_KERNEL(NAME, 4, LDA, LSTEP)                        \
+    CG_KERNEL(NAME, 5, LDA, LSTEP) CG_KERNEL(NAME, 6, LDA, LSTEP)                        \
+    CG_KERNEL(NAME, 7, LDA, LSTEP) CG_KERNEL(NAME, 8, LDA, LSTEP)                        \
+    CG_KERNEL(NAME, 9, LDA, LSTEP) CG_KERNEL(NAME, 10, LDA, LSTEP)                       \
+    CG_KERNEL(NAME, 11, LDA, LSTEP) CG_KERNEL(NAME, 12, LDA, LSTEP)                      \
+    static void (*const NAME[CG_MR + 1])(Py_ssize_t, const float *, Py_ssize_t,          \
+                                         const float *, float *, Py_ssize_t, __mmask16,  \
+                                         __mmask16) = {                                  \
+        NULL, NAME##_1, NAME##_2, NAME##_3, NAME##_4, NAME##_5, NAME##_6,                \
+        NAME##_7, NAME##_8, NAME##_9, NAME##_10, NAME##_11, NAME##_12};
+CG_KERNELS(cg_packed, 1, CG_MR)
+CG_KERNELS(cg_rows, lda, 1)
+
+/* The height of the next register block: ceil(mc / CG_MR) blocks of
+ * near-equal height (64 rows: 11, 11, 11, 11, 10, 10 rather than 12 x 5 + 4,
+ * whose last block has too few accumulators to hide the FMA latency). */
+static Py_ssize_t cg_block_rows(Py_ssize_t rows_left, Py_ssize_t blocks_left)
+{
+    return (rows_left + blocks_left - 1) / blocks_left;
+}
+
+/* A[0:mc, 0:kc] (element (i, l) at a[i * rsa + l * csa]) -> one micro-panel
+ * (kc x CG_MR, row l at l * CG_MR) per register block of cg_block_rows. */
+static void cg_pack_a(Py_ssize_t mc, Py_ssize_t kc, const float *a, Py_ssize_t rsa,
+                      Py_ssize_t csa, float *ap)
+{
+    for (Py_ssize_t i0 = 0, left = (mc + CG_MR - 1) / CG_MR; i0 < mc; left--, ap += kc * CG_MR) {
+        const Py_ssize_t mr = cg_block_rows(mc - i0, left);
+        const float *blk = a + i0 * rsa;
+        i0 += mr;
+        if (rsa == 1) { /* A transposed: a column of the block is contiguous */
+            for (Py_ssize_t l = 0; l < kc; l++)
+                memcpy(ap + l * CG_MR, blk + l * csa, (size_t)mr * sizeof(float));
+            continue;
+        }
+        for (Py_ssize_t i = 0; i < mr; i++) {
+            const float *src = blk + i * rsa;
+            for (Py_ssize_t l = 0; l < kc; l++)
+                ap[l * CG_MR + i] = src[l * csa];
+        }
+    }
+}
+
+static __mmask16 cg_mask(Py_ssize_t n)
+{
+    return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
+}
+
+/* B[0:kc, 0:nr] (element (l, j) at b[l * rsb + j * csb]) -> kc x CG_NR;
+ * columns past nr are zeros. */
+CG_TARGET static void cg_pack_b(Py_ssize_t kc, Py_ssize_t nr, const float *b, Py_ssize_t rsb,
+                                Py_ssize_t csb, float *bp)
+{
+    if (csb == 1) { /* rows of the panel are contiguous: two (masked) vectors each */
+        const __mmask16 m0 = cg_mask(nr), m1 = cg_mask(nr - 16);
+        for (Py_ssize_t l = 0; l < kc; l++) {
+            _mm512_storeu_ps(bp + l * CG_NR, _mm512_maskz_loadu_ps(m0, b + l * rsb));
+            _mm512_storeu_ps(bp + l * CG_NR + 16, _mm512_maskz_loadu_ps(m1, b + l * rsb + 16));
+        }
+        return;
+    }
+    for (Py_ssize_t j = 0; j < CG_NR; j++) {
+        if (j < nr) {
+            const float *src = b + j * csb;
+            for (Py_ssize_t l = 0; l < kc; l++)
+                bp[l * CG_NR + j] = src[l * rsb];
+        } else {
+            for (Py_ssize_t l = 0; l < kc; l++)
+                bp[l * CG_NR + j] = 0;
+        }
+    }
+}
+
+/* Per-thread packing buffers, freed when the thread ends. */
+static pthread_key_t cg_key;
+static pthread_once_t cg_key_once = PTHREAD_ONCE_INIT;
+static int cg_key_ok = 0;
+static void cg_key_make(void) { cg_key_ok = pthread_key_create(&cg_key, free) == 0; }
+
+static float *cg_workspace(void)
+{
+    pthread_once(&cg_key_once, cg_key_make);
+    if (!cg_key_ok)
+        return NULL;
+    float *ws = (float *)pthread_getspecific(cg_key);
+    if (ws == NULL) {
+        if (posix_memalign((void **)&ws, 64, CG_WS_FLOATS * sizeof(float)) != 0)
+            return NULL;
+        if (pthread_setspecific(cg_key, ws) != 0) {
+            free(ws);
+            return NULL;
+        }
+    }
+    return ws;
+}
+
+CG_TARGET static void cg_gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float *a,
+                              Py_ssize_t rsa, Py_ssize_t csa, const float *b, Py_ssize_t rsb,
+                              Py_ssize_t csb, float *c, Py_ssize_t ldc, float *ws)
+{
+    float *apk = ws, *bpk = ws + CG_MC * CG_KC;
+    const int in_place = csa == 1; /* A's rows are contiguous: read them as they are */
+    for (Py_ssize_t l0 = 0; l0 < K; l0 += CG_KC) {
+        const Py_ssize_t kc = K - l0 < CG_KC ? K - l0 : CG_KC;
+        for (Py_ssize_t i0 = 0; i0 < M; i0 += CG_MC) {
+            const Py_ssize_t mc = M - i0 < CG_MC ? M - i0 : CG_MC;
+            const float *ablk = a + i0 * rsa + l0 * csa;
+            const Py_ssize_t nblk = (mc + CG_MR - 1) / CG_MR;
+            if (!in_place)
+                cg_pack_a(mc, kc, ablk, rsa, csa, apk);
+            for (Py_ssize_t j0 = 0; j0 < N; j0 += CG_NR) {
+                const Py_ssize_t nr = N - j0 < CG_NR ? N - j0 : CG_NR;
+                const __mmask16 m0 = cg_mask(nr), m1 = cg_mask(nr - 16);
+                float *cblk = c + i0 * ldc + j0;
+                cg_pack_b(kc, nr, b + l0 * rsb + j0 * csb, rsb, csb, bpk);
+                for (Py_ssize_t ir = 0, blk = 0; blk < nblk; blk++) {
+                    const Py_ssize_t mr = cg_block_rows(mc - ir, nblk - blk);
+                    if (in_place)
+                        cg_rows[mr](kc, ablk + ir * rsa, rsa, bpk, cblk + ir * ldc, ldc, m0, m1);
+                    else
+                        cg_packed[mr](kc, apk + blk * kc * CG_MR, 1, bpk, cblk + ir * ldc, ldc,
+                                      m0, m1);
+                    ir += mr;
+                }
+            }
+        }
+    }
+}
+#endif /* CONVCPU_OWN_GEMM */
+
+/* Row-major C[M][N] (rows ldc apart) = A[M][K] B[K][N] + beta C, where
+ * A(i, l) = a[i * rsa + l * csa] and B(l, j) = b[l * rsb + j * csb].
+ * Returns 1 when done, 0 when the caller must use BLAS instead (the own
+ * kernels are off or unsupported, or no workspace could be allocated). */
+static __attribute__((unused)) int convcpu_sgemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                                                 const float *a, Py_ssize_t rsa, Py_ssize_t csa,
+                                                 const float *b, Py_ssize_t rsb, Py_ssize_t csb,
+                                                 float beta, float *c, Py_ssize_t ldc)
+{
+#if CONVCPU_OWN_GEMM
+    if (convcpu_gemm_get() != 1)
+        return 0;
+    float *ws = cg_workspace();
+    if (ws == NULL)
+        return 0;
+    if (beta != 1) {
+        for (Py_ssize_t i = 0; i < M; i++) {
+            float *row = c + i * ldc;
+            if (beta == 0)
+                memset(row, 0, (size_t)N * sizeof(float));
+            else
+                for (Py_ssize_t j = 0; j < N; j++)
+                    row[j] *= beta;
+        }
+    }
+    if (M > 0 && N > 0)
+        cg_gemm(M, N, K, a, rsa, csa, b, rsb, csb, c, ldc, ws);
+    return 1;
+#else
+    (void)M; (void)N; (void)K; (void)a; (void)rsa; (void)csa; (void)b; (void)rsb; (void)csb;
+    (void)beta; (void)c; (void)ldc;
+    return 0;
+#endif
+}
+#endif /* CONVCPU_GEMM_H */

@@ -1,0 +1,94 @@
+"""convcpu's own float32 GEMM (_gemm.h) against float64 NumPy and against
+SciPy's sgemm, over the shapes that cross its blocks (12-row register blocks,
+32-column panels, 256-term reduction blocks, 240-row A blocks), every
+transpose and beta; then whole convolutions under both backends."""
+import numpy as np
+import pytest
+
+import convcpu
+from convcpu import _core
+
+OWN = _core.gemm_backend() == "convcpu"
+BACKENDS = ["convcpu", "blas"] if OWN else ["blas"]
+
+
+@pytest.fixture
+def backend(request):
+    before = _core.gemm_backend()
+    _core.gemm_backend(request.param)
+    yield request.param
+    _core.gemm_backend(before)
+
+
+SHAPES = [(1, 1, 1), (12, 32, 256), (13, 33, 257), (64, 49, 576), (5, 3136, 27),
+          (241, 70, 300), (500, 17, 513), (11, 16, 0), (0, 5, 3), (7, 0, 9), (64, 1, 4608)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+@pytest.mark.parametrize("m,n,k", SHAPES)
+@pytest.mark.parametrize("ta,tb", [("N", "N"), ("T", "N"), ("N", "T"), ("T", "T")])
+@pytest.mark.parametrize("beta", [0.0, 1.0, 0.5])
+def test_gemm_matches_float64(backend, m, n, k, ta, tb, beta):
+    rng = np.random.default_rng(m * 1000 + n * 10 + k)
+    a = rng.standard_normal((m, k) if ta == "N" else (k, m)).astype(np.float32)
+    b = rng.standard_normal((k, n) if tb == "N" else (n, k)).astype(np.float32)
+    c0 = rng.standard_normal((m, n)).astype(np.float32)
+    c = np.asfortranarray(c0.copy())
+    if beta == 0:
+        c[...] = np.nan  # BLAS semantics: beta = 0 ignores C, NaN included
+    got = _core._gemm_for_tests(ta, tb, np.asfortranarray(a), np.asfortranarray(b), beta, c)
+    opa = a if ta == "N" else a.T
+    opb = b if tb == "N" else b.T
+    want = opa.astype(np.float64) @ opb + (beta * c0 if beta else 0)
+    bound = np.abs(opa).astype(np.float64) @ np.abs(opb) + np.abs(beta * c0)
+    assert np.all(np.abs(got - want) <= 1e-6 * (k + 2) * bound + 1e-30)
+
+
+@pytest.mark.skipif(not OWN, reason="this CPU has no AVX-512: BLAS only")
+def test_own_gemm_is_one_fma_chain_per_element():
+    """Every element is c + a[i, 0] b[0, j] + ... in order, each step one
+    fused multiply-add: independent of how the product is cut into blocks
+    (which is what makes results independent of tiles and threads)."""
+    rng = np.random.default_rng(7)
+    m, n, k = 29, 45, 600
+    a = np.asfortranarray(rng.standard_normal((m, k)).astype(np.float32))
+    b = np.asfortranarray(rng.standard_normal((k, n)).astype(np.float32))
+    c0 = rng.standard_normal((m, n)).astype(np.float32)
+    whole = _core._gemm_for_tests("N", "N", a, b, 1.0, np.asfortranarray(c0.copy()))
+    # The same product as two GEMMs over halves of the columns, and one over
+    # a single row: the same bits.
+    left = _core._gemm_for_tests("N", "N", a, np.asfortranarray(b[:, :20]), 1.0,
+                                 np.asfortranarray(c0[:, :20].copy()))
+    row = _core._gemm_for_tests("N", "N", np.asfortranarray(a[3:4]), b, 1.0,
+                                np.asfortranarray(c0[3:4].copy()))
+    assert np.array_equal(whole[:, :20], left)
+    assert np.array_equal(whole[3:4], row)
+    # Two GEMMs over the first 300 and the last 300 terms, the second
+    # accumulating onto the first: the same chain, so the same bits.
+    part = _core._gemm_for_tests("N", "N", np.asfortranarray(a[:, :300]),
+                                 np.asfortranarray(b[:300]), 1.0, np.asfortranarray(c0.copy()))
+    part = _core._gemm_for_tests("N", "N", np.asfortranarray(a[:, 300:]),
+                                 np.asfortranarray(b[300:]), 1.0, part)
+    assert np.array_equal(whole, part)
+
+
+def test_backend_switch_refuses_unknown():
+    with pytest.raises(ValueError, match="gemm backend"):
+        _core.gemm_backend("mkl")
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+@pytest.mark.parametrize("fmt", ["NCHW", "NHWC"])
+def test_conv2d_under_each_backend(backend, fmt):
+    from convcpu._reference import conv_reference
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 19, 23, 13)).astype(np.float32)
+    w = rng.standard_normal((37, 19, 3, 3)).astype(np.float32)
+    want = conv_reference(x.astype(np.float64), w.astype(np.float64), stride=(1, 2),
+                          pads=((1, 1), (2, 0)))
+    xin = x.transpose(0, 2, 3, 1) if fmt == "NHWC" else x
+    win = w.transpose(2, 3, 1, 0) if fmt == "NHWC" else w
+    got = convcpu.conv2d(xin, win, stride=(1, 2), padding=((1, 1), (2, 0)), data_format=fmt)
+    if fmt == "NHWC":
+        got = got.transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
