@@ -5,8 +5,8 @@
  * kernels; a convolution calls one GEMM per tile, so that cost repeats
  * (docs/BENCHMARKS.md, issue 2).  This is the classic GotoBLAS / BLIS
  * blocking, kept small:
- *   - the reduction is cut into blocks of CG_KC, the rows of A into blocks of
- *     CG_MC (an A block, CG_MC x CG_KC, stays in L2);
+ *   - the reduction is cut into blocks of CG_KC, the rows of A into
+ *     near-equal blocks of at most CG_A_FLOATS / kc rows (stays in L2);
  *   - for each CG_NR-column panel of B, the panel is packed (CG_KC x CG_NR,
  *     32 KB, stays in L1) and a 12 x 32 register block of C (24 zmm
  *     accumulators) is updated per CG_MR rows of A;
@@ -71,7 +71,7 @@ static __attribute__((unused)) int convcpu_gemm_set(int own)
 #define CG_MR 12
 #define CG_NR 32
 #define CG_KC 256
-#define CG_MC 240 /* rows of A per block: 240 x 256 floats, 240 KB of L2 */
+#define CG_A_FLOATS 65536 /* an A block (rows x kc) of at most 256 KB stays in L2 */
 #define CG_WS_FLOATS (CG_KC * CG_NR)
 #define CG_TARGET __attribute__((target("avx512f,fma")))
 
@@ -239,8 +239,11 @@ CG_TARGET static void cg_gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const fl
     const int by_rows = csa == 1;
     for (Py_ssize_t l0 = 0; l0 < K; l0 += CG_KC) {
         const Py_ssize_t kc = K - l0 < CG_KC ? K - l0 : CG_KC;
-        for (Py_ssize_t i0 = 0; i0 < M; i0 += CG_MC) {
-            const Py_ssize_t mc = M - i0 < CG_MC ? M - i0 : CG_MC;
+        const Py_ssize_t mc_max = CG_A_FLOATS / kc > CG_MR ? CG_A_FLOATS / kc : CG_MR;
+        const Py_ssize_t n_mc = (M + mc_max - 1) / mc_max;
+        const Py_ssize_t mc_even = ((M + n_mc - 1) / n_mc + CG_MR - 1) / CG_MR * CG_MR;
+        for (Py_ssize_t i0 = 0; i0 < M; i0 += mc_even) {
+            const Py_ssize_t mc = M - i0 < mc_even ? M - i0 : mc_even;
             const float *ablk = a + i0 * rsa + l0 * csa;
             const Py_ssize_t nblk = (mc + CG_MR - 1) / CG_MR;
             for (Py_ssize_t j0 = 0; j0 < N; j0 += CG_NR) {
