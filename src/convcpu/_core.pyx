@@ -4,8 +4,9 @@
 # of output channels).  Each task copies the input patches of its pixel tile
 # into a small per-thread buffer (im2col), presets the output tile with the
 # bias and runs one GEMM over the whole reduction (C_in/groups * R * S), so
-# each output element is produced by one BLAS call whose shape depends only on
-# the convolution shape: results do not depend on the thread count.
+# each output element is produced by one GEMM call whose shape depends only on
+# the convolution shape (and, with convcpu's own float32 GEMM, by one FMA chain
+# in a fixed order): results do not depend on the thread count.
 #
 # Padding never materialises: hmap / wmap map a padded coordinate to the input
 # row / column it reads, or -1 for a zero (built in Python for every

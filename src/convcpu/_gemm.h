@@ -37,6 +37,12 @@
 #define CONVCPU_OWN_GEMM 0
 #endif
 
+#if defined(__GNUC__)
+#define CONVCPU_GEMM_API static __attribute__((unused))
+#else
+#define CONVCPU_GEMM_API static
+#endif
+
 /* -1: not decided yet (the CPU decides on the first call); 0: BLAS; 1: own. */
 static int convcpu_gemm_mode = -1;
 
@@ -51,7 +57,7 @@ static int convcpu_gemm_supported(void)
 }
 
 /* The backend in use: 1 own kernels, 0 BLAS. */
-static __attribute__((unused)) int convcpu_gemm_get(void)
+CONVCPU_GEMM_API int convcpu_gemm_get(void)
 {
     if (convcpu_gemm_mode < 0)
         convcpu_gemm_mode = convcpu_gemm_supported();
@@ -60,7 +66,7 @@ static __attribute__((unused)) int convcpu_gemm_get(void)
 
 /* Ask for the own kernels (1) or BLAS (0); returns the backend now in use
  * (0 when the own kernels were asked for but this CPU or build has none). */
-static __attribute__((unused)) int convcpu_gemm_set(int own)
+CONVCPU_GEMM_API int convcpu_gemm_set(int own)
 {
     convcpu_gemm_mode = own ? convcpu_gemm_supported() : 0;
     return convcpu_gemm_mode;
@@ -269,7 +275,7 @@ CG_TARGET static void cg_gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const fl
  * A(i, l) = a[i * rsa + l * csa] and B(l, j) = b[l * rsb + j * csb].
  * Returns 1 when done, 0 when the caller must use BLAS instead (the own
  * kernels are off or unsupported, or no workspace could be allocated). */
-static __attribute__((unused)) int convcpu_sgemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+CONVCPU_GEMM_API int convcpu_sgemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                                                  const float *a, Py_ssize_t rsa, Py_ssize_t csa,
                                                  const float *b, Py_ssize_t rsb, Py_ssize_t csb,
                                                  float beta, float *c, Py_ssize_t ldc)
