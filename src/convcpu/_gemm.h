@@ -276,9 +276,9 @@ CG_TARGET static void cg_gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const fl
  * Returns 1 when done, 0 when the caller must use BLAS instead (the own
  * kernels are off or unsupported, or no workspace could be allocated). */
 CONVCPU_GEMM_API int convcpu_sgemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-                                                 const float *a, Py_ssize_t rsa, Py_ssize_t csa,
-                                                 const float *b, Py_ssize_t rsb, Py_ssize_t csb,
-                                                 float beta, float *c, Py_ssize_t ldc)
+                                   const float *a, Py_ssize_t rsa, Py_ssize_t csa,
+                                   const float *b, Py_ssize_t rsb, Py_ssize_t csb,
+                                   float beta, float *c, Py_ssize_t ldc)
 {
 #if CONVCPU_OWN_GEMM
     if (convcpu_gemm_get() != 1)
