@@ -175,8 +175,8 @@ CG_TARGET static inline void cg_transpose16(__m512 r[16])
     }
 }
 
-/* B[0:kc, 0:nr] (element (l, j) at b[l * rsb + j * csb]) -> kc x CG_NR;
- * columns past nr are zeros. */
+/* B[0:kc, 0:nr] (element (l, j) at b[l * rsb + j * csb], csb == 1 or
+ * rsb == 1) -> kc x CG_NR; columns past nr are zeros. */
 CG_TARGET static void cg_pack_b(Py_ssize_t kc, Py_ssize_t nr, const float *b, Py_ssize_t rsb,
                                 Py_ssize_t csb, float *bp)
 {
@@ -188,30 +188,18 @@ CG_TARGET static void cg_pack_b(Py_ssize_t kc, Py_ssize_t nr, const float *b, Py
         }
         return;
     }
-    if (rsb == 1) { /* B transposed: its columns are contiguous; 16 x 16 transposes */
-        for (Py_ssize_t jh = 0; jh < CG_NR; jh += 16)
-            for (Py_ssize_t l0 = 0; l0 < kc; l0 += 16) {
-                const __mmask16 ml = cg_mask(kc - l0);
-                __m512 r[16];
-                for (int j = 0; j < 16; j++)
-                    r[j] = jh + j < nr ? _mm512_maskz_loadu_ps(ml, b + (jh + j) * csb + l0)
-                                       : _mm512_setzero_ps();
-                cg_transpose16(r);
-                for (int l = 0; l < 16 && l0 + l < kc; l++)
-                    _mm512_storeu_ps(bp + (l0 + l) * CG_NR + jh, r[l]);
-            }
-        return;
-    }
-    for (Py_ssize_t j = 0; j < CG_NR; j++) {
-        if (j < nr) {
-            const float *src = b + j * csb;
-            for (Py_ssize_t l = 0; l < kc; l++)
-                bp[l * CG_NR + j] = src[l * rsb];
-        } else {
-            for (Py_ssize_t l = 0; l < kc; l++)
-                bp[l * CG_NR + j] = 0;
+    /* rsb == 1, B transposed: its columns are contiguous; 16 x 16 transposes */
+    for (Py_ssize_t jh = 0; jh < CG_NR; jh += 16)
+        for (Py_ssize_t l0 = 0; l0 < kc; l0 += 16) {
+            const __mmask16 ml = cg_mask(kc - l0);
+            __m512 r[16];
+            for (int j = 0; j < 16; j++)
+                r[j] = jh + j < nr ? _mm512_maskz_loadu_ps(ml, b + (jh + j) * csb + l0)
+                                   : _mm512_setzero_ps();
+            cg_transpose16(r);
+            for (int l = 0; l < 16 && l0 + l < kc; l++)
+                _mm512_storeu_ps(bp + (l0 + l) * CG_NR + jh, r[l]);
         }
-    }
 }
 
 /* Per-thread packing buffers, freed when the thread ends. */
@@ -283,8 +271,8 @@ CONVCPU_GEMM_API int convcpu_sgemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
 #if CONVCPU_OWN_GEMM
     if (convcpu_gemm_get() != 1)
         return 0;
-    if (csa != 1 && rsa != 1)
-        return 0; /* not a BLAS operand: one of its strides is 1 */
+    if ((csa != 1 && rsa != 1) || (csb != 1 && rsb != 1))
+        return 0; /* not BLAS operands, which have a unit stride each */
     float *ws = cg_workspace();
     if (ws == NULL)
         return 0;
