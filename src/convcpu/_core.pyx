@@ -37,6 +37,10 @@ cdef extern from "_kernels.h" nogil:
     void convcpu_small_gemm_f64(Py_ssize_t rows, Py_ssize_t depth, Py_ssize_t cols,
                                 const double* a, Py_ssize_t lda, const double* w,
                                 double* out, Py_ssize_t ldo)
+    void convcpu_col2im_row_f32(float* dst, const float* src, Py_ssize_t src_stride,
+                                Py_ssize_t taps, Py_ssize_t n)
+    void convcpu_col2im_row_f64(double* dst, const double* src, Py_ssize_t src_stride,
+                                Py_ssize_t taps, Py_ssize_t n)
     void convcpu_deform_planes_f32(const float* x, Py_ssize_t plane, Py_ssize_t channels,
                                    Py_ssize_t npix, Py_ssize_t taps, const Py_ssize_t* idx,
                                    const float* wt, const float* mask, Py_ssize_t mask_stride,
@@ -538,6 +542,14 @@ cdef inline void _small_gemm(Py_ssize_t rows, Py_ssize_t depth, Py_ssize_t cols,
         convcpu_small_gemm_f64(rows, depth, cols, a, lda, w, out, ldo)
 
 
+cdef inline void _col2im_row(floating* dst, const floating* src, Py_ssize_t src_stride,
+                             Py_ssize_t taps, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        convcpu_col2im_row_f32(dst, src, src_stride, taps, n)
+    else:
+        convcpu_col2im_row_f64(dst, src, src_stride, taps, n)
+
+
 cdef void _transpose_task(const ConvPlan* p, Py_ssize_t t, floating* ws) noexcept nogil:
     """Transposed convolution of sample n, output channels k0 .. k0+kn-1 of group
     g: the task owns those output channels, so its col2im adds race-free.  For
@@ -558,6 +570,7 @@ cdef void _transpose_task(const ConvPlan* p, Py_ssize_t t, floating* ws) noexcep
     cdef Py_ssize_t kk, pix, h0, rows, npix, r, s, ih, iw, ilo, ihi, jlo, jhi, oh, ow0
     cdef Py_ssize_t pstride = p.K if p.channels_last else 1
     cdef Py_ssize_t step = p.sw * pstride
+    cdef bint interleave = not p.channels_last and p.dw == 1
     cdef floating v
     cdef const floating* a
     cdef const floating* src
@@ -590,6 +603,10 @@ cdef void _transpose_task(const ConvPlan* p, Py_ssize_t t, floating* ws) noexcep
             for r in range(p.R):
                 ilo = _max(p.ih_lo[r], h0)
                 ihi = _min(p.ih_hi[r], h0 + rows)
+                if interleave:
+                    _col2im_interleaved(p, dst, ws + (kk * p.R + r) * p.S * npix - h0 * p.W,
+                                        npix, r, ilo, ihi)
+                    continue
                 for s in range(p.S):
                     src = ws + ((kk * p.R + r) * p.S + s) * npix - h0 * p.W
                     jlo = p.ow_lo[s]
@@ -600,6 +617,49 @@ cdef void _transpose_task(const ConvPlan* p, Py_ssize_t t, floating* ws) noexcep
                         for iw in range(jlo, jhi):
                             dst[(oh * p.Wo + ow0) * pstride + iw * step] += src[ih * p.W + iw]
         h0 += rows
+
+
+cdef void _col2im_interleaved(const ConvPlan* p, floating* dst, const floating* cols,
+                              Py_ssize_t npix, Py_ssize_t r, Py_ssize_t ilo,
+                              Py_ssize_t ihi) noexcept nogil:
+    """The col2im of kernel row r, NCHW, column dilation 1: the taps go in
+    blocks of sw consecutive columns, whose outputs interleave into one
+    contiguous run of the output row (`_col2im_row`); the iw where some tap of
+    the block falls outside the output, and a last partial block, go tap by
+    tap.  Within a block no two taps reach the same output, and blocks go in
+    order, so every output gets its adds in the order of the per-tap loop.
+    cols: the column tile of (kk, r), offset so that cols[s*npix + ih*W + iw]
+    is tap s at input pixel (ih, iw)."""
+    cdef Py_ssize_t q0, nb, b, s, lo, hi, ih, iw, e_lo, e_hi
+    cdef floating* row
+    cdef const floating* src
+    q0 = 0
+    while q0 < p.S:
+        nb = _min(p.sw, p.S - q0)
+        lo = 0
+        hi = p.W
+        if nb == p.sw:
+            for b in range(nb):
+                lo = _max(lo, p.ow_lo[q0 + b])
+                hi = _min(hi, p.ow_hi[q0 + b])
+        else:  # a partial block: every tap by itself
+            hi = lo
+        hi = _max(hi, lo)
+        for ih in range(ilo, ihi):
+            row = dst + (ih * p.sh - p.pad_top + r * p.dh) * p.Wo - p.pad_left
+            for b in range(nb):
+                s = q0 + b
+                src = cols + s * npix + ih * p.W
+                e_hi = _min(lo, p.ow_hi[s])
+                for iw in range(p.ow_lo[s], e_hi):
+                    row[s + iw * p.sw] += src[iw]
+                e_lo = _max(hi, p.ow_lo[s])
+                for iw in range(e_lo, p.ow_hi[s]):
+                    row[s + iw * p.sw] += src[iw]
+            if hi > lo:
+                _col2im_row(row + q0 + lo * p.sw, cols + q0 * npix + ih * p.W + lo, npix,
+                            nb, hi - lo)
+        q0 += nb
 
 
 cdef inline void _dispatch(const ConvPlan* p, Py_ssize_t t, floating* ws, floating* out_tile,

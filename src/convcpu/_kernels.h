@@ -691,6 +691,34 @@ CONVCPU_DEFORM_TABLE(convcpu_deform_table_f64, double)
 CONVCPU_DEFORM_BAND(convcpu_deform_band_f32, float)
 CONVCPU_DEFORM_BAND(convcpu_deform_band_f64, double)
 
+/* dst[i*taps + b] += src[b*src_stride + i] for i < n, b < taps: one output row of
+ * a transposed convolution's col2im, `taps` consecutive kernel columns at a
+ * time.  With a column stride equal to the number of taps these columns tile
+ * the row, so the adds run contiguous (and vectorised, two taps interleaved
+ * by the compiler's unpack) instead of one strided read-modify-write pass per
+ * tap.  Each element receives its adds in the order b = 0, 1, ..., as the
+ * per-tap loop gives them. */
+#define CONVCPU_COL2IM_ROW(NAME, T)                                                       \
+    CONVCPU_CLONES CONVCPU_KERNEL void NAME(T *restrict dst, const T *restrict src,        \
+                                            Py_ssize_t src_stride, Py_ssize_t taps,        \
+                                            Py_ssize_t n)                                  \
+    {                                                                                     \
+        if (taps == 2) {                                                                  \
+            const T *restrict s0 = src, *restrict s1 = src + src_stride;                  \
+            for (Py_ssize_t i = 0; i < n; i++) {                                          \
+                dst[2 * i] += s0[i];                                                      \
+                dst[2 * i + 1] += s1[i];                                                  \
+            }                                                                             \
+            return;                                                                       \
+        }                                                                                 \
+        for (Py_ssize_t i = 0; i < n; i++)                                                \
+            for (Py_ssize_t b = 0; b < taps; b++)                                         \
+                dst[i * taps + b] += src[b * src_stride + i];                             \
+    }
+
+CONVCPU_COL2IM_ROW(convcpu_col2im_row_f32, float)
+CONVCPU_COL2IM_ROW(convcpu_col2im_row_f64, double)
+
 #if defined(__GNUC__)
 typedef float convcpu_vf __attribute__((vector_size(CONVCPU_VBYTES)));
 typedef double convcpu_vd __attribute__((vector_size(CONVCPU_VBYTES)));
