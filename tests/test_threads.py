@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import convcpu
-from convcpu import _threads
+from convcpu import _core, _threads
 
 
 def _layer(seed=0, channels_last=False):
@@ -62,7 +62,7 @@ def test_blas_is_single_threaded_inside_calls_from_any_thread():
     seen = {}
 
     def probe(name):
-        with _threads.blas_single_threaded():
+        with _threads.blas_single_threaded(np.float64):
             seen[name] = [lib["num_threads"] for lib in threadpoolctl.threadpool_info()
                           if lib["user_api"] == "blas"]
 
@@ -72,6 +72,30 @@ def test_blas_is_single_threaded_inside_calls_from_any_thread():
     worker.join()
     assert seen["main"] and all(n == 1 for n in seen["main"])
     assert seen["worker"] and all(n == 1 for n in seen["worker"])
+
+
+@pytest.mark.parametrize("backend", ["convcpu", "blas"])
+def test_blas_limit_only_where_blas_runs(backend):
+    """float32 under convcpu's own GEMM never calls BLAS, so its pool is left
+    alone (setting it wakes the pool's spinning threads); float64, and float32
+    on SciPy's sgemm, run with BLAS limited to one thread."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    previous = _core.gemm_backend()
+    try:
+        chosen = _core.gemm_backend(backend)
+        with threadpoolctl.threadpool_limits(2, user_api="blas"):
+            before = [lib["num_threads"] for lib in threadpoolctl.threadpool_info()
+                      if lib["user_api"] == "blas"]
+            for dtype in (np.float32, np.float64):
+                with _threads.blas_single_threaded(dtype):
+                    inside = [lib["num_threads"] for lib in threadpoolctl.threadpool_info()
+                              if lib["user_api"] == "blas"]
+                if dtype == np.float32 and chosen == "convcpu":
+                    assert inside == before
+                else:
+                    assert inside and all(n == 1 for n in inside)
+    finally:
+        _core.gemm_backend(previous)
 
 
 def test_gil_is_released_during_compute():

@@ -3,7 +3,7 @@
 The thread count is resolved once per call here, in Python; the kernels only
 receive it.  Inside convcpu's OpenMP regions BLAS must run single-threaded
 (each OpenMP thread calls GEMM on its own tile), so every kernel call is
-wrapped in `blas_single_threaded()`.
+wrapped in `blas_single_threaded(dtype)`.
 
 threadpoolctl finds the BLAS libraries, but its limits are not used for
 OpenBLAS: threadpoolctl (3.8) lets only one Python thread, the first that set
@@ -21,6 +21,7 @@ import ctypes
 import os
 import threading
 
+import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from convcpu import _core, _geometry
@@ -120,13 +121,26 @@ def _blas_controller():
     return _controller
 
 
-@contextlib.contextmanager
-def blas_single_threaded():
-    """Limit BLAS to one thread while any convcpu kernel runs.
+def blas_single_threaded(dtype):
+    """Limit BLAS to one thread while a convcpu kernel of `dtype` runs; a
+    no-op for float32 while convcpu's own GEMM is on (`_core.gemm_backend()`),
+    which then does every float32 product itself.
 
-    Reference-counted so that concurrent calls from many Python threads do not
-    restore the user's setting while another call is still computing.
+    The limit is not free: setting OpenBLAS's thread count wakes its thread
+    pool, which then spins on the cores the kernel runs on (measured: 40% of a
+    loop of bare limits, 7% of a U-Net transposed conv).  Should the own GEMM's
+    32 KB panel buffer of a thread not be had, that product goes to BLAS
+    without the limit: the same result, possibly run by more threads.
     """
+    if dtype == np.float32 and _core.gemm_backend() == "convcpu":
+        return contextlib.nullcontext()
+    return _blas_limit()
+
+
+@contextlib.contextmanager
+def _blas_limit():
+    """Reference-counted so that concurrent calls from many Python threads do not
+    restore the user's setting while another call is still computing."""
     global _blas_depth, _blas_limiter
     with _lock:
         if _blas_depth == 0:

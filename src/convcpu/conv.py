@@ -135,7 +135,7 @@ def _conv(nspatial, x, weight, bias, stride, padding, dilation, groups, data_for
     else:  # (K, Cg*R*S): PyTorch's OIHW flattened
         w_packed = _arrays.contiguous(w_oi, dtype).reshape(out_channels, -1)
     bias_c = None if bias is None else _arrays.contiguous(bias, dtype)
-    with _threads.blas_single_threaded():
+    with _threads.blas_single_threaded(dtype):
         _core.conv_forward(xc, w_packed, bias_c, result_b, *window.tables(),
                            window.dims(channels, out_channels, groups), last,
                            window.unpadded_1x1, threads, use_openmp)

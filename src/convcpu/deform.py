@@ -128,7 +128,7 @@ def deform_conv2d(x, offset, weight, bias=None, stride=1, padding=0, dilation=1,
     mask_c = None if mask is None else _arrays.contiguous(mask, dtype)
     w_packed = _arrays.contiguous(weight, dtype).reshape(out_channels, -1)
     bias_c = None if bias is None else _arrays.contiguous(bias, dtype)
-    with _threads.blas_single_threaded():
+    with _threads.blas_single_threaded(dtype):
         _core.deform_forward(xc, offset_c, mask_c, w_packed, bias_c, result_b, *window.tables(),
                              window.dims(channels, out_channels, groups), window.pads[0][0],
                              offset_groups, threads, use_openmp)

@@ -169,7 +169,7 @@ def _weight_grad(nspatial, input, weight_shape, grad_output, stride, padding, di
     if min(oi_shape) == 0 or xb.shape[0] == 0:
         flat = np.zeros((out_channels, int(np.prod(oi_shape[1:]))), dtype)
     else:
-        with _threads.blas_single_threaded():
+        with _threads.blas_single_threaded(dtype):
             flat = _core.weight_grad(_arrays.contiguous(xb, dtype), _arrays.contiguous(dy, dtype),
                                      *window.tables(), window.dims(channels, out_channels, groups),
                                      last, threads, use_openmp)

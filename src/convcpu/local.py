@@ -93,7 +93,7 @@ def _local(nspatial, x, weight, bias, kernel_size, stride, padding, data_format,
             bias_rows.reshape(window.Ho, window.Wo, filters) if last
             else bias_rows.T.reshape(filters, window.Ho, window.Wo))
         return result
-    with _threads.blas_single_threaded():
+    with _threads.blas_single_threaded(dtype):
         _core.local_forward(_arrays.contiguous(xb, dtype), _arrays.contiguous(weight, dtype),
                             None if bias_rows is None else _arrays.contiguous(bias_rows, dtype),
                             result_b, *window.tables(), window.dims(channels, filters), last,

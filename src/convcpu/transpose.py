@@ -168,7 +168,7 @@ def _conv_transpose(nspatial, x, weight, bias, stride, padding, output_padding, 
     phases_w = _geometry.transpose_phases(spatial[1], out_w, kernel[1], stride_t[1],
                                           dilation_t[1], pads[1][0])
     scatter = stride_t != (1, 1)
-    with _threads.blas_single_threaded():
+    with _threads.blas_single_threaded(dtype):
         for a, n_h, taps_h, base_h, sub_dh in phases_h:
             for b, n_w, taps_w, base_w, sub_dw in phases_w:
                 if not taps_h or not taps_w or in_per_group == 0:
@@ -234,7 +234,7 @@ def _transpose_by_columns(xc, w_oi, bias, result_b, spatial, out_spatial, kernel
     channels, out_channels = w_io.shape[0], w_io.shape[1] * groups
     dims = (channels, spatial[0], spatial[1], out_channels, kernel[0], kernel[1], out_h, out_w,
             stride[0], stride[1], dilation[0], dilation[1], pads[0][0], pads[1][0], groups)
-    with _threads.blas_single_threaded():
+    with _threads.blas_single_threaded(dtype):
         _core.transpose_forward(xc, w_io, bias, result_b, ih_lo, ih_hi, iw_lo, iw_hi, dims,
                                 last, threads, use_openmp)
 
