@@ -116,15 +116,18 @@ def test_wide_rows_columns_col2im(seed, monkeypatch):
     """The columns algorithm's col2im adds kernel columns in blocks of the
     stride, interleaved along rows long enough for its vector loop; blocks cut
     by asymmetric pads, a last partial block (S not a multiple of the stride)
-    and S < stride go tap by tap.  Against the reference, both dtypes."""
+    and S < stride go tap by tap.  Kernel rows that do not overlap (R <=
+    stride) cut the input rows into bands that own disjoint output rows, pads
+    and output_padding included.  Against the reference, both dtypes."""
     monkeypatch.setattr(transpose, "_algorithm", lambda *args: "columns")
     rng = np.random.default_rng(500 + seed)
     kernel = (int(rng.integers(1, 4)), int(rng.integers(1, 7)))
-    stride = (int(rng.integers(1, 3)), int(rng.integers(1, 5)))
+    stride = (int(rng.integers(1, 4)), int(rng.integers(1, 5)))
     pads = tuple((int(rng.integers(0, k)), int(rng.integers(0, k))) for k in kernel)
     output_padding = tuple(int(rng.integers(0, s)) for s in stride)
     dtype = DTYPES[seed % 2]
-    x = rng.standard_normal((1, 3, int(rng.integers(1, 5)), int(rng.integers(17, 41))))
+    x = rng.standard_normal((int(rng.integers(1, 3)), 3, int(rng.integers(1, 20)),
+                             int(rng.integers(17, 41))))
     w = rng.standard_normal((3, 2) + kernel)
     b = rng.standard_normal(2)
     x, w, b = x.astype(dtype), w.astype(dtype), b.astype(dtype)

@@ -97,6 +97,12 @@ cdef enum:
     LOCAL_CHUNK = 8
 # im2col written straight into the returned array: a task is ~this much output.
 PATCH_TILE_BYTES = 256 * 1024
+# A transposed convolution whose bands of input rows own disjoint output rows
+# (transpose_forward) cuts them into >= TRANSPOSE_TASKS tasks, each adding
+# column tiles of <= TRANSPOSE_TILE_BYTES (a tile stays in L2 between its GEMM
+# and its col2im).
+TRANSPOSE_TILE_BYTES = 256 * 1024
+TRANSPOSE_TASKS = 16
 MIN_TASKS = 2 * max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                     else (os.cpu_count() or 1))
 MIN_KBLOCK = 32
@@ -556,10 +562,24 @@ cdef void _transpose_task(const ConvPlan* p, Py_ssize_t t, floating* ws) noexcep
     each band of input rows: cols (npix x kn*R*S, column-major) = x_band @
     w_block (straight from the (C_in, C_out/groups, R, S) weight), then every
     column value is added to out[k, ih*sh - pad_top + r*dh, iw*sw - pad_left + s*dw]
-    in a fixed order (the result does not depend on the thread count)."""
-    cdef Py_ssize_t kb = t % p.n_kblocks
-    cdef Py_ssize_t g = (t // p.n_kblocks) % p.groups
-    cdef Py_ssize_t n = t // (p.n_kblocks * p.groups)
+    in a fixed order (the result does not depend on the thread count).
+
+    When the kernel rows of neighbouring input rows do not overlap ((R-1)*dh <
+    sh: U-Net's 2x2/2), the input rows are also cut into p.n_ptiles bands, one
+    per task: a band owns the output rows its input rows reach, so a task
+    packs only its band of x and gets all output channels (one GEMM with every
+    kernel column instead of one per block of channels)."""
+    cdef Py_ssize_t band = t % p.n_ptiles
+    cdef Py_ssize_t kb = (t // p.n_ptiles) % p.n_kblocks
+    cdef Py_ssize_t g = (t // (p.n_ptiles * p.n_kblocks)) % p.groups
+    cdef Py_ssize_t n = t // (p.n_ptiles * p.n_kblocks * p.groups)
+    cdef Py_ssize_t band_rows = _ceil_div(p.H, p.n_ptiles)
+    cdef Py_ssize_t h_start = _min(p.H, band * band_rows)
+    cdef Py_ssize_t h_end = _min(p.H, h_start + band_rows)
+    # the output rows [o_lo, o_hi) this task owns: the bands' ranges tile [0, Ho)
+    cdef Py_ssize_t o_lo = 0 if band == 0 else _min(p.Ho, _max(0, h_start * p.sh - p.pad_top))
+    cdef Py_ssize_t o_hi = p.Ho if band == p.n_ptiles - 1 else _min(p.Ho, _max(
+        0, h_end * p.sh - p.pad_top))
     cdef Py_ssize_t k0 = g * p.Kg + kb * p.kblock
     cdef Py_ssize_t kn = _min(p.kblock, p.Kg - kb * p.kblock)
     cdef Py_ssize_t HW = p.H * p.W, OHW = p.Ho * p.Wo, RS = p.R * p.S
@@ -581,11 +601,15 @@ cdef void _transpose_task(const ConvPlan* p, Py_ssize_t t, floating* ws) noexcep
             dst = out + n * OHW * p.K + k0 + kk
         else:
             dst = out + (n * p.K + k0 + kk) * OHW
-        for pix in range(OHW):
-            dst[pix * pstride] = v
-    h0 = 0
-    while h0 < p.H:
-        rows = _min(p.ptile, p.H - h0)
+        if pstride == 1:
+            for pix in range(o_lo * p.Wo, o_hi * p.Wo):
+                dst[pix] = v
+        else:
+            for pix in range(o_lo * p.Wo, o_hi * p.Wo):
+                dst[pix * pstride] = v
+    h0 = h_start
+    while h0 < h_end:
+        rows = _min(p.ptile, h_end - h0)
         npix = rows * p.W
         if p.channels_last:  # x band: (C x npix) column-major, transposed
             a = x + (n * HW + h0 * p.W) * p.C + g * p.Cg
@@ -1061,17 +1085,31 @@ def transpose_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out
     p.ow_lo = <const Py_ssize_t*>cnp.PyArray_DATA(iw_lo)
     p.ow_hi = <const Py_ssize_t*>cnp.PyArray_DATA(iw_hi)
     RS = p.R * p.S
-    # Output-channel blocks: enough tasks for the cores, then bands of input
-    # rows whose column tile fits TILE_BYTES (a narrower block if one row
-    # does not fit).
-    p.n_kblocks = min(p.Kg, max(1, _ceil_div(MIN_TASKS, p.N * p.groups)))
-    p.kblock = _ceil_div(p.Kg, p.n_kblocks)
     budget = TILE_BYTES // x.itemsize
-    while p.kblock > 1 and p.W * p.kblock * RS > budget:
-        p.kblock = _ceil_div(p.kblock, 2)
-    p.n_kblocks = _ceil_div(p.Kg, p.kblock)
-    p.ptile = max(1, min(p.H, budget // max(p.W * p.kblock * RS, 1)))
-    p.n_tasks = p.N * p.groups * p.n_kblocks
+    if (p.R - 1) * p.dh < p.sh:
+        # Bands of input rows own disjoint output rows: tasks are bands, with
+        # every output channel of the group (a narrower block if a row of
+        # its column tile does not fit TRANSPOSE_TILE_BYTES).
+        budget = TRANSPOSE_TILE_BYTES // x.itemsize
+        p.kblock = p.Kg
+        while p.kblock > 1 and p.W * p.kblock * RS > budget:
+            p.kblock = _ceil_div(p.kblock, 2)
+        p.n_kblocks = _ceil_div(p.Kg, p.kblock)
+        p.n_ptiles = min(p.H, max(1, _ceil_div(TRANSPOSE_TASKS,
+                                               p.N * p.groups * p.n_kblocks)))
+        p.n_ptiles = _ceil_div(p.H, _ceil_div(p.H, p.n_ptiles))  # no empty band
+    else:
+        # Output-channel blocks: enough tasks for the cores, then bands of
+        # input rows whose column tile fits TILE_BYTES (a narrower block if
+        # one row does not fit), processed in order by the block's task.
+        p.n_kblocks = min(p.Kg, max(1, _ceil_div(MIN_TASKS, p.N * p.groups)))
+        p.kblock = _ceil_div(p.Kg, p.n_kblocks)
+        while p.kblock > 1 and p.W * p.kblock * RS > budget:
+            p.kblock = _ceil_div(p.kblock, 2)
+        p.n_kblocks = _ceil_div(p.Kg, p.kblock)
+        p.n_ptiles = 1
+    p.ptile = max(1, min(_ceil_div(p.H, p.n_ptiles), budget // max(p.W * p.kblock * RS, 1)))
+    p.n_tasks = p.N * p.groups * p.n_kblocks * p.n_ptiles
     p.ws_elems = p.ptile * p.W * p.kblock * RS
     p.out_elems = 0
     _execute(&p, x.dtype.num == cnp.NPY_FLOAT, num_threads, use_openmp)
