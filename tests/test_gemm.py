@@ -92,3 +92,28 @@ def test_conv2d_under_each_backend(backend, fmt):
     if fmt == "NHWC":
         got = got.transpose(0, 3, 1, 2)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("groups, out_channels, batch", [(32, 64, 1), (4, 64, 3), (1, 12, 2)])
+def test_narrow_nhwc_conv_is_the_same_sum(groups, out_channels, batch, monkeypatch):
+    """Channels-last float32 tasks with few output channels run the GEMM
+    transposed (pixels along the vector) and store the tile channels-last: the
+    same fused multiply-add chain per output as the plain path, so the same
+    bits, and the reference's values (groups, bias, padding, stride, several
+    samples gathered in one task)."""
+    if _core.gemm_backend() != "convcpu":
+        pytest.skip("the transposed tile runs on the own GEMM only")
+    from convcpu._reference import conv_reference
+    rng = np.random.default_rng(groups)
+    x = rng.standard_normal((batch, 15, 17, 2 * groups)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 2, out_channels)).astype(np.float32)
+    b = rng.standard_normal(out_channels).astype(np.float32)
+    args = dict(stride=(2, 1), padding=((1, 0), (1, 1)), groups=groups, data_format="NHWC")
+    narrow = convcpu.conv2d(x, w, b, **args)
+    monkeypatch.setattr(_core, "NARROW_MAX_CHANNELS", 0)
+    plain = convcpu.conv2d(x, w, b, **args)
+    np.testing.assert_array_equal(narrow, plain)
+    want = conv_reference(x.transpose(0, 3, 1, 2).astype(np.float64),
+                          w.transpose(3, 2, 0, 1).astype(np.float64), b.astype(np.float64),
+                          stride=(2, 1), pads=((1, 0), (1, 1)), groups=groups)
+    np.testing.assert_allclose(narrow.transpose(0, 3, 1, 2), want, rtol=1e-4, atol=1e-4)

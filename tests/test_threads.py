@@ -102,7 +102,9 @@ def test_gil_is_released_during_compute():
     """A Python thread keeps running while a convolution computes: its loop
     advances during the call at a rate comparable to its rate during a sleep
     of the same length (with the GIL held it would get one 5 ms switch
-    interval at most)."""
+    interval at most).  Up to three tries: on this shared machine another
+    process (or a pool of spinning BLAS threads left by an earlier test) can
+    take the ticker's core for a while, but a held GIL would fail every try."""
     x = np.random.default_rng(4).standard_normal((4, 64, 96, 96)).astype(np.float32)
     w = np.random.default_rng(5).standard_normal((64, 64, 3, 3)).astype(np.float32)
     ticks = [0]
@@ -114,17 +116,22 @@ def test_gil_is_released_during_compute():
 
     t = threading.Thread(target=ticker)
     t.start()
+    tries = []
     try:
-        start_ticks, start = ticks[0], time.monotonic()
-        convcpu.conv2d(x, w, padding=1, num_threads=1)
-        conv_ticks, elapsed = ticks[0] - start_ticks, time.monotonic() - start
-        start_ticks = ticks[0]
-        time.sleep(elapsed)
-        sleep_ticks = ticks[0] - start_ticks
+        for _ in range(3):
+            start_ticks, start = ticks[0], time.monotonic()
+            convcpu.conv2d(x, w, padding=1, num_threads=1)
+            conv_ticks, elapsed = ticks[0] - start_ticks, time.monotonic() - start
+            start_ticks = ticks[0]
+            time.sleep(elapsed)
+            sleep_ticks = ticks[0] - start_ticks
+            tries.append((conv_ticks, sleep_ticks, elapsed))
+            if conv_ticks > 0.25 * sleep_ticks:
+                break
     finally:
         stop.set()
         t.join()
-    assert conv_ticks > 0.25 * sleep_ticks, (conv_ticks, sleep_ticks, elapsed)
+    assert any(c > 0.25 * s for c, s, _ in tries), tries
 
 
 def test_set_and_get_num_threads(monkeypatch):

@@ -97,6 +97,11 @@ cdef enum:
     LOCAL_CHUNK = 8
 # im2col written straight into the returned array: a task is ~this much output.
 PATCH_TILE_BYTES = 256 * 1024
+# A channels-last float32 convolution whose tasks have at most this many output
+# channels runs its GEMM transposed (pixels along the vector: _run_task), on
+# the own GEMM.  Measured at 8 (ResNeXt g=32, docs/BENCHMARKS.md); 16 is a
+# guess (half of the own GEMM's 32-column panel).
+NARROW_MAX_CHANNELS = 16
 # A transposed convolution whose bands of input rows own disjoint output rows
 # (transpose_forward) cuts them into >= TRANSPOSE_TASKS tasks, each adding
 # column tiles of <= TRANSPOSE_TILE_BYTES (a tile stays in L2 between its GEMM
@@ -129,6 +134,11 @@ def openmp_max_threads():
     return omp_get_max_threads()
 
 
+cdef enum:
+    # NHWC im2col copies channel runs up to this long by a loop, not memcpy
+    SHORT_RUN = 16
+
+
 cdef enum TaskKind:
     CONV = 0      # tiled im2col + GEMM convolution
     PATCHES = 1   # im2col straight into the returned array
@@ -148,6 +158,9 @@ cdef struct ConvPlan:
     # OH x OW output (a phase of a transposed convolution); identity otherwise.
     Py_ssize_t OH, OW, osh, osw, oa, ob
     bint channels_last, direct, scatter
+    # CONV, NHWC: the GEMM computes the tile transposed (output channels x
+    # pixels) into out_tile, then stores it channels-last (see _run_task)
+    bint narrow
     const Py_ssize_t* hmap
     const Py_ssize_t* wmap
     const Py_ssize_t* ow_lo
@@ -231,7 +244,7 @@ cdef void _im2col_nhwc(const ConvPlan* p, const floating* xn, Py_ssize_t cbase,
     cdef Py_ssize_t run = p.Cg * sizeof(floating)
     cdef Py_ssize_t rsc = p.R * p.S * p.Cg
     cdef bint whole_rows = p.Cg == p.C and p.dw == 1
-    cdef Py_ssize_t j, pix, oh, ow, r, s, hs, wsrc
+    cdef Py_ssize_t j, pix, oh, ow, r, s, hs, wsrc, c
     cdef floating* dst
     cdef const floating* src_row
     for j in range(npix):
@@ -254,6 +267,9 @@ cdef void _im2col_nhwc(const ConvPlan* p, const floating* xn, Py_ssize_t cbase,
                 wsrc = p.wmap[ow * p.sw + s * p.dw]
                 if wsrc < 0:
                     memset(dst, 0, run)
+                elif p.Cg <= SHORT_RUN:  # a few channels of a group: no call
+                    for c in range(p.Cg):
+                        dst[c] = src_row[wsrc * p.C + c]
                 else:
                     memcpy(dst, src_row + wsrc * p.C, run)
                 dst += p.Cg
@@ -427,6 +443,20 @@ cdef void _run_task(const ConvPlan* p, Py_ssize_t t, floating* ws, floating* out
                 last_tile[0] = tile
             b = ws
             ldb = crs
+        if p.narrow:
+            # Few output channels (a grouped conv: ResNeXt's 8 per group) fill
+            # a fraction of the own GEMM's 32-column panels when they are its
+            # columns; as its rows (pixels along the vector) they do not.
+            for kk in range(kn):
+                v = bias[k0 + kk] if bias != NULL else 0
+                for j in range(cols):
+                    out_tile[kk * cols + j] = v
+            gemm_trans(c'T', c'T', cols, kn, crs, b, ldb, w + k0, p.K, 1, out_tile, cols)
+            c = out + (n0 * HoWo + p0) * p.K + k0
+            for j in range(cols):
+                for kk in range(kn):
+                    c[j * p.K + kk] = out_tile[kk * cols + j]
+            return
         if p.scatter:
             c = out_tile
             ldc = kn
@@ -755,6 +785,7 @@ cdef void _set_window(ConvPlan* p, cnp.ndarray x, cnp.ndarray out, cnp.ndarray h
     p.channels_last = channels_last
     p.direct = False
     p.scatter = False
+    p.narrow = False
     p.OH, p.OW, p.osh, p.osw, p.oa, p.ob = p.Ho, p.Wo, 1, 1, 0, 0
     p.kind = CONV
     p.hmap = <const Py_ssize_t*>cnp.PyArray_DATA(hmap)
@@ -860,8 +891,10 @@ def conv_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
     p.n_kblocks = _ceil_div(p.Kg, p.kblock)
     p.n_tasks = p.n_sgroups * p.groups * p.n_ptiles * p.n_kblocks
     p.ws_elems = 0 if direct else p.spt * p.ptile * p.Cg * p.R * p.S
+    p.narrow = (channels_last and not p.scatter and p.kblock <= NARROW_MAX_CHANNELS
+                and x.dtype.num == cnp.NPY_FLOAT and convcpu_gemm_get() == 1)
     p.out_elems = (p.spt * p.ptile * p.kblock
-                   if p.scatter or (p.spt > 1 and not channels_last) else 0)
+                   if p.scatter or p.narrow or (p.spt > 1 and not channels_last) else 0)
     _execute(&p, x.dtype.num == cnp.NPY_FLOAT, num_threads, use_openmp)
     return out
 
