@@ -17,7 +17,11 @@ SETTLE_SECONDS = 0.15
 # After the pause the first calls of any library run slow on this VM (threads
 # and caches waking up, the core ramping: measured 0.75 -> 0.50 -> 0.37 ->
 # 0.34 ms for the same 0.34 ms call), so each turn starts with untimed calls
-# for at least WARM_SECONDS.
+# for at least WARM_SECONDS (`--warm-ms`).  2 ms is not always enough: with
+# 20 ms, convcpu's channels-first direct kernels ran 1.5-1.7x faster in the
+# same harness (dw 144ch @56 0.214 -> 0.139 ms, ResNeXt 0.283 -> 0.170 ms), the
+# anchors 1.0-1.3x (docs/BENCHMARKS.md, issue 3): the longer warm-up measures
+# the steady state of a network's layer after layer.
 WARM_SECONDS = 0.002
 
 
@@ -71,21 +75,26 @@ def environment_line(threads):
             for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
     coretype = os.environ.get("OPENBLAS_CORETYPE", "unset")
     return (f"{platform.machine()}, {os.cpu_count()} cores, {threads} threads; BLAS: "
-            f"{'; '.join(blas)}; OPENBLAS_CORETYPE={coretype}")
+            f"{'; '.join(blas)}; OPENBLAS_CORETYPE={coretype}; "
+            f"warm-up {WARM_SECONDS * 1e3:g} ms per turn")
 
 
 def arguments(doc, argv=None, rounds=15, batch=False, only=False):
     """The command line every bench script takes (--threads, --rounds, and
     --batch / --only where it has them), parsed; SciPy's BLAS loaded so that
     the environment line printed here lists it."""
+    global WARM_SECONDS
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--warm-ms", type=float, default=WARM_SECONDS * 1e3,
+                        help="untimed calls of each contender's turn, at least this long")
     if batch:
         parser.add_argument("--batch", type=int, default=1)
     if only:
         parser.add_argument("--only", default=None, help="substring of the layer names to run")
     args = parser.parse_args(argv)
+    WARM_SECONDS = args.warm_ms / 1e3
     import scipy.linalg  # noqa: F401
     print(environment_line(args.threads), flush=True)
     return args
