@@ -137,6 +137,22 @@ def test_wide_rows_columns_col2im(seed, monkeypatch):
     assert_close(got, expected, dtype)
 
 
+@pytest.mark.parametrize("kernel", [(1, 3), (3, 1), (2, 2)])
+def test_empty_input_rows_give_the_bias(kernel, algorithm):
+    """An input with no rows still has output rows when output_padding (any
+    value, as ONNX) adds them: they hold the bias, with every algorithm and
+    with kernel rows that do (3) and do not (1, 2 at stride 2) overlap."""
+    rng = np.random.default_rng(12)
+    x = np.zeros((2, 2, 0, 3), np.float32)
+    w = rng.standard_normal((2, 3) + kernel).astype(np.float32)
+    b = rng.standard_normal(3).astype(np.float32)
+    got = convcpu.conv_transpose2d(x, w, b, stride=2, output_padding=(3, 0))
+    # H_out = (0 - 1)*2 + R - 1 + 1 + 3 = R + 1, W_out = (3 - 1)*2 + S
+    assert got.shape == (2, 3, kernel[0] + 1, 4 + kernel[1])
+    np.testing.assert_array_equal(got, np.broadcast_to(b[:, None, None], got.shape[1:])[None]
+                                  .repeat(2, axis=0))
+
+
 @pytest.mark.parametrize("padding", ["SAME", "VALID"])
 @pytest.mark.parametrize("stride", [1, 2, 3])
 @pytest.mark.parametrize("size", [(5, 7), (1, 4)])

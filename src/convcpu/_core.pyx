@@ -1128,9 +1128,10 @@ def transpose_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out
         while p.kblock > 1 and p.W * p.kblock * RS > budget:
             p.kblock = _ceil_div(p.kblock, 2)
         p.n_kblocks = _ceil_div(p.Kg, p.kblock)
-        p.n_ptiles = min(p.H, max(1, _ceil_div(TRANSPOSE_TASKS,
+        p.n_ptiles = max(1, min(p.H, _ceil_div(TRANSPOSE_TASKS,
                                                p.N * p.groups * p.n_kblocks)))
-        p.n_ptiles = _ceil_div(p.H, _ceil_div(p.H, p.n_ptiles))  # no empty band
+        if p.H > 0:  # no empty band (an empty input, H == 0, is one band of bias)
+            p.n_ptiles = _ceil_div(p.H, _ceil_div(p.H, p.n_ptiles))
     else:
         # Output-channel blocks: enough tasks for the cores, then bands of
         # input rows whose column tile fits TILE_BYTES (a narrower block if
