@@ -617,13 +617,10 @@ cdef void _transpose_task(const ConvPlan* p, Py_ssize_t t, floating* ws) noexcep
     cdef const floating* w = <const floating*>p.w
     cdef const floating* bias = <const floating*>p.bias
     cdef floating* out = <floating*>p.out
-    cdef Py_ssize_t kk, pix, h0, rows, npix, r, s, ih, iw, ilo, ihi, jlo, jhi, oh, ow0
+    cdef Py_ssize_t kk, pix, h0, rows, npix, r
     cdef Py_ssize_t pstride = p.K if p.channels_last else 1
-    cdef Py_ssize_t step = p.sw * pstride
-    cdef bint interleave = not p.channels_last and p.dw == 1
     cdef floating v
     cdef const floating* a
-    cdef const floating* src
     cdef floating* dst
     for kk in range(kn):
         v = bias[k0 + kk] if bias != NULL else 0
@@ -655,61 +652,53 @@ cdef void _transpose_task(const ConvPlan* p, Py_ssize_t t, floating* ws) noexcep
             else:
                 dst = out + (n * p.K + k0 + kk) * OHW
             for r in range(p.R):
-                ilo = _max(p.ih_lo[r], h0)
-                ihi = _min(p.ih_hi[r], h0 + rows)
-                if interleave:
-                    _col2im_interleaved(p, dst, ws + (kk * p.R + r) * p.S * npix - h0 * p.W,
-                                        npix, r, ilo, ihi)
-                    continue
-                for s in range(p.S):
-                    src = ws + ((kk * p.R + r) * p.S + s) * npix - h0 * p.W
-                    jlo = p.ow_lo[s]
-                    jhi = p.ow_hi[s]
-                    for ih in range(ilo, ihi):
-                        oh = ih * p.sh - p.pad_top + r * p.dh
-                        ow0 = s * p.dw - p.pad_left
-                        for iw in range(jlo, jhi):
-                            dst[(oh * p.Wo + ow0) * pstride + iw * step] += src[ih * p.W + iw]
+                _col2im_kernel_row(p, dst, ws + (kk * p.R + r) * p.S * npix - h0 * p.W, npix,
+                                   r, _max(p.ih_lo[r], h0), _min(p.ih_hi[r], h0 + rows))
         h0 += rows
 
 
-cdef void _col2im_interleaved(const ConvPlan* p, floating* dst, const floating* cols,
-                              Py_ssize_t npix, Py_ssize_t r, Py_ssize_t ilo,
-                              Py_ssize_t ihi) noexcept nogil:
-    """The col2im of kernel row r, NCHW, column dilation 1: the taps go in
-    blocks of sw consecutive columns, whose outputs interleave into one
-    contiguous run of the output row (`_col2im_row`); the iw where some tap of
-    the block falls outside the output, and a last partial block, go tap by
-    tap.  Within a block no two taps reach the same output, and blocks go in
-    order, so every output gets its adds in the order of the per-tap loop.
-    cols: the column tile of (kk, r), offset so that cols[s*npix + ih*W + iw]
-    is tap s at input pixel (ih, iw)."""
+cdef void _col2im_kernel_row(const ConvPlan* p, floating* dst, const floating* cols,
+                             Py_ssize_t npix, Py_ssize_t r, Py_ssize_t ilo,
+                             Py_ssize_t ihi) noexcept nogil:
+    """The col2im of kernel row r into dst (one output channel's plane, pixels
+    pstride apart), input rows ilo .. ihi-1.  NCHW with column dilation 1:
+    the taps go in blocks of sw consecutive columns, whose outputs interleave
+    into one contiguous run of the output row (`_col2im_row`); the iw where
+    some tap of the block falls outside the output, a last partial block, and
+    every tap otherwise (NHWC, dilated columns) go tap by tap.  Within a block
+    no two taps reach the same output, and blocks go in order, so every
+    output gets its adds in kernel-column order.  cols: the column tile of
+    (kk, r), offset so that cols[s*npix + ih*W + iw] is tap s at input pixel
+    (ih, iw)."""
+    cdef Py_ssize_t pstride = p.K if p.channels_last else 1
+    cdef bint interleave = pstride == 1 and p.dw == 1
+    cdef Py_ssize_t block = p.sw if interleave else 1
     cdef Py_ssize_t q0, nb, b, s, lo, hi, ih, iw, e_lo, e_hi
     cdef floating* row
     cdef const floating* src
     q0 = 0
     while q0 < p.S:
-        nb = _min(p.sw, p.S - q0)
+        nb = _min(block, p.S - q0)
         lo = 0
         hi = p.W
-        if nb == p.sw:
+        if interleave and nb == p.sw:
             for b in range(nb):
                 lo = _max(lo, p.ow_lo[q0 + b])
                 hi = _min(hi, p.ow_hi[q0 + b])
-        else:  # a partial block: every tap by itself
+        else:  # every tap by itself
             hi = lo
         hi = _max(hi, lo)
         for ih in range(ilo, ihi):
-            row = dst + (ih * p.sh - p.pad_top + r * p.dh) * p.Wo - p.pad_left
+            row = dst + ((ih * p.sh - p.pad_top + r * p.dh) * p.Wo - p.pad_left) * pstride
             for b in range(nb):
                 s = q0 + b
                 src = cols + s * npix + ih * p.W
                 e_hi = _min(lo, p.ow_hi[s])
                 for iw in range(p.ow_lo[s], e_hi):
-                    row[s + iw * p.sw] += src[iw]
+                    row[(s * p.dw + iw * p.sw) * pstride] += src[iw]
                 e_lo = _max(hi, p.ow_lo[s])
                 for iw in range(e_lo, p.ow_hi[s]):
-                    row[s + iw * p.sw] += src[iw]
+                    row[(s * p.dw + iw * p.sw) * pstride] += src[iw]
             if hi > lo:
                 _col2im_row(row + q0 + lo * p.sw, cols + q0 * npix + ih * p.W + lo, npix,
                             nb, hi - lo)
@@ -1099,6 +1088,7 @@ def transpose_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out
     cdef ConvPlan p
     cdef cnp.ndarray bias_arr
     cdef Py_ssize_t RS, budget
+    cdef bint bands
     (p.C, p.H, p.W, p.K, p.R, p.S, p.Ho, p.Wo,
      p.sh, p.sw, p.dh, p.dw, p.pad_top, p.pad_left, p.groups) = dims
     p.kind = TRANSPOSE
@@ -1118,30 +1108,27 @@ def transpose_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out
     p.ow_lo = <const Py_ssize_t*>cnp.PyArray_DATA(iw_lo)
     p.ow_hi = <const Py_ssize_t*>cnp.PyArray_DATA(iw_hi)
     RS = p.R * p.S
-    budget = TILE_BYTES // x.itemsize
-    if (p.R - 1) * p.dh < p.sh:
+    bands = (p.R - 1) * p.dh < p.sh
+    if bands:
         # Bands of input rows own disjoint output rows: tasks are bands, with
-        # every output channel of the group (a narrower block if a row of
-        # its column tile does not fit TRANSPOSE_TILE_BYTES).
+        # every output channel of the group.
         budget = TRANSPOSE_TILE_BYTES // x.itemsize
         p.kblock = p.Kg
-        while p.kblock > 1 and p.W * p.kblock * RS > budget:
-            p.kblock = _ceil_div(p.kblock, 2)
-        p.n_kblocks = _ceil_div(p.Kg, p.kblock)
+    else:
+        # Output-channel blocks, enough tasks for the cores; a block's task
+        # goes through the bands of input rows in order.
+        budget = TILE_BYTES // x.itemsize
+        p.kblock = _ceil_div(p.Kg, min(p.Kg, max(1, _ceil_div(MIN_TASKS, p.N * p.groups))))
+    # A narrower block if one row of its column tile does not fit the budget.
+    while p.kblock > 1 and p.W * p.kblock * RS > budget:
+        p.kblock = _ceil_div(p.kblock, 2)
+    p.n_kblocks = _ceil_div(p.Kg, p.kblock)
+    p.n_ptiles = 1
+    if bands:
         p.n_ptiles = max(1, min(p.H, _ceil_div(TRANSPOSE_TASKS,
                                                p.N * p.groups * p.n_kblocks)))
         if p.H > 0:  # no empty band (an empty input, H == 0, is one band of bias)
             p.n_ptiles = _ceil_div(p.H, _ceil_div(p.H, p.n_ptiles))
-    else:
-        # Output-channel blocks: enough tasks for the cores, then bands of
-        # input rows whose column tile fits TILE_BYTES (a narrower block if
-        # one row does not fit), processed in order by the block's task.
-        p.n_kblocks = min(p.Kg, max(1, _ceil_div(MIN_TASKS, p.N * p.groups)))
-        p.kblock = _ceil_div(p.Kg, p.n_kblocks)
-        while p.kblock > 1 and p.W * p.kblock * RS > budget:
-            p.kblock = _ceil_div(p.kblock, 2)
-        p.n_kblocks = _ceil_div(p.Kg, p.kblock)
-        p.n_ptiles = 1
     p.ptile = max(1, min(_ceil_div(p.H, p.n_ptiles), budget // max(p.W * p.kblock * RS, 1)))
     p.n_tasks = p.N * p.groups * p.n_kblocks * p.n_ptiles
     p.ws_elems = p.ptile * p.W * p.kblock * RS
