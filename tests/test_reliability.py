@@ -14,7 +14,7 @@ import pytest
 from opinfo import OPS, example
 
 import convcpu
-from convcpu import _threads
+from convcpu import _core, _threads
 
 IDS = [op.name for op in OPS]
 
@@ -41,6 +41,29 @@ def test_same_bits_for_1_2_and_4_threads(op):
             one = case.call(num_threads=1)
             for n in (2, 4):
                 np.testing.assert_array_equal(case.call(num_threads=n), one, err_msg=str(n))
+
+
+@pytest.mark.parametrize("op", OPS, ids=IDS)
+def test_same_bits_on_a_machine_with_more_or_fewer_cpus(op, monkeypatch):
+    """Plans split work into more tasks on a machine with more CPUs
+    (_core.MIN_TASKS, from the process's CPU mask at import).  On convcpu's
+    own float32 kernels no split changes a sum's order, so 1, 2 or 32 CPUs
+    (or a process pinned to one) give the same bits; float64 runs BLAS, whose
+    rounding may follow the block shapes (README, Threads): equal to a few ulp."""
+    cases = [example(op.name, 13, dtype, **changes)
+             for dtype in (np.float32, np.float64) for changes in ({}, _large(op))]
+    results = {}
+    for cpus in (1, 2, 32):
+        monkeypatch.setattr(_core, "MIN_TASKS", 2 * cpus)
+        results[cpus] = [case.call(num_threads=2) for case in cases]
+    for cpus in (2, 32):
+        for a, b in zip(results[cpus], results[1]):
+            if a.dtype == np.float32 and _core.gemm_backend() == "convcpu":
+                np.testing.assert_array_equal(a, b, err_msg=str(cpus))
+            else:
+                scale = float(np.abs(b).max(initial=1.0))
+                np.testing.assert_allclose(a, b, rtol=0, atol=8 * np.finfo(b.dtype).eps * scale,
+                                           err_msg=str(cpus))
 
 
 def test_many_python_threads_calling_every_op_match_serial():

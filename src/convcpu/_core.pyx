@@ -111,6 +111,13 @@ TRANSPOSE_TASKS = 16
 MIN_TASKS = 2 * max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                     else (os.cpu_count() or 1))
 MIN_KBLOCK = 32
+# The weight gradient sums its chunks (sample, pixel tile) in at most this many
+# slots, each into its own weight-sized partial (at most WEIGHT_GRAD_BYTES of
+# them in all), and adds the partials in slot order.  The count depends on the
+# shape alone, never on the machine's CPUs (as MIN_TASKS does), so the bits of
+# the sum are the same on every machine and for any thread count.
+WEIGHT_GRAD_SLOTS = 8
+WEIGHT_GRAD_BYTES = 64 * 1024 * 1024
 
 
 # Decide the float32 GEMM backend once, at import (before any thread reads it).
@@ -1201,9 +1208,9 @@ def weight_grad(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray hmap, cnp.ndarray wma
     x: the input, dy: the output gradient, both C-contiguous in the layout.
     Returns (K, Cg*R*S) for NCHW or (R*S*Cg, K) for NHWC.  The sum runs over
     chunks (sample, tile of output pixels) split into a number of slots that
-    depends on the shape only; each slot adds its chunks in order into its own
-    partial sum and the partials are added in slot order, so the result is the
-    same for any thread count.
+    depends on the shape only (WEIGHT_GRAD_SLOTS); each slot adds its chunks in
+    order into its own partial sum and the partials are added in slot order, so
+    the result is the same for any thread count, on any machine.
     """
     cdef ConvPlan p
     cdef cnp.ndarray partials
@@ -1215,7 +1222,8 @@ def weight_grad(cnp.ndarray x, cnp.ndarray dy, cnp.ndarray hmap, cnp.ndarray wma
     p.n_ptiles = _ceil_div(p.Ho * p.Wo, p.ptile)
     p.ws_elems = p.ptile * crs
     n_chunks = p.N * p.n_ptiles
-    n_slots = max(1, min(MIN_TASKS, n_chunks))
+    n_slots = max(1, min(WEIGHT_GRAD_SLOTS, n_chunks,
+                         WEIGHT_GRAD_BYTES // max(p.K * crs * x.itemsize, 1)))
     per_slot = _ceil_div(n_chunks, n_slots)
     n_slots = _ceil_div(n_chunks, per_slot)
     partials = np.zeros((max(n_slots, 1), p.K * crs), dtype=x.dtype)
