@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -121,6 +122,59 @@ def test_child_processes_complete_every_op(method):
     assert len(got) == len(expected)
     for a, b in zip(got, expected):
         np.testing.assert_array_equal(a, b)
+
+
+def _thread_masks():
+    """{thread id: the CPUs it may run on} for this process's threads."""
+    masks = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            masks[int(tid)] = os.sched_getaffinity(int(tid))
+        except OSError:  # the thread has ended
+            pass
+    return masks
+
+
+def _placed(queue, pin):
+    if pin:
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    cases = _cases()
+    first = [case.call(num_threads=2) for case in cases]  # the pool starts here
+    before = _thread_masks()
+    again = []
+    for case in cases:
+        time.sleep(0.01)  # long enough for the pool's workers to go to sleep
+        again.append(case.call(num_threads=2))
+    queue.put((first, again, before, _thread_masks()))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux thread affinity")
+@pytest.mark.parametrize("placement", ["free", "one cpu", "OMP_PROC_BIND"])
+def test_workers_woken_anywhere_give_the_same_bits(placement, monkeypatch):
+    """Each region's tasks go to whichever thread runs (src/convcpu/_region.h):
+    a worker woken on the caller's CPU moves to another CPU of its mask (and
+    keeps its mask), and one that cannot move (a process pinned to one CPU,
+    every thread on it) leaves its tasks to the caller, who yields the CPU
+    at the end.  Calls after pauses, which wake the workers, give the bits of
+    one thread, and no thread's CPU mask changes; threads the user binds
+    (OMP_PROC_BIND) are not moved."""
+    if placement == "OMP_PROC_BIND":
+        monkeypatch.setenv("OMP_PROC_BIND", "close")
+    expected = [case.call(num_threads=1) for case in _cases()]
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_placed, args=(queue, placement == "one cpu"))
+    child.start()
+    first, again, before, after = queue.get(timeout=300)
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    for got in (first, again):
+        assert len(got) == len(expected)
+        for a, b in zip(got, expected):
+            np.testing.assert_array_equal(a, b)
+    assert len(before) > 1  # the caller and its pool
+    assert {tid: before[tid] for tid in after if tid in before} == \
+        {tid: after[tid] for tid in after if tid in before}
 
 
 INTERRUPT = textwrap.dedent("""

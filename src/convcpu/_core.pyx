@@ -15,13 +15,15 @@
 # (strided) run.
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
-from cython.parallel cimport prange, parallel
+from cython.parallel cimport parallel
 
 cimport numpy as cnp
 
 from convcpu._blas cimport (convcpu_gemm_get, convcpu_gemm_set, floating, gemm_colmajor,
                             gemm_trans)
-from convcpu._openmp cimport CONVCPU_OPENMP, omp_get_max_threads
+from convcpu._openmp cimport (CONVCPU_OPENMP, convcpu_region, convcpu_region_enter,
+                              convcpu_region_init, convcpu_region_leave,
+                              convcpu_region_take, omp_get_max_threads)
 
 import os
 
@@ -737,10 +739,15 @@ cdef int _run_plan(const ConvPlan* p, floating* out, int num_threads,
     cdef Py_ssize_t last
     cdef size_t ws_bytes = _max(p.ws_elems, 1)
     cdef size_t out_tile_bytes = _max(p.out_elems, 1)
+    cdef convcpu_region region
+    cdef convcpu_region* tasks = &region
     ws_bytes *= sizeof(ws[0])
     out_tile_bytes *= sizeof(ws[0])
     if use_openmp and num_threads > 1 and p.n_tasks > 1:
+        convcpu_region_init(tasks)
+        t = 0  # firstprivate in the region (Cython): give the copies a value
         with parallel(num_threads=num_threads):
+            convcpu_region_enter(tasks)
             ws = <floating*>malloc(ws_bytes)
             out_tile = <floating*>malloc(out_tile_bytes)
             last_tile = <Py_ssize_t*>malloc(sizeof(Py_ssize_t))
@@ -748,9 +755,12 @@ cdef int _run_plan(const ConvPlan* p, floating* out, int num_threads,
                 failed_flag[0] = 1
             else:
                 last_tile[0] = -1
-            for t in prange(p.n_tasks, schedule='dynamic'):
+            t = convcpu_region_take(tasks)
+            while t < p.n_tasks:
                 if ws != NULL and out_tile != NULL and last_tile != NULL:
                     _dispatch(p, t, ws, out_tile, last_tile)
+                t = convcpu_region_take(tasks)
+            convcpu_region_leave(tasks)
             free(ws)
             free(out_tile)
             free(last_tile)
@@ -1043,10 +1053,19 @@ cdef void _col2im_all(const floating* cols, floating* out, const Py_ssize_t* out
                       int num_threads, bint use_openmp) noexcept nogil:
     cdef Py_ssize_t q
     cdef Py_ssize_t col_size = KO * KI * LO * LI
+    cdef convcpu_region region
+    cdef convcpu_region* tasks = &region
     if use_openmp and num_threads > 1 and planes > 1:
-        for q in prange(planes, num_threads=num_threads, schedule='dynamic'):
-            _col2im_plane(cols + q * col_size, out + q * plane_size, outer, inner,
-                          KO, KI, LO, LI, plane_size)
+        convcpu_region_init(tasks)
+        q = 0  # firstprivate in the region (Cython): give the copies a value
+        with parallel(num_threads=num_threads):
+            convcpu_region_enter(tasks)
+            q = convcpu_region_take(tasks)
+            while q < planes:
+                _col2im_plane(cols + q * col_size, out + q * plane_size, outer, inner,
+                              KO, KI, LO, LI, plane_size)
+                q = convcpu_region_take(tasks)
+            convcpu_region_leave(tasks)
     else:
         for q in range(planes):
             _col2im_plane(cols + q * col_size, out + q * plane_size, outer, inner,
@@ -1181,14 +1200,22 @@ cdef int _weight_grad_all(const ConvPlan* p, Py_ssize_t n_slots, Py_ssize_t per_
     cdef int failed = 0
     cdef int* failed_flag = &failed
     cdef size_t ws_bytes = _max(p.ws_elems, 1) * sizeof(floating)
+    cdef convcpu_region region
+    cdef convcpu_region* tasks = &region
     if use_openmp and num_threads > 1 and n_slots > 1:
+        convcpu_region_init(tasks)
+        slot = 0  # firstprivate in the region (Cython): give the copies a value
         with parallel(num_threads=num_threads):
+            convcpu_region_enter(tasks)
             ws = <floating*>malloc(ws_bytes)
             if ws == NULL:
                 failed_flag[0] = 1
-            for slot in prange(n_slots, schedule='static'):
+            slot = convcpu_region_take(tasks)
+            while slot < n_slots:
                 if ws != NULL:
                     _weight_grad_slot(p, slot, per_slot, dy, partials + slot * wsize, ws)
+                slot = convcpu_region_take(tasks)
+            convcpu_region_leave(tasks)
             free(ws)
     else:
         ws = <floating*>malloc(ws_bytes)

@@ -14,12 +14,14 @@
 #   while it is still in cache.
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
-from cython.parallel cimport prange, parallel
+from cython.parallel cimport parallel
 
 cimport numpy as cnp
 
 from convcpu._blas cimport floating
-from convcpu._openmp cimport CONVCPU_OPENMP
+from convcpu._openmp cimport (CONVCPU_OPENMP, convcpu_region, convcpu_region_enter,
+                              convcpu_region_init, convcpu_region_leave,
+                              convcpu_region_take)
 
 import numpy as np
 
@@ -114,17 +116,25 @@ def stencil2d(cnp.ndarray img, cnp.ndarray kernel, cnp.ndarray out, cnp.ndarray 
     cdef Py_ssize_t b
     cdef char* ws = NULL
     cdef size_t ws_bytes = ws_elems * img.itemsize
+    cdef convcpu_region region
+    cdef convcpu_region* tasks = &region
     # Serial calls (and forked children, where GCC's OpenMP runtime would hang)
     # never enter a parallel region.
     if use_openmp and CONVCPU_OPENMP and num_threads > 1 and n_bands > 1:
+        convcpu_region_init(tasks)
+        b = 0  # firstprivate in the region (Cython): give the copies a value
         with nogil, parallel(num_threads=num_threads):
+            convcpu_region_enter(tasks)
             ws = <char*>malloc(ws_bytes)
             if ws == NULL:
                 failed_flag[0] = 1
-            for b in prange(n_bands, schedule='static'):
+            b = convcpu_region_take(tasks)
+            while b < n_bands:
                 if ws != NULL:
                     _stencil_band(single, img_p, ld, rows, cols, col_lo, col_hi, col_off, Wo,
                                   k_p, R, S, fill, out_p, b * band, min(band, Ho - b * band), ws)
+                b = convcpu_region_take(tasks)
+            convcpu_region_leave(tasks)
             free(ws)
     else:
         ws = <char*>malloc(ws_bytes)
@@ -306,16 +316,24 @@ cdef int _run_direct(const DirectPlan* p, floating* typed, int num_threads,
     cdef size_t ws_bytes = (p.ws_elems if p.ws_elems > 0 else 1) * sizeof(floating)
     cdef size_t tile_bytes = (p.tile_elems if p.tile_elems > 0 else 1) * sizeof(floating)
     cdef size_t scratch_bytes = (p.scratch_elems if p.scratch_elems > 0 else 1) * sizeof(Py_ssize_t)
+    cdef convcpu_region region
+    cdef convcpu_region* tasks = &region
     if use_openmp and CONVCPU_OPENMP and num_threads > 1 and p.n_tasks > 1:
+        convcpu_region_init(tasks)
+        t = 0  # firstprivate in the region (Cython): give the copies a value
         with parallel(num_threads=num_threads):
+            convcpu_region_enter(tasks)
             ws = <floating*>malloc(ws_bytes)
             tile = <floating*>malloc(tile_bytes)
             scratch = <Py_ssize_t*>malloc(scratch_bytes)
             if ws == NULL or tile == NULL or scratch == NULL:
                 failed_flag[0] = 1
-            for t in prange(p.n_tasks, schedule='dynamic'):
+            t = convcpu_region_take(tasks)
+            while t < p.n_tasks:
                 if ws != NULL and tile != NULL and scratch != NULL:
                     _direct_task(p, t, ws, tile, scratch)
+                t = convcpu_region_take(tasks)
+            convcpu_region_leave(tasks)
             free(ws)
             free(tile)
             free(scratch)

@@ -14,3 +14,21 @@ cdef extern from *:
     bint CONVCPU_OPENMP
     int omp_get_max_threads() noexcept nogil
     int omp_get_thread_num() noexcept nogil
+
+
+# Task hand-out and the end of convcpu's parallel regions (see _region.h):
+#     convcpu_region_init(r)                 # the caller, before the region
+#     with parallel(num_threads=n):
+#         convcpu_region_enter(r)
+#         t = convcpu_region_take(r)
+#         while t < n_tasks:
+#             ...task t...
+#             t = convcpu_region_take(r)
+#         convcpu_region_leave(r)
+cdef extern from "_region.h" nogil:
+    ctypedef struct convcpu_region:
+        pass
+    void convcpu_region_init(convcpu_region* r)
+    void convcpu_region_enter(const convcpu_region* r)
+    Py_ssize_t convcpu_region_take(convcpu_region* r)
+    void convcpu_region_leave(convcpu_region* r)
