@@ -135,11 +135,57 @@ def test_grouped_conv2d_matches_reference(geometry, channels_last, dtype):
 
 
 def test_routing_rule():
-    assert depthwise.use_direct(32, 64, 32, (3, 3), True)          # depthwise, NHWC
-    assert depthwise.use_direct(256, 256, 32, (3, 3), False)       # ResNeXt g=32
-    assert not depthwise.use_direct(256, 256, 32, (3, 3), True)    # grouped NHWC: GEMM
-    assert not depthwise.use_direct(96, 96, 2, (3, 3), False)      # big groups: GEMM
-    assert not depthwise.use_direct(8, 8, 1, (3, 3), False)
+    f32, f64 = np.float32, np.float64
+    assert depthwise.use_direct(32, 64, 32, (3, 3), True, f32)       # depthwise, NHWC
+    assert depthwise.use_direct(256, 256, 32, (3, 3), False, f32)    # ResNeXt g=32
+    assert depthwise.use_direct(256, 256, 32, (3, 3), True, f32)     # the same, NHWC
+    assert depthwise.use_direct(128, 128, 32, (3, 3), True, f64)     # Kg 4: whole vectors
+    assert not depthwise.use_direct(128, 128, 32, (3, 3), True, f32)  # Kg 4 of 8 lanes
+    assert not depthwise.use_direct(512, 512, 32, (3, 3), True, f32)  # Cg 16 NHWC: GEMM
+    assert not depthwise.use_direct(96, 96, 2, (3, 3), False, f32)   # big groups: GEMM
+    assert not depthwise.use_direct(8, 8, 1, (3, 3), False, f32)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_grouped_channels_last_direct_kernel(dtype):
+    """Grouped NHWC convolutions with small groups (the direct kernel: vectors
+    of a group's output channels, interior pixels eight at a time, border
+    pixels one at a time) against the reference, over strides, dilations,
+    padding forms and modes, widths around the interior blocks and 1-D."""
+    rng = np.random.default_rng(21)
+    lanes = 32 // np.dtype(dtype).itemsize
+    cases = 0
+    for trial in range(40):
+        groups, cg = int(rng.integers(2, 5)), int(rng.integers(2, 9))
+        kg = lanes * int(rng.integers(1, 3))
+        H, W = int(rng.integers(1, 9)), int(rng.integers(1, 27))
+        R, S = int(rng.integers(1, 4)), int(rng.integers(1, 5))
+        stride = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+        dilation = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+        pads = tuple((int(rng.integers(0, 3)), int(rng.integers(0, 3))) for _ in range(2))
+        mode = ("zeros", "reflect", "replicate", "circular")[trial % 4]
+        if any(n + sum(p) < (k - 1) * d + 1
+               for n, p, k, d in zip((H, W), pads, (R, S), dilation)):
+            continue
+        if mode in ("reflect", "circular") and any(max(p) >= n for n, p in zip((H, W), pads)):
+            continue
+        x = rng.standard_normal((int(rng.integers(1, 3)), H, W, groups * cg)).astype(dtype)
+        w = rng.standard_normal((R, S, cg, groups * kg)).astype(dtype)
+        b = rng.standard_normal(groups * kg).astype(dtype)
+        assert depthwise.use_direct(groups * cg, groups * kg, groups, (R, S), True, dtype)
+        got = convcpu.conv2d(x, w, b, stride, pads, dilation, groups, data_format="NHWC",
+                             padding_mode=mode)
+        w_oi = w.transpose(3, 2, 0, 1)
+        expected = conv_reference(np.moveaxis(x, -1, 1), w_oi, b, stride, pads, dilation,
+                                  groups, padding_mode=mode)
+        assert_close(np.moveaxis(got, -1, 1), expected, dtype)
+        cases += 1
+    x1 = rng.standard_normal((2, 37, 24)).astype(dtype)  # conv1d, NLC
+    w1 = rng.standard_normal((3, 4, 2 * lanes * 3)).astype(dtype)
+    got = convcpu.conv1d(x1, w1, None, 1, 1, 2, 6, data_format="NLC")
+    expected = conv_reference(np.moveaxis(x1, -1, 1), w1.transpose(2, 1, 0), None, 1, 1, 2, 6)
+    assert_close(np.moveaxis(got, -1, 1), expected, dtype)
+    assert cases >= 20
 
 
 def test_conv1d_depthwise():

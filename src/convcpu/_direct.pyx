@@ -70,6 +70,24 @@ cdef extern from "_kernels.h" nogil:
                             Py_ssize_t pad_left, Py_ssize_t int_lo, Py_ssize_t int_hi,
                             const double* w, const double* bias, double* out, Py_ssize_t Wo,
                             Py_ssize_t ldo, Py_ssize_t* scratch)
+    void convcpu_grouped_row_f32(const float* x, Py_ssize_t W, Py_ssize_t C, Py_ssize_t groups,
+                                 Py_ssize_t Kg, const Py_ssize_t* hrow, Py_ssize_t dh,
+                                 Py_ssize_t R, Py_ssize_t S, const Py_ssize_t* wmap,
+                                 Py_ssize_t sw, Py_ssize_t dw, Py_ssize_t pad_left,
+                                 Py_ssize_t int_lo, Py_ssize_t int_hi, const float* w,
+                                 const float* bias, float* out, Py_ssize_t Wo, Py_ssize_t ldo,
+                                 Py_ssize_t* scratch)
+    void convcpu_grouped_row_f64(const double* x, Py_ssize_t W, Py_ssize_t C, Py_ssize_t groups,
+                                 Py_ssize_t Kg, const Py_ssize_t* hrow, Py_ssize_t dh,
+                                 Py_ssize_t R, Py_ssize_t S, const Py_ssize_t* wmap,
+                                 Py_ssize_t sw, Py_ssize_t dw, Py_ssize_t pad_left,
+                                 Py_ssize_t int_lo, Py_ssize_t int_hi, const double* w,
+                                 const double* bias, double* out, Py_ssize_t Wo, Py_ssize_t ldo,
+                                 Py_ssize_t* scratch)
+
+# Grouped channels-last convolutions on the direct kernel take output channels
+# of a group in vectors of this many bytes (a group's Kg is a multiple of them).
+GROUPED_VECTOR_BYTES = 32
 
 # A band's gathered tile stays within L2 (per thread).
 STENCIL_TILE_BYTES = 256 * 1024
@@ -243,6 +261,25 @@ cdef void _dw_rows_nhwc(const DirectPlan* p, Py_ssize_t n, Py_ssize_t i0, Py_ssi
                                out + (i - i0) * p.Wo * p.K, p.Wo, p.K, scratch)
 
 
+cdef void _grouped_rows_nhwc(const DirectPlan* p, Py_ssize_t n, Py_ssize_t i0,
+                             Py_ssize_t nrows, floating* out, Py_ssize_t* scratch) noexcept nogil:
+    """Grouped (Cg > 1) output rows i0..i0+nrows-1 of sample n, channels last,
+    into out (rows Wo*K apart, pixels K apart)."""
+    cdef const floating* x = <const floating*>p.x + n * p.H * p.W * p.C
+    cdef Py_ssize_t i
+    for i in range(i0, i0 + nrows):
+        if floating is float:
+            convcpu_grouped_row_f32(x, p.W, p.C, p.groups, p.Kg, p.hmap + i * p.sh, p.dh, p.R,
+                                    p.S, p.wmap, p.sw, p.dw, p.pad_left, p.int_lo, p.int_hi,
+                                    <const float*>p.w, <const float*>p.bias,
+                                    out + (i - i0) * p.Wo * p.K, p.Wo, p.K, scratch)
+        else:
+            convcpu_grouped_row_f64(x, p.W, p.C, p.groups, p.Kg, p.hmap + i * p.sh, p.dh, p.R,
+                                    p.S, p.wmap, p.sw, p.dw, p.pad_left, p.int_lo, p.int_hi,
+                                    <const double*>p.w, <const double*>p.bias,
+                                    out + (i - i0) * p.Wo * p.K, p.Wo, p.K, scratch)
+
+
 cdef void _direct_task(const DirectPlan* p, Py_ssize_t t, floating* ws, floating* tile,
                        Py_ssize_t* scratch) noexcept nogil:
     cdef Py_ssize_t b = t % p.n_bands
@@ -260,8 +297,13 @@ cdef void _direct_task(const DirectPlan* p, Py_ssize_t t, floating* ws, floating
     cdef Py_ssize_t n, g, c, k, j
     cdef floating* dst
     if not p.separable:
-        if p.channels_last:  # depthwise, channels last: rest is the sample
-            _dw_rows_nhwc(p, rest, i0, nrows, out + (rest * HoWo + i0 * p.Wo) * p.K, scratch)
+        if p.channels_last:  # channels last: rest is the sample
+            if p.Cg == 1:
+                _dw_rows_nhwc(p, rest, i0, nrows, out + (rest * HoWo + i0 * p.Wo) * p.K,
+                              scratch)
+            else:
+                _grouped_rows_nhwc(p, rest, i0, nrows, out + (rest * HoWo + i0 * p.Wo) * p.K,
+                                   scratch)
             return
         g = rest % p.groups
         n = rest // p.groups
@@ -361,8 +403,10 @@ def direct_conv(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
 
     dims: (C, H, W, K, R, S, Ho, Wo, sh, sw, dh, dw, pad_left, groups, int_lo, int_hi).
     Channels first (any groups): x (N, C, H, W), w (K, Cg, R, S), out (N, K, Ho, Wo).
-    Channels last (depthwise only, K = C*M): x (N, H, W, C), w (M, R, S, C),
-    out (N, Ho, Wo, K).  bias (K,) or None.  band: output rows per task.
+    Channels last: x (N, H, W, C), out (N, Ho, Wo, K); depthwise (K = C*M):
+    w (M, R, S, C); grouped with Cg > 1: w (R, S, Cg, K), and Kg a multiple of
+    GROUPED_VECTOR_BYTES // itemsize.  bias (K,) or None.  band: output rows
+    per task.
     Separable (pointwise given, pointwise_bias (P,) or None): the depthwise
     result (no bias) of each band goes through the pointwise step, on the
     direct row kernel, into out (N, P, Ho, Wo) / (N, Ho, Wo, P).  Channels
@@ -427,6 +471,10 @@ def direct_conv(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
                 p.off[(c * p.R + r) * p.S + s] = (c * p.cstride + r * p.dh * p.sw * p.Lt
                                                   + ((s * p.dw) % p.sw) * p.Lt
                                                   + (s * p.dw) // p.sw)
+    if channels_last and not p.separable and p.Cg > 1 and \
+            p.Kg % (GROUPED_VECTOR_BYTES // x.itemsize) != 0:
+        raise ValueError("convcpu: grouped channels-last direct kernel needs whole vectors "
+                         f"of output channels per group, got {p.Kg}")
     if channels_last:
         p.ws_elems = 0
         p.scratch_elems = 2 * p.R + p.S * p.Wo

@@ -500,6 +500,123 @@ CONVCPU_STENCIL(convcpu_stencil_f64, double)
         }                                                                                 \
     }
 
+/* One output row of a grouped convolution, channels last, with few channels
+ * per group: out[ow*ldo + g*Kg + k] = bias[g*Kg + k] + sum over r, s, ci (in
+ * that order) of x[hrow[r*dh], wmap[ow*sw + s*dw], g*Cg + ci] *
+ * w[r, s, ci, g*Kg + k] for ow < Wo, g < groups, k < Kg (x one (H, W, C)
+ * sample, w (R, S, Cg, K): TensorFlow's HWIO; a map entry of -1 is a zero,
+ * whose tap is skipped).  Kg must be a multiple of the lanes L of V.  A
+ * vector holds L output channels of a group; each tap and input channel adds
+ * a broadcast input value times a weight vector: the im2col route would run
+ * a GEMM of a few columns per group.  Columns [int_lo, int_hi) read every tap
+ * inside the image: P pixels at a time share each weight vector.  The other
+ * columns go one pixel at a time with up to NV vectors (of any groups) at
+ * once, so that NV independent sums hide the FMA latency. */
+#define CONVCPU_GROUPED_PIXELS(NAME, T, V, P)                                             \
+    static inline __attribute__((always_inline)) void NAME(                               \
+        const T *restrict x0, const Py_ssize_t *rowoff, Py_ssize_t R, Py_ssize_t S,       \
+        Py_ssize_t sstride, Py_ssize_t pstride, Py_ssize_t Cg, Py_ssize_t K,              \
+        const T *restrict w, const T *bb, T *restrict out, Py_ssize_t ldo)                \
+    {                                                                                     \
+        /* pixel p, tap (r, s) reads x0 + rowoff[r] + s*sstride + p*pstride */            \
+        V acc[P];                                                                         \
+        for (int p = 0; p < P; p++) memcpy(&acc[p], bb, sizeof(V));                       \
+        for (Py_ssize_t r = 0; r < R; r++) {                                              \
+            if (rowoff[r] < 0) continue;                                                  \
+            for (Py_ssize_t s = 0; s < S; s++) {                                          \
+                const T *xs = x0 + rowoff[r] + s * sstride;                               \
+                const T *ws = w + (r * S + s) * Cg * K;                                   \
+                for (Py_ssize_t ci = 0; ci < Cg; ci++) {                                  \
+                    V wv;                                                                 \
+                    memcpy(&wv, ws + ci * K, sizeof(V));                                  \
+                    for (int p = 0; p < P; p++) acc[p] += xs[p * pstride + ci] * wv;      \
+                }                                                                         \
+            }                                                                             \
+        }                                                                                 \
+        for (int p = 0; p < P; p++) memcpy(out + p * ldo, &acc[p], sizeof(V));            \
+    }
+
+#define CONVCPU_GROUPED_ONE(NAME, T, V, NV)                                               \
+    static inline __attribute__((always_inline)) void NAME(                               \
+        const T *restrict x, Py_ssize_t C, const Py_ssize_t *rowoff, Py_ssize_t R,        \
+        Py_ssize_t S, const Py_ssize_t *cols, Py_ssize_t Cg, Py_ssize_t Kg, Py_ssize_t K, \
+        Py_ssize_t k0, const T *restrict w, const T *bias, T *restrict out)               \
+    {                                                                                     \
+        /* output channels k0 .. k0 + NV*L - 1 of one pixel; tap s reads input */         \
+        /* column cols[s] (-1: a zero, skipped)                                */         \
+        enum { L = sizeof(V) / sizeof(T) };                                               \
+        V acc[NV];                                                                        \
+        Py_ssize_t xo[NV];                                                                \
+        for (int v = 0; v < NV; v++) {                                                    \
+            const Py_ssize_t k = k0 + v * L;                                              \
+            xo[v] = (k / Kg) * Cg;                                                        \
+            if (bias) memcpy(&acc[v], bias + k, sizeof(V));                               \
+            else memset(&acc[v], 0, sizeof(V));                                           \
+        }                                                                                 \
+        for (Py_ssize_t r = 0; r < R; r++) {                                              \
+            if (rowoff[r] < 0) continue;                                                  \
+            for (Py_ssize_t s = 0; s < S; s++) {                                          \
+                if (cols[s] < 0) continue;                                                \
+                const T *xs = x + rowoff[r] + cols[s] * C;                                \
+                const T *ws = w + (r * S + s) * Cg * K + k0;                              \
+                for (Py_ssize_t ci = 0; ci < Cg; ci++)                                    \
+                    for (int v = 0; v < NV; v++) {                                        \
+                        V wv;                                                             \
+                        memcpy(&wv, ws + ci * K + v * L, sizeof(V));                      \
+                        acc[v] += xs[xo[v] + ci] * wv;                                    \
+                    }                                                                     \
+            }                                                                             \
+        }                                                                                 \
+        for (int v = 0; v < NV; v++) memcpy(out + k0 + v * L, &acc[v], sizeof(V));        \
+    }
+
+#define CONVCPU_GROUPED_ROW(NAME, T, V)                                                   \
+    CONVCPU_GROUPED_PIXELS(NAME##_8, T, V, 8)                                             \
+    CONVCPU_GROUPED_ONE(NAME##_one4, T, V, 4)                                             \
+    CONVCPU_GROUPED_ONE(NAME##_one1, T, V, 1)                                             \
+    CONVCPU_CLONES CONVCPU_KERNEL void NAME(                                              \
+        const T *restrict x, Py_ssize_t W, Py_ssize_t C, Py_ssize_t groups,               \
+        Py_ssize_t Kg, const Py_ssize_t *hrow, Py_ssize_t dh, Py_ssize_t R, Py_ssize_t S, \
+        const Py_ssize_t *wmap, Py_ssize_t sw, Py_ssize_t dw, Py_ssize_t pad_left,        \
+        Py_ssize_t int_lo, Py_ssize_t int_hi, const T *restrict w, const T *bias,         \
+        T *restrict out, Py_ssize_t Wo, Py_ssize_t ldo, Py_ssize_t *scratch)              \
+    {                                                                                     \
+        /* scratch: R + S*Wo entries */                                                   \
+        enum { L = sizeof(V) / sizeof(T) };                                               \
+        const Py_ssize_t Cg = C / groups, K = Kg * groups;                                \
+        Py_ssize_t *rowoff = scratch, *border = scratch + R;                              \
+        /* interior blocks: columns [lo, hi) */                                           \
+        const Py_ssize_t lo = int_lo < Wo ? int_lo : Wo;                                  \
+        const Py_ssize_t span = int_hi > lo ? int_hi - lo : 0;                            \
+        const Py_ssize_t hi = lo + span - span % 8;                                       \
+        T bb[L];                                                                          \
+        for (Py_ssize_t r = 0; r < R; r++) {                                              \
+            const Py_ssize_t row = hrow[r * dh];                                          \
+            rowoff[r] = row < 0 ? -1 : row * W * C;                                       \
+        }                                                                                 \
+        for (Py_ssize_t ow = 0; ow < Wo; ow++)                                            \
+            for (Py_ssize_t s = 0; s < S; s++) border[ow * S + s] = wmap[ow * sw + s * dw]; \
+        for (Py_ssize_t ow = 0; ow < Wo; ow++) {                                          \
+            if (ow == lo && hi > lo) ow = hi;                                             \
+            if (ow >= Wo) break;                                                          \
+            Py_ssize_t k0 = 0;                                                            \
+            for (; k0 + 4 * L <= K; k0 += 4 * L)                                          \
+                NAME##_one4(x, C, rowoff, R, S, border + ow * S, Cg, Kg, K, k0, w, bias,  \
+                            out + ow * ldo);                                              \
+            for (; k0 < K; k0 += L)                                                       \
+                NAME##_one1(x, C, rowoff, R, S, border + ow * S, Cg, Kg, K, k0, w, bias,  \
+                            out + ow * ldo);                                              \
+        }                                                                                 \
+        for (Py_ssize_t g = 0; g < groups && hi > lo; g++) {                              \
+            for (Py_ssize_t k0 = g * Kg; k0 < (g + 1) * Kg; k0 += L) {                    \
+                for (Py_ssize_t i = 0; i < L; i++) bb[i] = bias ? bias[k0 + i] : (T)0;    \
+                for (Py_ssize_t ow = lo; ow < hi; ow += 8)                                \
+                    NAME##_8(x + g * Cg + (ow * sw - pad_left) * C, rowoff, R, S, dw * C, \
+                             sw * C, Cg, K, w + k0, bb, out + ow * ldo + k0, ldo);        \
+            }                                                                             \
+        }                                                                                 \
+    }
+
 /* Deformable convolution's samples.  A table entry e = j*taps + t (output
  * pixel j, kernel tap t) holds four corners k = 0..3 (top-left, top-right,
  * bottom-left, bottom-right) as a plane index idx[4e + k] (-1: not read) and a
@@ -732,6 +849,8 @@ CONVCPU_DIRECT_ROW(convcpu_direct_row_w32_f32, float, convcpu_vf32)
 CONVCPU_DIRECT_ROW(convcpu_direct_row_w32_f64, double, convcpu_vd32)
 CONVCPU_DW_ROW(convcpu_dw_row_f32, float, convcpu_vf)
 CONVCPU_DW_ROW(convcpu_dw_row_f64, double, convcpu_vd)
+CONVCPU_GROUPED_ROW(convcpu_grouped_row_f32, float, convcpu_vf32)
+CONVCPU_GROUPED_ROW(convcpu_grouped_row_f64, double, convcpu_vd32)
 CONVCPU_DEFORM_VECTOR(convcpu_deform_vector_f32, float, convcpu_vf)
 CONVCPU_DEFORM_VECTOR(convcpu_deform_vector_f64, double, convcpu_vd)
 #else
