@@ -170,6 +170,8 @@ cdef struct ConvPlan:
     # CONV, NHWC: the GEMM computes the tile transposed (output channels x
     # pixels) into out_tile, then stores it channels-last (see _run_task)
     bint narrow
+    # CONV, NHWC: w is (K, R*S*Cg) (OHWI flattened), not (R*S*Cg, K)
+    bint w_by_rows
     const Py_ssize_t* hmap
     const Py_ssize_t* wmap
     const Py_ssize_t* ow_lo
@@ -460,7 +462,11 @@ cdef void _run_task(const ConvPlan* p, Py_ssize_t t, floating* ws, floating* out
                 v = bias[k0 + kk] if bias != NULL else 0
                 for j in range(cols):
                     out_tile[kk * cols + j] = v
-            gemm_trans(c'T', c'T', cols, kn, crs, b, ldb, w + k0, p.K, 1, out_tile, cols)
+            if p.w_by_rows:
+                gemm_trans(c'T', c'N', cols, kn, crs, b, ldb, w + k0 * crs, crs, 1, out_tile,
+                           cols)
+            else:
+                gemm_trans(c'T', c'T', cols, kn, crs, b, ldb, w + k0, p.K, 1, out_tile, cols)
             c = out + (n0 * HoWo + p0) * p.K + k0
             for j in range(cols):
                 for kk in range(kn):
@@ -477,7 +483,10 @@ cdef void _run_task(const ConvPlan* p, Py_ssize_t t, floating* ws, floating* out
                 memcpy(c + j * ldc, bias + k0, kn * sizeof(floating))
             else:
                 memset(c + j * ldc, 0, kn * sizeof(floating))
-        gemm_colmajor(kn, cols, crs, w + k0, p.K, b, ldb, 1, c, ldc)
+        if p.w_by_rows:
+            gemm_trans(c'T', c'N', kn, cols, crs, w + k0 * crs, crs, b, ldb, 1, c, ldc)
+        else:
+            gemm_colmajor(kn, cols, crs, w + k0, p.K, b, ldb, 1, c, ldc)
         if p.scatter:
             _store_tile(p, out_tile, n0, nsamp, p0, npix, k0, kn, out)
 
@@ -792,6 +801,7 @@ cdef void _set_window(ConvPlan* p, cnp.ndarray x, cnp.ndarray out, cnp.ndarray h
     p.direct = False
     p.scatter = False
     p.narrow = False
+    p.w_by_rows = False
     p.OH, p.OW, p.osh, p.osw, p.oa, p.ob = p.Ho, p.Wo, 1, 1, 0, 0
     p.kind = CONV
     p.hmap = <const Py_ssize_t*>cnp.PyArray_DATA(hmap)
@@ -861,11 +871,13 @@ def plan_tiles(Py_ssize_t n_batch, Py_ssize_t groups, Py_ssize_t out_pixels,
 def conv_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
                  cnp.ndarray hmap, cnp.ndarray wmap, cnp.ndarray ow_lo, cnp.ndarray ow_hi,
                  tuple dims, bint channels_last, bint direct,
-                 int num_threads, bint use_openmp, tuple out_map=None):
+                 int num_threads, bint use_openmp, tuple out_map=None,
+                 bint weight_by_rows=False):
     """Run a prepared 2-D convolution; every argument is checked by convcpu.conv.
 
     x: (N, C, H, W) or (N, H, W, C) C-contiguous, float32 or float64.
-    w: (K, Cg*R*S) for NCHW, (R*S*Cg, K) for NHWC, same dtype.
+    w: (K, Cg*R*S) for NCHW, (R*S*Cg, K) for NHWC (with weight_by_rows:
+    (K, R*S*Cg), OHWI flattened), same dtype.
     bias: (K,) or None.  out: (N, K, Ho, Wo) or (N, Ho, Wo, K), written whole.
     hmap / wmap / ow_lo / ow_hi: intp index tables (see the module comment).
     dims: (C, H, W, K, R, S, Ho, Wo, sh, sw, dh, dw, pad_left, groups).
@@ -880,6 +892,7 @@ def conv_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
     if out_map is not None:
         p.OH, p.OW, p.osh, p.osw, p.oa, p.ob = out_map
         p.scatter = True
+    p.w_by_rows = channels_last and weight_by_rows
     p.w = cnp.PyArray_DATA(w)
     if bias is None:
         p.bias = NULL

@@ -180,16 +180,21 @@ def _conv_transpose(nspatial, x, weight, bias, stride, padding, output_padding, 
                 _core.conv_forward(xc, w_packed, bias_c, result_b, *window.tables(),
                                    window.dims(channels, out_channels, groups), last,
                                    window.unpadded_1x1, threads, use_openmp,
-                                   (out_h, out_w) + stride_t + (a, b) if scatter else None)
+                                   (out_h, out_w) + stride_t + (a, b) if scatter else None,
+                                   weight_by_rows=True)
     return result
 
 
 class _PhaseWeights:
     """The forward-convolution weight of one phase, packed for the core:
-    (C_out, C_in/groups * Mh * Mw) for NCHW, (Mh * Mw * C_in/groups, C_out) for
-    NHWC, taps in the order given (descending: flipped).  The taps are picked
-    in the weight's own memory order (whole slabs), then one transposing copy
-    makes the packing."""
+    (C_out, C_in/groups * Mh * Mw) for NCHW, (C_out, Mh * Mw * C_in/groups)
+    for NHWC (conv_forward's weight_by_rows), taps in the order given
+    (descending: flipped).  A phase's taps are an arithmetic progression
+    (transpose_phases), so they are a strided view of the weight, and one
+    transposing copy makes the packing: for TensorFlow's HWOI weight it
+    copies whole runs of input channels.  (DCGAN 4x4/2 512->256 @8x8 NHWC, 2
+    threads: 6.5 ms with np.take and a (Mh * Mw * C_in/groups, C_out) packing,
+    whose copy read 2 KB apart, into a new array per phase; 1.05 ms now.)"""
 
     def __init__(self, weight, weight_format, nspatial, groups, last, dtype):
         letters = weight_format.upper().replace("L", "W")
@@ -197,18 +202,32 @@ class _PhaseWeights:
         if nspatial == 1:
             self.weight, letters = self.weight[np.newaxis], "H" + letters
         self.letters, self.groups, self.last = letters, groups, last
+        # Every phase's packing goes into this one buffer (a phase has at most
+        # all the taps): the pages are touched once per call, not per phase.
+        self.buffer = np.empty(self.weight.size, self.weight.dtype)
 
     def __call__(self, taps_h, taps_w):
-        sub = np.take(np.take(self.weight, taps_h, axis=self.letters.index("H")),
-                      taps_w, axis=self.letters.index("W"))
+        """The packing of one phase, valid until the next call."""
+        index = [slice(None)] * self.weight.ndim
+        index[self.letters.index("H")] = _descending(taps_h)
+        index[self.letters.index("W")] = _descending(taps_w)
+        sub = self.weight[tuple(index)]  # a view
         sub = sub.transpose([self.letters.index(c) for c in "OIHW"])  # (O/g, I, Mh, Mw)
         out_per_group, channels, mh, mw = sub.shape
         split = sub.reshape(out_per_group, self.groups, channels // self.groups, mh, mw)
-        if self.last:  # (Mh, Mw, I/g, g, O/g)
-            return np.ascontiguousarray(split.transpose(3, 4, 2, 1, 0)).reshape(
-                mh * mw * channels // self.groups, -1)
-        return np.ascontiguousarray(split.transpose(1, 0, 2, 3, 4)).reshape(
-            out_per_group * self.groups, -1)
+        # (g, O/g, Mh, Mw, I/g) NHWC: the core's weight_by_rows form; else
+        # (g, O/g, I/g, Mh, Mw)
+        split = split.transpose((1, 0, 3, 4, 2) if self.last else (1, 0, 2, 3, 4))
+        packed = self.buffer[:split.size].reshape(split.shape)
+        np.copyto(packed, split)
+        return packed.reshape(out_per_group * self.groups, -1)
+
+
+def _descending(taps):
+    """The slice picking `taps`, a descending arithmetic progression."""
+    step = taps[0] - taps[1] if len(taps) > 1 else 1
+    assert step > 0 and list(taps) == list(range(taps[0], taps[-1] - 1, -step)), taps
+    return slice(taps[0], taps[-1] - 1 if taps[-1] > 0 else None, -step)
 
 
 def _algorithm(kernel, channels_last):
