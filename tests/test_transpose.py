@@ -137,6 +137,37 @@ def test_wide_rows_columns_col2im(seed, monkeypatch):
     assert_close(got, expected, dtype)
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_kernel_equal_to_stride_stores_each_output_once(seed, monkeypatch):
+    """A kernel equal to the stride with no padding (U-Net's 2x2/2) tiles the
+    output: every element gets exactly one tap, and the col2im stores bias +
+    value instead of filling the bias and adding (p.tiles).  Against the
+    reference, with and without bias, groups, batch 1-3, 1-D and NaN/Inf in
+    the input (they stay where the reference has them)."""
+    monkeypatch.setattr(transpose, "_algorithm", lambda *args: "columns")
+    rng = np.random.default_rng(700 + seed)
+    dtype = DTYPES[seed % 2]
+    kernel = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+    groups = 1 + seed % 2
+    x = rng.standard_normal((int(rng.integers(1, 4)), 2 * groups, int(rng.integers(1, 9)),
+                             int(rng.integers(1, 40)))).astype(dtype)
+    x[0, 0, 0, 0] = np.nan
+    x[-1, -1, -1, -1] = np.inf
+    w = rng.standard_normal((2 * groups, 3) + kernel).astype(dtype)
+    b = rng.standard_normal(3 * groups).astype(dtype) if seed % 3 else None
+    got = convcpu.conv_transpose2d(x, w, b, kernel, groups=groups)
+    expected = conv_transpose_reference(x, w, b, kernel, 0, 0, (1, 1), groups)
+    assert got.shape == expected.shape
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    finite = np.isfinite(expected)
+    np.testing.assert_array_equal(got[~finite], expected[~finite])
+    assert_close(np.where(finite, got, 0), np.where(finite, expected, 0), dtype)
+    got1 = convcpu.conv_transpose1d(x[:, :, 0], w[:, :, 0], b, kernel[1], groups=groups)
+    expected1 = conv_transpose_reference(x[:, :, 0], w[:, :, 0], b, kernel[1], 0, 0, (1,),
+                                         groups)
+    np.testing.assert_array_equal(np.isnan(got1), np.isnan(expected1))
+
+
 @pytest.mark.parametrize("kernel", [(1, 3), (3, 1), (2, 2)])
 def test_empty_input_rows_give_the_bias(kernel, algorithm):
     """An input with no rows still has output rows when output_padding (any

@@ -40,9 +40,9 @@ cdef extern from "_kernels.h" nogil:
                                 const double* a, Py_ssize_t lda, const double* w,
                                 double* out, Py_ssize_t ldo)
     void convcpu_col2im_row_f32(float* dst, const float* src, Py_ssize_t src_stride,
-                                Py_ssize_t taps, Py_ssize_t n)
+                                Py_ssize_t taps, Py_ssize_t n, const float* first)
     void convcpu_col2im_row_f64(double* dst, const double* src, Py_ssize_t src_stride,
-                                Py_ssize_t taps, Py_ssize_t n)
+                                Py_ssize_t taps, Py_ssize_t n, const double* first)
     void convcpu_deform_planes_f32(const float* x, Py_ssize_t plane, Py_ssize_t channels,
                                    Py_ssize_t npix, Py_ssize_t taps, const Py_ssize_t* idx,
                                    const float* wt, const float* mask, Py_ssize_t mask_stride,
@@ -170,6 +170,9 @@ cdef struct ConvPlan:
     # CONV, NHWC: the GEMM computes the tile transposed (output channels x
     # pixels) into out_tile, then stores it channels-last (see _run_task)
     bint narrow
+    # TRANSPOSE, NCHW: the taps tile the output (kernel == stride, no padding,
+    # no dilation): every output element gets exactly one add
+    bint tiles
     # CONV, NHWC: w is (K, R*S*Cg) (OHWI flattened), not (R*S*Cg, K)
     bint w_by_rows
     const Py_ssize_t* hmap
@@ -597,11 +600,11 @@ cdef inline void _small_gemm(Py_ssize_t rows, Py_ssize_t depth, Py_ssize_t cols,
 
 
 cdef inline void _col2im_row(floating* dst, const floating* src, Py_ssize_t src_stride,
-                             Py_ssize_t taps, Py_ssize_t n) noexcept nogil:
+                             Py_ssize_t taps, Py_ssize_t n, const floating* first) noexcept nogil:
     if floating is float:
-        convcpu_col2im_row_f32(dst, src, src_stride, taps, n)
+        convcpu_col2im_row_f32(dst, src, src_stride, taps, n, first)
     else:
-        convcpu_col2im_row_f64(dst, src, src_stride, taps, n)
+        convcpu_col2im_row_f64(dst, src, src_stride, taps, n, first)
 
 
 cdef void _transpose_task(const ConvPlan* p, Py_ssize_t t, floating* ws) noexcept nogil:
@@ -638,9 +641,12 @@ cdef void _transpose_task(const ConvPlan* p, Py_ssize_t t, floating* ws) noexcep
     cdef Py_ssize_t kk, pix, h0, rows, npix, r
     cdef Py_ssize_t pstride = p.K if p.channels_last else 1
     cdef floating v
+    cdef floating zero = 0
     cdef const floating* a
     cdef floating* dst
     for kk in range(kn):
+        if p.tiles:  # the col2im stores bias + value: no fill, no read
+            break
         v = bias[k0 + kk] if bias != NULL else 0
         if p.channels_last:
             dst = out + n * OHW * p.K + k0 + kk
@@ -671,13 +677,15 @@ cdef void _transpose_task(const ConvPlan* p, Py_ssize_t t, floating* ws) noexcep
                 dst = out + (n * p.K + k0 + kk) * OHW
             for r in range(p.R):
                 _col2im_kernel_row(p, dst, ws + (kk * p.R + r) * p.S * npix - h0 * p.W, npix,
-                                   r, _max(p.ih_lo[r], h0), _min(p.ih_hi[r], h0 + rows))
+                                   r, _max(p.ih_lo[r], h0), _min(p.ih_hi[r], h0 + rows),
+                                   (bias + k0 + kk if bias != NULL else &zero) if p.tiles
+                                   else <const floating*>NULL)
         h0 += rows
 
 
 cdef void _col2im_kernel_row(const ConvPlan* p, floating* dst, const floating* cols,
-                             Py_ssize_t npix, Py_ssize_t r, Py_ssize_t ilo,
-                             Py_ssize_t ihi) noexcept nogil:
+                             Py_ssize_t npix, Py_ssize_t r, Py_ssize_t ilo, Py_ssize_t ihi,
+                             const floating* first) noexcept nogil:
     """The col2im of kernel row r into dst (one output channel's plane, pixels
     pstride apart), input rows ilo .. ihi-1.  NCHW with column dilation 1:
     the taps go in blocks of sw consecutive columns, whose outputs interleave
@@ -687,7 +695,8 @@ cdef void _col2im_kernel_row(const ConvPlan* p, floating* dst, const floating* c
     no two taps reach the same output, and blocks go in order, so every
     output gets its adds in kernel-column order.  cols: the column tile of
     (kk, r), offset so that cols[s*npix + ih*W + iw] is tap s at input pixel
-    (ih, iw)."""
+    (ih, iw).  first != NULL (p.tiles: no tap is cut, and every output gets
+    this one add): *first + the value is stored (see convcpu_col2im_row)."""
     cdef Py_ssize_t pstride = p.K if p.channels_last else 1
     cdef bint interleave = pstride == 1 and p.dw == 1
     cdef Py_ssize_t block = p.sw if interleave else 1
@@ -719,7 +728,7 @@ cdef void _col2im_kernel_row(const ConvPlan* p, floating* dst, const floating* c
                     row[(s * p.dw + iw * p.sw) * pstride] += src[iw]
             if hi > lo:
                 _col2im_row(row + q0 + lo * p.sw, cols + q0 * npix + ih * p.W + lo, npix,
-                            nb, hi - lo)
+                            nb, hi - lo, first)
         q0 += nb
 
 
@@ -802,6 +811,7 @@ cdef void _set_window(ConvPlan* p, cnp.ndarray x, cnp.ndarray out, cnp.ndarray h
     p.scatter = False
     p.narrow = False
     p.w_by_rows = False
+    p.tiles = False
     p.OH, p.OW, p.osh, p.osw, p.oa, p.ob = p.Ho, p.Wo, 1, 1, 0, 0
     p.kind = CONV
     p.hmap = <const Py_ssize_t*>cnp.PyArray_DATA(hmap)
@@ -1148,6 +1158,9 @@ def transpose_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out
     p.ow_hi = <const Py_ssize_t*>cnp.PyArray_DATA(iw_hi)
     RS = p.R * p.S
     bands = (p.R - 1) * p.dh < p.sh
+    p.tiles = (not channels_last and p.R == p.sh and p.S == p.sw and p.dh == 1 and p.dw == 1
+               and p.pad_top == 0 and p.pad_left == 0 and p.Ho == p.H * p.sh
+               and p.Wo == p.W * p.sw)
     if bands:
         # Bands of input rows own disjoint output rows: tasks are bands, with
         # every output channel of the group.

@@ -814,18 +814,35 @@ CONVCPU_DEFORM_BAND(convcpu_deform_band_f64, double)
  * the row, so the adds run contiguous (and vectorised, two taps interleaved
  * by the compiler's unpack) instead of one strided read-modify-write pass per
  * tap.  Each element receives its adds in the order b = 0, 1, ..., as the
- * per-tap loop gives them. */
+ * per-tap loop gives them.  first != NULL: these are the only adds these
+ * elements get (a kernel that tiles the output), so dst = *first + src is
+ * stored, without reading dst (*first: the bias the output was to start at). */
 #define CONVCPU_COL2IM_ROW(NAME, T)                                                       \
     CONVCPU_CLONES CONVCPU_KERNEL void NAME(T *restrict dst, const T *restrict src,        \
                                             Py_ssize_t src_stride, Py_ssize_t taps,        \
-                                            Py_ssize_t n)                                  \
+                                            Py_ssize_t n, const T *first)                  \
     {                                                                                     \
         if (taps == 2) {                                                                  \
             const T *restrict s0 = src, *restrict s1 = src + src_stride;                  \
+            if (first) {                                                                  \
+                const T f = *first;                                                       \
+                for (Py_ssize_t i = 0; i < n; i++) {                                      \
+                    dst[2 * i] = f + s0[i];                                               \
+                    dst[2 * i + 1] = f + s1[i];                                           \
+                }                                                                         \
+                return;                                                                   \
+            }                                                                             \
             for (Py_ssize_t i = 0; i < n; i++) {                                          \
                 dst[2 * i] += s0[i];                                                      \
                 dst[2 * i + 1] += s1[i];                                                  \
             }                                                                             \
+            return;                                                                       \
+        }                                                                                 \
+        if (first) {                                                                      \
+            const T f = *first;                                                           \
+            for (Py_ssize_t i = 0; i < n; i++)                                            \
+                for (Py_ssize_t b = 0; b < taps; b++)                                     \
+                    dst[i * taps + b] = f + src[b * src_stride + i];                      \
             return;                                                                       \
         }                                                                                 \
         for (Py_ssize_t i = 0; i < n; i++)                                                \
