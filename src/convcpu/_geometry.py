@@ -378,10 +378,12 @@ def transpose_phases(size, out_size, kernel, stride, dilation, pad_before):
 def scatter_range(size, out_size, kernel, stride, dilation, pad_before):
     """For each kernel tap r, the inputs [lo, hi) whose transposed-convolution
     output i*stride - pad_before + r*dilation lies inside [0, out_size)."""
-    shift = pad_before - np.arange(kernel) * dilation
-    lo = np.clip(-(-shift // stride), 0, size)
-    hi = np.clip((out_size - 1 + shift) // stride + 1, lo, size)
-    return lo.astype(np.intp), hi.astype(np.intp)
+    lo, hi = [], []
+    for r in range(kernel):  # plain ints: a few taps, called on every call
+        shift = pad_before - r * dilation
+        lo.append(min(max(-(-shift // stride), 0), size))
+        hi.append(min(max((out_size - 1 + shift) // stride + 1, lo[-1]), size))
+    return np.array(lo, dtype=np.intp), np.array(hi, dtype=np.intp)
 
 
 def offset_map(size, start, length):
