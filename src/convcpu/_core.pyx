@@ -39,6 +39,10 @@ cdef extern from "_kernels.h" nogil:
     void convcpu_small_gemm_f64(Py_ssize_t rows, Py_ssize_t depth, Py_ssize_t cols,
                                 const double* a, Py_ssize_t lda, const double* w,
                                 double* out, Py_ssize_t ldo)
+    void convcpu_strided_copy_f32(float* dst, const float* src, Py_ssize_t n,
+                                  Py_ssize_t stride)
+    void convcpu_strided_copy_f64(double* dst, const double* src, Py_ssize_t n,
+                                  Py_ssize_t stride)
     void convcpu_col2im_row_f32(float* dst, const float* src, Py_ssize_t src_stride,
                                 Py_ssize_t taps, Py_ssize_t n, const float* first)
     void convcpu_col2im_row_f64(double* dst, const double* src, Py_ssize_t src_stride,
@@ -240,9 +244,13 @@ cdef void _im2col_nchw(const ConvPlan* p, const floating* xg, Py_ssize_t p0,
                             dst[j + ow - a] = src[wsrc] if wsrc >= 0 else 0
                         if p.sw == 1:
                             memcpy(dst + j + lo - a, src + lo + off, (hi - lo) * sizeof(floating))
-                        else:
-                            for ow in range(lo, hi):
-                                dst[j + ow - a] = src[ow * p.sw + off]
+                        elif hi > lo:
+                            if floating is float:
+                                convcpu_strided_copy_f32(dst + j + lo - a, src + lo * p.sw + off,
+                                                         hi - lo, p.sw)
+                            else:
+                                convcpu_strided_copy_f64(dst + j + lo - a, src + lo * p.sw + off,
+                                                         hi - lo, p.sw)
                         for ow in range(hi, b):
                             wsrc = p.wmap[ow * p.sw + s * p.dw]
                             dst[j + ow - a] = src[wsrc] if wsrc >= 0 else 0

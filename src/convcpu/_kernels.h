@@ -850,6 +850,22 @@ CONVCPU_DEFORM_BAND(convcpu_deform_band_f64, double)
                 dst[i * taps + b] += src[b * src_stride + i];                             \
     }
 
+/* dst[i] = src[i * stride] for i < n: im2col's row of a strided convolution.
+ * Stride 2 (the usual one) gets its own loop with a constant stride, which
+ * the compiler vectorises (two loads and a permute per vector). */
+#define CONVCPU_STRIDED_COPY(NAME, T)                                                     \
+    CONVCPU_CLONES CONVCPU_KERNEL void NAME(T *restrict dst, const T *restrict src,        \
+                                            Py_ssize_t n, Py_ssize_t stride)               \
+    {                                                                                     \
+        if (stride == 2) {                                                                \
+            for (Py_ssize_t i = 0; i < n; i++) dst[i] = src[2 * i];                       \
+            return;                                                                       \
+        }                                                                                 \
+        for (Py_ssize_t i = 0; i < n; i++) dst[i] = src[i * stride];                      \
+    }
+
+CONVCPU_STRIDED_COPY(convcpu_strided_copy_f32, float)
+CONVCPU_STRIDED_COPY(convcpu_strided_copy_f64, double)
 CONVCPU_COL2IM_ROW(convcpu_col2im_row_f32, float)
 CONVCPU_COL2IM_ROW(convcpu_col2im_row_f64, double)
 
