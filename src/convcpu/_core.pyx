@@ -652,9 +652,8 @@ cdef void _transpose_task(const ConvPlan* p, Py_ssize_t t, floating* ws) noexcep
     cdef floating zero = 0
     cdef const floating* a
     cdef floating* dst
-    for kk in range(kn):
-        if p.tiles:  # the col2im stores bias + value: no fill, no read
-            break
+    # No bias fill when the taps tile the output: the col2im stores bias + value.
+    for kk in range(0 if p.tiles else kn):
         v = bias[k0 + kk] if bias != NULL else 0
         if p.channels_last:
             dst = out + n * OHW * p.K + k0 + kk

@@ -181,7 +181,7 @@ def _conv_transpose(nspatial, x, weight, bias, stride, padding, output_padding, 
                                    window.dims(channels, out_channels, groups), last,
                                    window.unpadded_1x1, threads, use_openmp,
                                    (out_h, out_w) + stride_t + (a, b) if scatter else None,
-                                   weight_by_rows=True)
+                                   weight_by_rows=last)
     return result
 
 
