@@ -135,7 +135,10 @@ def _thread_masks():
     return masks
 
 
-def _placed(queue, pin):
+def _placed(queue, pin, min_tasks):
+    # The parent's plans (a pinned child would count fewer CPUs: that case
+    # is test_same_bits_on_a_machine_with_more_or_fewer_cpus).
+    _core.MIN_TASKS = min_tasks
     if pin:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     cases = _cases()
@@ -163,7 +166,7 @@ def test_workers_woken_anywhere_give_the_same_bits(placement, monkeypatch):
     expected = [case.call(num_threads=1) for case in _cases()]
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    child = ctx.Process(target=_placed, args=(queue, placement == "one cpu"))
+    child = ctx.Process(target=_placed, args=(queue, placement == "one cpu", _core.MIN_TASKS))
     child.start()
     first, again, before, after = queue.get(timeout=300)
     child.join(timeout=60)
