@@ -63,6 +63,12 @@ def test_own_gemm_is_one_fma_chain_per_element():
                                 np.asfortranarray(c0[3:4].copy()))
     assert np.array_equal(whole[:, :20], left)
     assert np.array_equal(whole[3:4], row)
+    # Columns 32..44 of `whole` are a last panel of <= 16 columns, which runs
+    # on the half-width kernel; as part of a full panel (columns 20..44): the
+    # same bits.
+    mid = _core._gemm_for_tests("N", "N", a, np.asfortranarray(b[:, 20:]), 1.0,
+                                np.asfortranarray(c0[:, 20:].copy()))
+    assert np.array_equal(whole[:, 20:], mid)
     # Two GEMMs over the first 300 and the last 300 terms, the second
     # accumulating onto the first: the same chain, so the same bits.
     part = _core._gemm_for_tests("N", "N", np.asfortranarray(a[:, :300]),

@@ -114,6 +114,30 @@ CONVCPU_GEMM_API int convcpu_gemm_set(int own)
             _mm512_mask_storeu_ps(c + i * ldc + 16, m1, y[i]);                           \
         }                                                                                \
     }
+/* The same for a panel of at most 16 columns (m0 masks them): only the first
+ * vector of each row, half the FMAs of CG_KERNEL on a ragged last panel
+ * (196 pixels leave 4 columns), with the same FMA chain for each element. */
+#define CG_KERNEL_HALF(NAME, MR, LDA, LSTEP)                                             \
+    CG_TARGET static void NAME##_h##MR(Py_ssize_t kc, const float *restrict a,           \
+                                       Py_ssize_t lda, const float *restrict bp,         \
+                                       float *restrict c, Py_ssize_t ldc, __mmask16 m0,  \
+                                       __mmask16 m1)                                     \
+    {                                                                                    \
+        __m512 x[MR];                                                                    \
+        (void)lda;                                                                       \
+        (void)m1;                                                                        \
+        _Pragma("GCC unroll 12") for (int i = 0; i < MR; i++)                            \
+            x[i] = _mm512_maskz_loadu_ps(m0, c + i * ldc);                               \
+        for (Py_ssize_t l = 0; l < kc; l++) {                                            \
+            const __m512 b0 = _mm512_loadu_ps(bp);                                       \
+            _Pragma("GCC unroll 12") for (int i = 0; i < MR; i++)                        \
+                x[i] = _mm512_fmadd_ps(_mm512_set1_ps(a[i * (LDA) + l * (LSTEP)]), b0,   \
+                                       x[i]);                                            \
+            bp += CG_NR;                                                                 \
+        }                                                                                \
+        _Pragma("GCC unroll 12") for (int i = 0; i < MR; i++)                            \
+            _mm512_mask_storeu_ps(c + i * ldc, m0, x[i]);                                \
+    }
 #define CG_KERNELS(NAME, LDA, LSTEP)                                                     \
     CG_KERNEL(NAME, 1, LDA, LSTEP) CG_KERNEL(NAME, 2, LDA, LSTEP)                        \
     CG_KERNEL(NAME, 3, LDA, LSTEP) CG_KERNEL(NAME, 4, LDA, LSTEP)                        \
@@ -125,7 +149,18 @@ CONVCPU_GEMM_API int convcpu_gemm_set(int own)
                                          const float *, float *, Py_ssize_t, __mmask16,  \
                                          __mmask16) = {                                  \
         NULL, NAME##_1, NAME##_2, NAME##_3, NAME##_4, NAME##_5, NAME##_6,                \
-        NAME##_7, NAME##_8, NAME##_9, NAME##_10, NAME##_11, NAME##_12};
+        NAME##_7, NAME##_8, NAME##_9, NAME##_10, NAME##_11, NAME##_12};                \
+    CG_KERNEL_HALF(NAME, 1, LDA, LSTEP) CG_KERNEL_HALF(NAME, 2, LDA, LSTEP)              \
+    CG_KERNEL_HALF(NAME, 3, LDA, LSTEP) CG_KERNEL_HALF(NAME, 4, LDA, LSTEP)              \
+    CG_KERNEL_HALF(NAME, 5, LDA, LSTEP) CG_KERNEL_HALF(NAME, 6, LDA, LSTEP)              \
+    CG_KERNEL_HALF(NAME, 7, LDA, LSTEP) CG_KERNEL_HALF(NAME, 8, LDA, LSTEP)              \
+    CG_KERNEL_HALF(NAME, 9, LDA, LSTEP) CG_KERNEL_HALF(NAME, 10, LDA, LSTEP)             \
+    CG_KERNEL_HALF(NAME, 11, LDA, LSTEP) CG_KERNEL_HALF(NAME, 12, LDA, LSTEP)            \
+    static void (*const NAME##_half[CG_MR + 1])(Py_ssize_t, const float *, Py_ssize_t,   \
+                                                const float *, float *, Py_ssize_t,      \
+                                                __mmask16, __mmask16) = {                \
+        NULL, NAME##_h1, NAME##_h2, NAME##_h3, NAME##_h4, NAME##_h5, NAME##_h6,          \
+        NAME##_h7, NAME##_h8, NAME##_h9, NAME##_h10, NAME##_h11, NAME##_h12};
 CG_KERNELS(cg_rows, lda, 1)
 CG_KERNELS(cg_cols, 1, lda)
 
@@ -225,6 +260,9 @@ static float *cg_workspace(void)
     return ws;
 }
 
+typedef void (*const cg_kernel_t)(Py_ssize_t, const float *, Py_ssize_t, const float *,
+                                  float *, Py_ssize_t, __mmask16, __mmask16);
+
 /* A(i, l) = a[i * rsa + l * csa] with rsa == 1 or csa == 1. */
 CG_TARGET static void cg_gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float *a,
                               Py_ssize_t rsa, Py_ssize_t csa, const float *b, Py_ssize_t rsb,
@@ -245,12 +283,15 @@ CG_TARGET static void cg_gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const fl
                 const __mmask16 m0 = cg_mask(nr), m1 = cg_mask(nr - 16);
                 float *cblk = c + i0 * ldc + j0;
                 cg_pack_b(kc, nr, b + l0 * rsb + j0 * csb, rsb, csb, bpk);
+                /* a panel of <= 16 columns runs on the half-width kernels */
+                const cg_kernel_t *rows = nr <= 16 ? cg_rows_half : cg_rows;
+                const cg_kernel_t *cols = nr <= 16 ? cg_cols_half : cg_cols;
                 for (Py_ssize_t ir = 0, blk = 0; blk < nblk; blk++) {
                     const Py_ssize_t mr = cg_block_rows(mc - ir, nblk - blk);
                     if (by_rows)
-                        cg_rows[mr](kc, ablk + ir * rsa, rsa, bpk, cblk + ir * ldc, ldc, m0, m1);
+                        rows[mr](kc, ablk + ir * rsa, rsa, bpk, cblk + ir * ldc, ldc, m0, m1);
                     else
-                        cg_cols[mr](kc, ablk + ir, csa, bpk, cblk + ir * ldc, ldc, m0, m1);
+                        cols[mr](kc, ablk + ir, csa, bpk, cblk + ir * ldc, ldc, m0, m1);
                     ir += mr;
                 }
             }
