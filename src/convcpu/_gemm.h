@@ -81,6 +81,10 @@ CONVCPU_GEMM_API int convcpu_gemm_set(int own)
 #define CG_WS_FLOATS (CG_KC * CG_NR)
 #define CG_TARGET __attribute__((target("avx512f,fma")))
 
+/* A register-block kernel: (kc, a, lda, bp, c, ldc, m0, m1), as below. */
+typedef void (*const cg_kernel_t)(Py_ssize_t, const float *, Py_ssize_t, const float *,
+                                  float *, Py_ssize_t, __mmask16, __mmask16);
+
 /* C[0:MR, 0:32] += A (MR x kc) . Bp (kc x CG_NR, packed); m0 / m1 mask the
  * two 16-column halves of C.  A(i, l) is a[i * (LDA) + l * (LSTEP)]: the
  * caller's matrix read in place, by rows (LDA lda, LSTEP 1) or by columns
@@ -145,9 +149,7 @@ CONVCPU_GEMM_API int convcpu_gemm_set(int own)
     CG_KERNEL(NAME, 7, LDA, LSTEP) CG_KERNEL(NAME, 8, LDA, LSTEP)                        \
     CG_KERNEL(NAME, 9, LDA, LSTEP) CG_KERNEL(NAME, 10, LDA, LSTEP)                       \
     CG_KERNEL(NAME, 11, LDA, LSTEP) CG_KERNEL(NAME, 12, LDA, LSTEP)                      \
-    static void (*const NAME[CG_MR + 1])(Py_ssize_t, const float *, Py_ssize_t,          \
-                                         const float *, float *, Py_ssize_t, __mmask16,  \
-                                         __mmask16) = {                                  \
+    static cg_kernel_t NAME[CG_MR + 1] = {                                               \
         NULL, NAME##_1, NAME##_2, NAME##_3, NAME##_4, NAME##_5, NAME##_6,                \
         NAME##_7, NAME##_8, NAME##_9, NAME##_10, NAME##_11, NAME##_12};                \
     CG_KERNEL_HALF(NAME, 1, LDA, LSTEP) CG_KERNEL_HALF(NAME, 2, LDA, LSTEP)              \
@@ -156,9 +158,7 @@ CONVCPU_GEMM_API int convcpu_gemm_set(int own)
     CG_KERNEL_HALF(NAME, 7, LDA, LSTEP) CG_KERNEL_HALF(NAME, 8, LDA, LSTEP)              \
     CG_KERNEL_HALF(NAME, 9, LDA, LSTEP) CG_KERNEL_HALF(NAME, 10, LDA, LSTEP)             \
     CG_KERNEL_HALF(NAME, 11, LDA, LSTEP) CG_KERNEL_HALF(NAME, 12, LDA, LSTEP)            \
-    static void (*const NAME##_half[CG_MR + 1])(Py_ssize_t, const float *, Py_ssize_t,   \
-                                                const float *, float *, Py_ssize_t,      \
-                                                __mmask16, __mmask16) = {                \
+    static cg_kernel_t NAME##_half[CG_MR + 1] = {                                        \
         NULL, NAME##_h1, NAME##_h2, NAME##_h3, NAME##_h4, NAME##_h5, NAME##_h6,          \
         NAME##_h7, NAME##_h8, NAME##_h9, NAME##_h10, NAME##_h11, NAME##_h12};
 CG_KERNELS(cg_rows, lda, 1)
@@ -259,9 +259,6 @@ static float *cg_workspace(void)
     }
     return ws;
 }
-
-typedef void (*const cg_kernel_t)(Py_ssize_t, const float *, Py_ssize_t, const float *,
-                                  float *, Py_ssize_t, __mmask16, __mmask16);
 
 /* A(i, l) = a[i * rsa + l * csa] with rsa == 1 or csa == 1. */
 CG_TARGET static void cg_gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float *a,
