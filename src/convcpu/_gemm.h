@@ -85,11 +85,13 @@ CONVCPU_GEMM_API int convcpu_gemm_set(int own)
 typedef void (*const cg_kernel_t)(Py_ssize_t, const float *, Py_ssize_t, const float *,
                                   float *, Py_ssize_t, __mmask16, __mmask16);
 
-/* C[0:MR, 0:32] += A (MR x kc) . Bp (kc x CG_NR, packed); m0 / m1 mask the
+/* C[0:MR, 0:16*H] += A (MR x kc) . Bp (kc x CG_NR, packed); m0 / m1 mask the
  * two 16-column halves of C.  A(i, l) is a[i * (LDA) + l * (LSTEP)]: the
  * caller's matrix read in place, by rows (LDA lda, LSTEP 1) or by columns
- * (LDA 1, LSTEP lda). */
-#define CG_KERNEL(NAME, MR, LDA, LSTEP)                                                  \
+ * (LDA 1, LSTEP lda).  H = 2: both halves; H = 1: a panel of at most 16
+ * columns (a ragged last one: 196 pixels leave 4), half the FMAs.  Every
+ * element of C is the same FMA chain either way. */
+#define CG_KERNEL(NAME, MR, LDA, LSTEP, H)                                               \
     CG_TARGET static void NAME##_##MR(Py_ssize_t kc, const float *restrict a,            \
                                       Py_ssize_t lda, const float *restrict bp,          \
                                       float *restrict c, Py_ssize_t ldc, __mmask16 m0,   \
@@ -100,69 +102,42 @@ typedef void (*const cg_kernel_t)(Py_ssize_t, const float *, Py_ssize_t, const f
         _Pragma("GCC unroll 12") for (int i = 0; i < MR; i++)                            \
         {                                                                                \
             x[i] = _mm512_maskz_loadu_ps(m0, c + i * ldc);                               \
-            y[i] = _mm512_maskz_loadu_ps(m1, c + i * ldc + 16);                          \
+            y[i] = H == 2 ? _mm512_maskz_loadu_ps(m1, c + i * ldc + 16)                  \
+                          : _mm512_setzero_ps();                                         \
         }                                                                                \
         for (Py_ssize_t l = 0; l < kc; l++) {                                            \
-            const __m512 b0 = _mm512_loadu_ps(bp), b1 = _mm512_loadu_ps(bp + 16);       \
+            const __m512 b0 = _mm512_loadu_ps(bp);                                       \
+            const __m512 b1 = H == 2 ? _mm512_loadu_ps(bp + 16) : _mm512_setzero_ps();   \
             _Pragma("GCC unroll 12") for (int i = 0; i < MR; i++)                        \
             {                                                                            \
                 const __m512 av = _mm512_set1_ps(a[i * (LDA) + l * (LSTEP)]);            \
                 x[i] = _mm512_fmadd_ps(av, b0, x[i]);                                    \
-                y[i] = _mm512_fmadd_ps(av, b1, y[i]);                                    \
+                if (H == 2)                                                              \
+                    y[i] = _mm512_fmadd_ps(av, b1, y[i]);                                \
             }                                                                            \
             bp += CG_NR;                                                                 \
         }                                                                                \
         _Pragma("GCC unroll 12") for (int i = 0; i < MR; i++)                            \
         {                                                                                \
             _mm512_mask_storeu_ps(c + i * ldc, m0, x[i]);                                \
-            _mm512_mask_storeu_ps(c + i * ldc + 16, m1, y[i]);                           \
+            if (H == 2)                                                                  \
+                _mm512_mask_storeu_ps(c + i * ldc + 16, m1, y[i]);                       \
         }                                                                                \
     }
-/* The same for a panel of at most 16 columns (m0 masks them): only the first
- * vector of each row, half the FMAs of CG_KERNEL on a ragged last panel
- * (196 pixels leave 4 columns), with the same FMA chain for each element. */
-#define CG_KERNEL_HALF(NAME, MR, LDA, LSTEP)                                             \
-    CG_TARGET static void NAME##_h##MR(Py_ssize_t kc, const float *restrict a,           \
-                                       Py_ssize_t lda, const float *restrict bp,         \
-                                       float *restrict c, Py_ssize_t ldc, __mmask16 m0,  \
-                                       __mmask16 m1)                                     \
-    {                                                                                    \
-        __m512 x[MR];                                                                    \
-        (void)lda;                                                                       \
-        (void)m1;                                                                        \
-        _Pragma("GCC unroll 12") for (int i = 0; i < MR; i++)                            \
-            x[i] = _mm512_maskz_loadu_ps(m0, c + i * ldc);                               \
-        for (Py_ssize_t l = 0; l < kc; l++) {                                            \
-            const __m512 b0 = _mm512_loadu_ps(bp);                                       \
-            _Pragma("GCC unroll 12") for (int i = 0; i < MR; i++)                        \
-                x[i] = _mm512_fmadd_ps(_mm512_set1_ps(a[i * (LDA) + l * (LSTEP)]), b0,   \
-                                       x[i]);                                            \
-            bp += CG_NR;                                                                 \
-        }                                                                                \
-        _Pragma("GCC unroll 12") for (int i = 0; i < MR; i++)                            \
-            _mm512_mask_storeu_ps(c + i * ldc, m0, x[i]);                                \
-    }
-#define CG_KERNELS(NAME, LDA, LSTEP)                                                     \
-    CG_KERNEL(NAME, 1, LDA, LSTEP) CG_KERNEL(NAME, 2, LDA, LSTEP)                        \
-    CG_KERNEL(NAME, 3, LDA, LSTEP) CG_KERNEL(NAME, 4, LDA, LSTEP)                        \
-    CG_KERNEL(NAME, 5, LDA, LSTEP) CG_KERNEL(NAME, 6, LDA, LSTEP)                        \
-    CG_KERNEL(NAME, 7, LDA, LSTEP) CG_KERNEL(NAME, 8, LDA, LSTEP)                        \
-    CG_KERNEL(NAME, 9, LDA, LSTEP) CG_KERNEL(NAME, 10, LDA, LSTEP)                       \
-    CG_KERNEL(NAME, 11, LDA, LSTEP) CG_KERNEL(NAME, 12, LDA, LSTEP)                      \
+#define CG_KERNELS(NAME, LDA, LSTEP, H)                                                  \
+    CG_KERNEL(NAME, 1, LDA, LSTEP, H) CG_KERNEL(NAME, 2, LDA, LSTEP, H)                  \
+    CG_KERNEL(NAME, 3, LDA, LSTEP, H) CG_KERNEL(NAME, 4, LDA, LSTEP, H)                  \
+    CG_KERNEL(NAME, 5, LDA, LSTEP, H) CG_KERNEL(NAME, 6, LDA, LSTEP, H)                  \
+    CG_KERNEL(NAME, 7, LDA, LSTEP, H) CG_KERNEL(NAME, 8, LDA, LSTEP, H)                  \
+    CG_KERNEL(NAME, 9, LDA, LSTEP, H) CG_KERNEL(NAME, 10, LDA, LSTEP, H)                 \
+    CG_KERNEL(NAME, 11, LDA, LSTEP, H) CG_KERNEL(NAME, 12, LDA, LSTEP, H)                \
     static cg_kernel_t NAME[CG_MR + 1] = {                                               \
         NULL, NAME##_1, NAME##_2, NAME##_3, NAME##_4, NAME##_5, NAME##_6,                \
-        NAME##_7, NAME##_8, NAME##_9, NAME##_10, NAME##_11, NAME##_12};                \
-    CG_KERNEL_HALF(NAME, 1, LDA, LSTEP) CG_KERNEL_HALF(NAME, 2, LDA, LSTEP)              \
-    CG_KERNEL_HALF(NAME, 3, LDA, LSTEP) CG_KERNEL_HALF(NAME, 4, LDA, LSTEP)              \
-    CG_KERNEL_HALF(NAME, 5, LDA, LSTEP) CG_KERNEL_HALF(NAME, 6, LDA, LSTEP)              \
-    CG_KERNEL_HALF(NAME, 7, LDA, LSTEP) CG_KERNEL_HALF(NAME, 8, LDA, LSTEP)              \
-    CG_KERNEL_HALF(NAME, 9, LDA, LSTEP) CG_KERNEL_HALF(NAME, 10, LDA, LSTEP)             \
-    CG_KERNEL_HALF(NAME, 11, LDA, LSTEP) CG_KERNEL_HALF(NAME, 12, LDA, LSTEP)            \
-    static cg_kernel_t NAME##_half[CG_MR + 1] = {                                        \
-        NULL, NAME##_h1, NAME##_h2, NAME##_h3, NAME##_h4, NAME##_h5, NAME##_h6,          \
-        NAME##_h7, NAME##_h8, NAME##_h9, NAME##_h10, NAME##_h11, NAME##_h12};
-CG_KERNELS(cg_rows, lda, 1)
-CG_KERNELS(cg_cols, 1, lda)
+        NAME##_7, NAME##_8, NAME##_9, NAME##_10, NAME##_11, NAME##_12};
+CG_KERNELS(cg_rows, lda, 1, 2)
+CG_KERNELS(cg_cols, 1, lda, 2)
+CG_KERNELS(cg_rows_half, lda, 1, 1)
+CG_KERNELS(cg_cols_half, 1, lda, 1)
 
 /* The height of the next register block: ceil(mc / CG_MR) blocks of
  * near-equal height (64 rows: 11, 11, 11, 11, 10, 10 rather than 12 x 5 + 4,
