@@ -392,6 +392,25 @@ cdef void _store_tile(const ConvPlan* p, const floating* tile, Py_ssize_t n0,
             j += run
 
 
+cdef inline void _fill_bias(floating* c, Py_ssize_t row_stride, Py_ssize_t col_stride,
+                            const floating* bias, Py_ssize_t rows,
+                            Py_ssize_t cols) noexcept nogil:
+    """c[r*row_stride + j*col_stride] = bias[r] (0 when bias is NULL) for r < rows,
+    j < cols: the bias rows a GEMM then adds onto (contiguous rows vectorise)."""
+    cdef Py_ssize_t r, j
+    cdef floating v
+    cdef floating* row
+    for r in range(rows):
+        v = bias[r] if bias != NULL else 0
+        row = c + r * row_stride
+        if col_stride == 1:
+            for j in range(cols):
+                row[j] = v
+        else:
+            for j in range(cols):
+                row[j * col_stride] = v
+
+
 cdef void _run_task(const ConvPlan* p, Py_ssize_t t, floating* ws, floating* out_tile,
                     Py_ssize_t* last_tile) noexcept nogil:
     """One task: samples n0 .. n0+nsamp-1 (a group of whole samples, or one
@@ -417,7 +436,6 @@ cdef void _run_task(const ConvPlan* p, Py_ssize_t t, floating* ws, floating* out
     cdef const floating* b
     cdef Py_ssize_t ldb, ldc, j, kk, s
     cdef floating* c
-    cdef floating v
     if not p.channels_last:
         if p.direct:  # one sample per task (plan_tiles)
             b = x + (n0 * p.C + g * p.Cg) * HoWo + p0
@@ -442,10 +460,7 @@ cdef void _run_task(const ConvPlan* p, Py_ssize_t t, floating* ws, floating* out
         else:
             c = out_tile
             ldc = cols
-        for kk in range(kn):
-            v = bias[k0 + kk] if bias != NULL else 0
-            for j in range(cols):
-                c[kk * ldc + j] = v
+        _fill_bias(c, ldc, 1, bias + k0 if bias != NULL else NULL, kn, cols)
         if p.kind == DEFORM:  # the same sums as CONV's: OpenBLAS packs both alike
             gemm_trans(c'T', c'N', cols, kn, crs, b, crs, w + k0 * crs, crs, 1, c, ldc)
         else:
@@ -469,10 +484,7 @@ cdef void _run_task(const ConvPlan* p, Py_ssize_t t, floating* ws, floating* out
             # Few output channels (a grouped conv: ResNeXt's 8 per group) fill
             # a fraction of the own GEMM's 32-column panels when they are its
             # columns; as its rows (pixels along the vector) they do not.
-            for kk in range(kn):
-                v = bias[k0 + kk] if bias != NULL else 0
-                for j in range(cols):
-                    out_tile[kk * cols + j] = v
+            _fill_bias(out_tile, cols, 1, bias + k0 if bias != NULL else NULL, kn, cols)
             if p.w_by_rows:
                 gemm_trans(c'T', c'N', cols, kn, crs, b, ldb, w + k0 * crs, crs, 1, out_tile,
                            cols)
@@ -646,25 +658,20 @@ cdef void _transpose_task(const ConvPlan* p, Py_ssize_t t, floating* ws) noexcep
     cdef const floating* w = <const floating*>p.w
     cdef const floating* bias = <const floating*>p.bias
     cdef floating* out = <floating*>p.out
-    cdef Py_ssize_t kk, pix, h0, rows, npix, r
+    cdef Py_ssize_t kk, h0, rows, npix, r
     cdef Py_ssize_t pstride = p.K if p.channels_last else 1
-    cdef floating v
     cdef floating zero = 0
     cdef const floating* a
     cdef floating* dst
-    # No bias fill when the taps tile the output: the col2im stores bias + value.
-    for kk in range(0 if p.tiles else kn):
-        v = bias[k0 + kk] if bias != NULL else 0
+    # The owned output rows start at the bias, except when the taps tile the
+    # output: then the col2im stores bias + value.
+    if not p.tiles:
         if p.channels_last:
-            dst = out + n * OHW * p.K + k0 + kk
+            dst = out + (n * OHW + o_lo * p.Wo) * p.K + k0
         else:
-            dst = out + (n * p.K + k0 + kk) * OHW
-        if pstride == 1:
-            for pix in range(o_lo * p.Wo, o_hi * p.Wo):
-                dst[pix] = v
-        else:
-            for pix in range(o_lo * p.Wo, o_hi * p.Wo):
-                dst[pix * pstride] = v
+            dst = out + (n * p.K + k0) * OHW + o_lo * p.Wo
+        _fill_bias(dst, 1 if p.channels_last else OHW, pstride,
+                   bias + k0 if bias != NULL else NULL, kn, (o_hi - o_lo) * p.Wo)
     h0 = h_start
     while h0 < h_end:
         rows = _min(p.ptile, h_end - h0)
