@@ -17,11 +17,11 @@ SETTLE_SECONDS = 0.15
 # After the pause the first calls of any library run slow on this VM (threads
 # and caches waking up, the core ramping: measured 0.75 -> 0.50 -> 0.37 ->
 # 0.34 ms for the same 0.34 ms call), so each turn starts with untimed calls
-# for at least WARM_SECONDS (`--warm-ms`).  2 ms is not always enough: with
-# 20 ms, convcpu's channels-first direct kernels ran 1.5-1.7x faster in the
-# same harness (dw 144ch @56 0.214 -> 0.139 ms, ResNeXt 0.283 -> 0.170 ms), the
-# anchors 1.0-1.3x (docs/BENCHMARKS.md, issue 3): the longer warm-up measures
-# the steady state of a network's layer after layer.
+# for at least WARM_SECONDS (`--warm-ms`).  The longer `--warm-ms 20`
+# measures the steady state of a network's layer after layer.  (Once, 2 ms
+# made convcpu's direct kernels look 1.5-1.7x slower: its OpenMP worker woke
+# on the caller's CPU after the pause; src/convcpu/_region.h handles that
+# now, docs/BENCHMARKS.md.)
 WARM_SECONDS = 0.002
 
 

@@ -15,7 +15,8 @@
  *     share its rows (3x3 512->512 @7: 88 -> 161 GFLOP/s on one thread);
  *   - ragged edges: the rows of a block are split into ceil(rows / 12)
  *     register blocks of near-equal height; columns past the end are zeros
- *     in the packed panel and masked out of the loads and stores of C.
+ *     in the packed panel and masked out of the loads and stores of C, and a
+ *     panel of at most 16 columns runs on half-width kernels (H = 1).
  * Every element of C is one chain of fused multiply-adds over l = 0 .. K-1 in
  * order, starting from C's value: the result does not depend on how a caller
  * tiles the product, nor on the thread that runs it.
