@@ -168,6 +168,59 @@ def test_kernel_equal_to_stride_stores_each_output_once(seed, monkeypatch):
     np.testing.assert_array_equal(np.isnan(got1), np.isnan(expected1))
 
 
+@pytest.mark.parametrize("small_tiles", [False, True], ids=["one_pass", "passes"])
+@pytest.mark.parametrize("seed", range(16))
+def test_gathered_col2im_is_the_scatter_bit_for_bit(seed, small_tiles, monkeypatch):
+    """NCHW columns: when every output row takes its taps from one pass of a
+    task's band loop, each row is gathered from the column tile
+    (convcpu_col2im_gather) instead of the taps being added into the output
+    one by one.  The gather takes the taps in the scatter's order, so the
+    bits are the scatter's; checked over random strides, kernels larger and
+    smaller than the stride, dilations, pads, output_padding (also > stride),
+    groups, 1-D, both dtypes, and (small_tiles) bands of input rows that take
+    several passes (overlapping kernel rows: those go on by the scatter).
+    Also against the reference."""
+    from convcpu import _core
+    monkeypatch.setattr(transpose, "_algorithm", lambda *args: "columns")
+    if small_tiles:
+        monkeypatch.setattr(_core, "TRANSPOSE_TILE_BYTES", 512)
+        monkeypatch.setattr(_core, "TILE_BYTES", 512)
+    rng = np.random.default_rng(900 + seed)
+    dtype = DTYPES[seed % 2]
+    nsp = 1 if seed % 5 == 4 else 2
+    groups = 1 + seed % 3 // 2
+    kernel = tuple(int(rng.integers(1, 6)) for _ in range(nsp))
+    stride = tuple(int(rng.integers(1, 4)) for _ in range(nsp))
+    dilation = tuple(int(rng.integers(1, 3)) for _ in range(nsp))
+    if small_tiles and seed % 2 == 0 and nsp == 2:  # kernel rows that do not overlap: bands
+        kernel = (int(rng.integers(1, stride[0] + 1)),) + kernel[1:]
+        dilation = (1,) + dilation[1:]
+    pads = tuple((int(rng.integers(0, (k - 1) * d + 1)), int(rng.integers(0, (k - 1) * d + 1)))
+                 for k, d in zip(kernel, dilation))
+    output_padding = tuple(int(rng.integers(0, s + 2)) for s in stride)
+    spatial = tuple(int(rng.integers(1, 13)) for _ in range(nsp))
+    if small_tiles and nsp == 2:  # more rows than bands (16 tasks): bands of several passes
+        spatial = (int(rng.integers(17, 40)), spatial[1])
+    x = rng.standard_normal((int(rng.integers(1, 3)), 2 * groups) + spatial).astype(dtype)
+    w = rng.standard_normal((2 * groups, int(rng.integers(1, 20))) + kernel).astype(dtype)
+    b = rng.standard_normal(w.shape[1] * groups).astype(dtype) if seed % 4 else None
+    op = convcpu.conv_transpose2d if nsp == 2 else convcpu.conv_transpose1d
+    args = (x, w, b, stride, pads, output_padding, groups, dilation)
+    try:
+        expected = conv_transpose_reference(x, w, b, stride, pads, output_padding, dilation,
+                                            groups)
+    except ValueError:  # a negative output size: refused by both
+        with pytest.raises(ValueError):
+            op(*args)
+        return
+    gathered = op(*args, num_threads=2)
+    monkeypatch.setattr(_core, "TRANSPOSE_GATHER", False)
+    scattered = op(*args, num_threads=2)
+    assert gathered.shape == expected.shape
+    np.testing.assert_array_equal(gathered.view(np.uint8), scattered.view(np.uint8))
+    assert_close(gathered, expected, dtype)
+
+
 @pytest.mark.parametrize("kernel", [(1, 3), (3, 1), (2, 2)])
 def test_empty_input_rows_give_the_bias(kernel, algorithm):
     """An input with no rows still has output rows when output_padding (any

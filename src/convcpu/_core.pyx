@@ -47,6 +47,20 @@ cdef extern from "_kernels.h" nogil:
                                 Py_ssize_t taps, Py_ssize_t n, const float* first)
     void convcpu_col2im_row_f64(double* dst, const double* src, Py_ssize_t src_stride,
                                 Py_ssize_t taps, Py_ssize_t n, const double* first)
+    void convcpu_col2im_gather_f32(float* out, Py_ssize_t out_plane, Py_ssize_t kn,
+                                   Py_ssize_t Wo, Py_ssize_t o_lo, Py_ssize_t o_hi,
+                                   const float* cols, Py_ssize_t npix, Py_ssize_t ih_lo,
+                                   Py_ssize_t ih_hi, Py_ssize_t W, Py_ssize_t R, Py_ssize_t S,
+                                   Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
+                                   Py_ssize_t pt, Py_ssize_t pl, const float* first,
+                                   float* tmp, Py_ssize_t* idx)
+    void convcpu_col2im_gather_f64(double* out, Py_ssize_t out_plane, Py_ssize_t kn,
+                                   Py_ssize_t Wo, Py_ssize_t o_lo, Py_ssize_t o_hi,
+                                   const double* cols, Py_ssize_t npix, Py_ssize_t ih_lo,
+                                   Py_ssize_t ih_hi, Py_ssize_t W, Py_ssize_t R, Py_ssize_t S,
+                                   Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
+                                   Py_ssize_t pt, Py_ssize_t pl, const double* first,
+                                   double* tmp, Py_ssize_t* idx)
     void convcpu_deform_planes_f32(const float* x, Py_ssize_t plane, Py_ssize_t channels,
                                    Py_ssize_t npix, Py_ssize_t taps, const Py_ssize_t* idx,
                                    const float* wt, const float* mask, Py_ssize_t mask_stride,
@@ -114,6 +128,9 @@ NARROW_MAX_CHANNELS = 16
 # and its col2im).
 TRANSPOSE_TILE_BYTES = 256 * 1024
 TRANSPOSE_TASKS = 16
+# NCHW: gather each output row from the column tile when its taps are all in
+# it (see _transpose_task); False: add the taps into the output one by one.
+TRANSPOSE_GATHER = True
 MIN_TASKS = 2 * max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                     else (os.cpu_count() or 1))
 MIN_KBLOCK = 32
@@ -177,6 +194,9 @@ cdef struct ConvPlan:
     # TRANSPOSE, NCHW: the taps tile the output (kernel == stride, no padding,
     # no dilation): every output element gets exactly one add
     bint tiles
+    # TRANSPOSE, NCHW: every owned output row gets all its taps from one band
+    # of input rows, so the col2im gathers them (convcpu_col2im_gather)
+    bint gather
     # CONV, NHWC: w is (K, R*S*Cg) (OHWI flattened), not (R*S*Cg, K)
     bint w_by_rows
     const Py_ssize_t* hmap
@@ -627,6 +647,28 @@ cdef inline void _col2im_row(floating* dst, const floating* src, Py_ssize_t src_
         convcpu_col2im_row_f64(dst, src, src_stride, taps, n, first)
 
 
+cdef inline void _col2im_gather(floating* out, const ConvPlan* p, Py_ssize_t kn,
+                                Py_ssize_t o_lo, Py_ssize_t o_hi, const floating* cols,
+                                Py_ssize_t npix, Py_ssize_t ih_lo, Py_ssize_t ih_hi,
+                                const floating* first, floating* ws) noexcept nogil:
+    """convcpu_col2im_gather of kn planes; ws: _gather_ws_elems(p)."""
+    cdef Py_ssize_t* idx = <Py_ssize_t*>(ws + _ceil_div(p.Wo + p.sw, 2) * 2)
+    if floating is float:
+        convcpu_col2im_gather_f32(out, p.Ho * p.Wo, kn, p.Wo, o_lo, o_hi, cols, npix, ih_lo,
+                                  ih_hi, p.W, p.R, p.S, p.sh, p.sw, p.dh, p.dw, p.pad_top,
+                                  p.pad_left, first, ws, idx)
+    else:
+        convcpu_col2im_gather_f64(out, p.Ho * p.Wo, kn, p.Wo, o_lo, o_hi, cols, npix, ih_lo,
+                                  ih_hi, p.W, p.R, p.S, p.sh, p.sw, p.dh, p.dw, p.pad_top,
+                                  p.pad_left, first, ws, idx)
+
+
+cdef inline Py_ssize_t _gather_ws_elems(const ConvPlan* p) noexcept nogil:
+    # the phases of one output row, then 2*(R + S) indices (8-byte aligned:
+    # the workspace is, and the offset is even)
+    return _ceil_div(p.Wo + p.sw, 2) * 2 + 2 * (p.R + p.S) * 2
+
+
 cdef void _transpose_task(const ConvPlan* p, Py_ssize_t t, floating* ws) noexcept nogil:
     """Transposed convolution of sample n, output channels k0 .. k0+kn-1 of group
     g: the task owns those output channels, so its col2im adds race-free.  For
@@ -639,7 +681,11 @@ cdef void _transpose_task(const ConvPlan* p, Py_ssize_t t, floating* ws) noexcep
     sh: U-Net's 2x2/2), the input rows are also cut into p.n_ptiles bands, one
     per task: a band owns the output rows its input rows reach, so a task
     packs only its band of x and gets all output channels (one GEMM with every
-    kernel column instead of one per block of channels)."""
+    kernel column instead of one per block of channels).
+
+    p.gather (NCHW, and every owned output row gets its taps from one pass of
+    the band loop): instead of adding each tap's column into the output, each
+    output row is gathered from the tile and written once."""
     cdef Py_ssize_t band = t % p.n_ptiles
     cdef Py_ssize_t kb = (t // p.n_ptiles) % p.n_kblocks
     cdef Py_ssize_t g = (t // (p.n_ptiles * p.n_kblocks)) % p.groups
@@ -658,14 +704,15 @@ cdef void _transpose_task(const ConvPlan* p, Py_ssize_t t, floating* ws) noexcep
     cdef const floating* w = <const floating*>p.w
     cdef const floating* bias = <const floating*>p.bias
     cdef floating* out = <floating*>p.out
-    cdef Py_ssize_t kk, h0, rows, npix, r
+    cdef Py_ssize_t kk, h0, rows, npix, r, lo, hi
     cdef Py_ssize_t pstride = p.K if p.channels_last else 1
     cdef floating zero = 0
+    cdef floating* tmp = ws + _ceil_div(p.ptile * p.W * p.kblock * RS, 2) * 2
     cdef const floating* a
     cdef floating* dst
     # The owned output rows start at the bias, except when the taps tile the
     # output: then the col2im stores bias + value.
-    if not p.tiles:
+    if not p.tiles and not p.gather:
         if p.channels_last:
             dst = out + (n * OHW + o_lo * p.Wo) * p.K + k0
         else:
@@ -684,6 +731,15 @@ cdef void _transpose_task(const ConvPlan* p, Py_ssize_t t, floating* ws) noexcep
             a = x + (n * p.C + g * p.Cg) * HW + h0 * p.W
             gemm_trans(c'N', c'T', npix, kn * RS, p.Cg, a, HW,
                        w + g * p.Cg * p.Kg * RS + kb * p.kblock * RS, p.Kg * RS, 0, ws, npix)
+        if p.gather:
+            # the output rows whose taps are all in input rows [h0, h0 + rows)
+            lo = o_lo if h0 == h_start else _min(p.Ho, _max(0, h0 * p.sh - p.pad_top))
+            hi = o_hi if h0 + rows == h_end else _min(p.Ho, _max(
+                0, (h0 + rows) * p.sh - p.pad_top))
+            _col2im_gather(out + (n * p.K + k0) * OHW, p, kn, lo, hi, ws - h0 * p.W, npix,
+                           h0, h0 + rows, bias + k0 if bias != NULL else NULL, tmp)
+            h0 += rows
+            continue
         for kk in range(kn):
             if p.channels_last:
                 dst = out + n * OHW * p.K + k0 + kk
@@ -826,6 +882,7 @@ cdef void _set_window(ConvPlan* p, cnp.ndarray x, cnp.ndarray out, cnp.ndarray h
     p.narrow = False
     p.w_by_rows = False
     p.tiles = False
+    p.gather = False
     p.OH, p.OW, p.osh, p.osw, p.oa, p.ob = p.Ho, p.Wo, 1, 1, 0, 0
     p.kind = CONV
     p.hmap = <const Py_ssize_t*>cnp.PyArray_DATA(hmap)
@@ -1197,7 +1254,14 @@ def transpose_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out
             p.n_ptiles = _ceil_div(p.H, _ceil_div(p.H, p.n_ptiles))
     p.ptile = max(1, min(_ceil_div(p.H, p.n_ptiles), budget // max(p.W * p.kblock * RS, 1)))
     p.n_tasks = p.N * p.groups * p.n_kblocks * p.n_ptiles
-    p.ws_elems = p.ptile * p.W * p.kblock * RS
+    p.ws_elems = _ceil_div(p.ptile * p.W * p.kblock * RS, 2) * 2
+    # Gather (see _transpose_task) when no output row takes taps from two
+    # passes of a task's band loop: the bands own their output rows, or a
+    # task's band is one pass.
+    p.gather = (TRANSPOSE_GATHER and not channels_last and not p.tiles and p.H > 0 and p.W > 0
+                and (bands or p.ptile * p.n_ptiles >= p.H))
+    if p.gather:
+        p.ws_elems += _gather_ws_elems(&p)
     p.out_elems = 0
     _execute(&p, x.dtype.num == cnp.NPY_FLOAT, num_threads, use_openmp)
     return out

@@ -850,6 +850,81 @@ CONVCPU_DEFORM_BAND(convcpu_deform_band_f64, double)
                 dst[i * taps + b] += src[b * src_stride + i];                             \
     }
 
+/* Rows [o_lo, o_hi) of kn output planes (NCHW: rows Wo apart, planes
+ * out_plane apart) of a transposed convolution, gathered from their column
+ * tile: out[k, oy, ox] = first[k] (0 without first) + the values of every
+ * tap (r, s) that reaches (oy, ox), r then s ascending.  Tap (r, s) of input
+ * pixel (ih, iw) of plane k is cols[((k*R + r)*S + s)*npix + ih*W + iw] and
+ * reaches (ih*sh - pt + r*dh, iw*sw - pl + s*dw); only input rows
+ * [ih_lo, ih_hi) are in the tile (the caller passes rows whose taps all lie
+ * there).  This is the order in which the per-tap adds of the scatter reach
+ * an output (same bits), but each output is written once instead of read
+ * and written once per tap.  Output columns ox = b + sw*j of phase b get
+ * their taps as whole runs over j (contiguous in cols), the phases are then
+ * interleaved into the row.  tmp: sw * ceil(Wo / sw) values; idx: 2*S + 2*R
+ * indices. */
+#define CONVCPU_COL2IM_GATHER(NAME, T)                                                    \
+    CONVCPU_CLONES CONVCPU_KERNEL void NAME(                                              \
+        T *restrict out, Py_ssize_t out_plane, Py_ssize_t kn, Py_ssize_t Wo,              \
+        Py_ssize_t o_lo, Py_ssize_t o_hi, const T *restrict cols, Py_ssize_t npix,        \
+        Py_ssize_t ih_lo, Py_ssize_t ih_hi, Py_ssize_t W, Py_ssize_t R, Py_ssize_t S,     \
+        Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t pt,        \
+        Py_ssize_t pl, const T *first, T *restrict tmp, Py_ssize_t *restrict idx)         \
+    {                                                                                     \
+        const Py_ssize_t nj = (Wo + sw - 1) / sw;                                         \
+        /* column tap s: phase s_b[s], and ox = s_b[s] + sw*j comes from                  \
+         * iw = s_off[s] + j */                                                           \
+        Py_ssize_t *restrict s_b = idx, *restrict s_off = idx + S;                        \
+        Py_ssize_t *restrict r_tap = idx + 2 * S, *restrict r_ih = idx + 2 * S + R;       \
+        for (Py_ssize_t s = 0; s < S; s++) {                                              \
+            const Py_ssize_t xs = pl - s * dw;                                            \
+            s_b[s] = ((-xs) % sw + sw) % sw;                                              \
+            s_off[s] = (s_b[s] + xs) / sw; /* exact */                                    \
+        }                                                                                 \
+        for (Py_ssize_t oy = o_lo; oy < o_hi; oy++) {                                     \
+            Py_ssize_t nr = 0;                                                            \
+            for (Py_ssize_t r = 0; r < R; r++) {                                          \
+                const Py_ssize_t yr = oy + pt - r * dh;                                   \
+                if (yr >= 0 && yr % sh == 0 && yr / sh >= ih_lo && yr / sh < ih_hi) {     \
+                    r_tap[nr] = r;                                                        \
+                    r_ih[nr++] = yr / sh;                                                 \
+                }                                                                         \
+            }                                                                             \
+            for (Py_ssize_t k = 0; k < kn; k++) {                                         \
+                T *restrict orow = out + k * out_plane + oy * Wo;                         \
+                const T f = first ? first[k] : (T)0;                                      \
+                for (Py_ssize_t j = 0; j < sw * nj; j++)                                  \
+                    tmp[j] = f;                                                           \
+                for (Py_ssize_t q = 0; q < nr; q++) {                                     \
+                    const T *row = cols + ((k * R + r_tap[q]) * S) * npix + r_ih[q] * W;  \
+                    for (Py_ssize_t s = 0; s < S; s++) {                                  \
+                        const Py_ssize_t b = s_b[s], off = s_off[s];                      \
+                        const Py_ssize_t nb = (Wo - b + sw - 1) / sw;                     \
+                        const Py_ssize_t jlo = off < 0 ? -off : 0;                        \
+                        const Py_ssize_t jhi = W - off < nb ? W - off : nb;               \
+                        T *restrict t = tmp + b * nj;                                     \
+                        const T *restrict src = row + s * npix + off;                     \
+                        for (Py_ssize_t j = jlo; j < jhi; j++)                            \
+                            t[j] += src[j];                                               \
+                    }                                                                     \
+                }                                                                         \
+                if (sw == 2) {                                                            \
+                    const T *restrict t0 = tmp, *restrict t1 = tmp + nj;                  \
+                    for (Py_ssize_t j = 0; j < Wo / 2; j++) {                             \
+                        orow[2 * j] = t0[j];                                              \
+                        orow[2 * j + 1] = t1[j];                                          \
+                    }                                                                     \
+                    if (Wo % 2)                                                           \
+                        orow[Wo - 1] = t0[Wo / 2];                                        \
+                } else {                                                                  \
+                    for (Py_ssize_t b = 0; b < sw && b < Wo; b++)                         \
+                        for (Py_ssize_t j = 0; b + sw * j < Wo; j++)                      \
+                            orow[b + sw * j] = tmp[b * nj + j];                           \
+                }                                                                         \
+            }                                                                             \
+        }                                                                                 \
+    }
+
 /* dst[i] = src[i * stride] for i < n: im2col's row of a strided convolution.
  * Stride 2 (the usual one) gets its own loop with a constant stride, which
  * the compiler vectorises (two loads and a permute per vector). */
@@ -868,6 +943,8 @@ CONVCPU_STRIDED_COPY(convcpu_strided_copy_f32, float)
 CONVCPU_STRIDED_COPY(convcpu_strided_copy_f64, double)
 CONVCPU_COL2IM_ROW(convcpu_col2im_row_f32, float)
 CONVCPU_COL2IM_ROW(convcpu_col2im_row_f64, double)
+CONVCPU_COL2IM_GATHER(convcpu_col2im_gather_f32, float)
+CONVCPU_COL2IM_GATHER(convcpu_col2im_gather_f64, double)
 
 #if defined(__GNUC__)
 typedef float convcpu_vf __attribute__((vector_size(CONVCPU_VBYTES)));
