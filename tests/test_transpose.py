@@ -221,6 +221,29 @@ def test_gathered_col2im_is_the_scatter_bit_for_bit(seed, small_tiles, monkeypat
     assert_close(gathered, expected, dtype)
 
 
+def test_geometry_is_cached_per_argument_set():
+    """A layer called again reuses its TransposeGeometry (read-only tables);
+    arguments that differ only in output_size (None or given), padding form
+    or output_padding get their own, and each call matches the reference."""
+    from convcpu import _geometry
+    rng = np.random.default_rng(31)
+    x = rng.standard_normal((1, 2, 5, 6)).astype(np.float32)
+    w = rng.standard_normal((2, 3, 3, 3)).astype(np.float32)
+    geom = _geometry.transpose_geometry((5, 6), (3, 3), 2, 1, 1, 0, None)
+    assert _geometry.transpose_geometry((5, 6), (3, 3), 2, 1, 1, 0, None) is geom
+    assert all(not t.flags.writeable for t in geom.ranges())
+    for kwargs, pads, extra in [({"padding": 1}, 1, 0),
+                                ({"padding": 1, "output_size": (10, 12)}, 1, 1),
+                                ({"padding": 1, "output_padding": 1}, 1, 1),
+                                ({"padding": (1, 0)}, ((1, 1), (0, 0)), 0),
+                                ({"padding": [1, 1]}, 1, 0),
+                                ({"padding": 1}, 1, 0)]:
+        got = convcpu.conv_transpose2d(x, w, stride=2, **kwargs)
+        expected = conv_transpose_reference(x, w, None, 2, pads, extra)
+        assert got.shape == expected.shape, kwargs
+        assert_close(got, expected, np.float32)
+
+
 @pytest.mark.parametrize("kernel", [(1, 3), (3, 1), (2, 2)])
 def test_empty_input_rows_give_the_bias(kernel, algorithm):
     """An input with no rows still has output rows when output_padding (any

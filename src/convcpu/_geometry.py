@@ -354,6 +354,89 @@ def transpose_output(spatial, kernel, stride, dilation, padding, output_padding,
     return pads, out
 
 
+class TransposeGeometry:
+    """The shape-only work of a transposed convolution: stride and dilation
+    expanded, padding pairs and output size (transpose_output), and, built
+    on first use, the 2-D tables of its algorithms (a 1-D one lifted to a
+    height of 1): `ranges()` for the columns algorithm, `phases()` for the
+    phases one.  Cached by `transpose_geometry`: its tables are read-only."""
+
+    def __init__(self, spatial, kernel, stride, dilation, padding, output_padding, output_size):
+        n = len(spatial)
+        self.stride = expand(stride, n, "stride")
+        self.dilation = expand(dilation, n, "dilation")
+        self.pads, self.out_spatial = transpose_output(spatial, kernel, stride, dilation,
+                                                       padding, output_padding, output_size)
+        lift = (1,) if n == 1 else ()
+        self.spatial2 = lift + tuple(spatial)
+        self.kernel2 = lift + tuple(kernel)
+        self.stride2 = lift + self.stride
+        self.dilation2 = lift + self.dilation
+        self.pads2 = (((0, 0),) if n == 1 else ()) + tuple(self.pads)
+        self.out2 = lift + tuple(self.out_spatial)
+        self._ranges = self._phases = None
+
+    def ranges(self):
+        """(ih_lo, ih_hi, iw_lo, iw_hi): scatter_range of both axes."""
+        if self._ranges is None:
+            self._ranges = _read_only(
+                scatter_range(self.spatial2[i], self.out2[i], self.kernel2[i], self.stride2[i],
+                              self.dilation2[i], self.pads2[i][0])[j]
+                for i in range(2) for j in range(2))
+        return self._ranges
+
+    def phases(self):
+        """[(a, b, taps_h, taps_w, window)] over the output phases; window:
+        the phase's PhaseWindow, None when no tap reaches the phase."""
+        if self._phases is None:
+            axes = [transpose_phases(self.spatial2[i], self.out2[i], self.kernel2[i],
+                                     self.stride2[i], self.dilation2[i], self.pads2[i][0])
+                    for i in range(2)]
+            phases = []
+            for a, n_h, taps_h, base_h, sub_dh in axes[0]:
+                for b, n_w, taps_w, base_w, sub_dw in axes[1]:
+                    window = None
+                    if taps_h and taps_w:
+                        window = PhaseWindow(self.spatial2, (n_h, n_w),
+                                             (len(taps_h), len(taps_w)), (sub_dh, sub_dw),
+                                             (base_h, base_w))
+                        _read_only(window.tables())
+                    phases.append((a, b, taps_h, taps_w, window))
+            self._phases = phases
+        return self._phases
+
+
+def _read_only(arrays):
+    arrays = tuple(arrays)
+    for a in arrays:
+        a.flags.writeable = False
+    return arrays
+
+
+def transpose_geometry(spatial, kernel, stride, dilation, padding, output_padding, output_size):
+    """TransposeGeometry, cached (as `window`) for arguments of plain ints and
+    strings (output_size may also be None)."""
+    size_key = ("none",) if output_size is None else _freeze(output_size)
+    parts = (tuple(spatial), tuple(kernel), stride, dilation, padding, output_padding)
+    key = _freeze(parts)
+    if key is not None and size_key is not None:
+        key = (key, size_key)
+    else:
+        key = None
+    found = None if key is None else _TRANSPOSE_GEOMETRIES.get(key)
+    if found is None:
+        found = TransposeGeometry(spatial, kernel, stride, dilation, padding, output_padding,
+                                  output_size)
+        if key is not None:
+            if len(_TRANSPOSE_GEOMETRIES) >= _MAX_WINDOWS:
+                _TRANSPOSE_GEOMETRIES.clear()
+            _TRANSPOSE_GEOMETRIES[key] = found
+    return found
+
+
+_TRANSPOSE_GEOMETRIES = {}
+
+
 def transpose_phases(size, out_size, kernel, stride, dilation, pad_before):
     """The output phases of one axis of a transposed convolution.
 

@@ -136,52 +136,41 @@ def _conv_transpose(nspatial, x, weight, bias, stride, padding, output_padding, 
     out_channels = out_per_group * groups
     _arrays.check_bias(bias, out_channels)
 
-    stride_t = _geometry.expand(stride, nspatial, "stride")
-    dilation_t = _geometry.expand(dilation, nspatial, "dilation")
-    pads, out_spatial = _geometry.transpose_output(
-        spatial, kernel, stride_t, dilation_t, padding, output_padding, output_size)
-    result, result_b = _arrays.allocate_output(out, xb.shape[0], out_channels, out_spatial, last,
-                                               unbatched, dtype,
+    geom = _geometry.transpose_geometry(spatial, kernel, stride, dilation, padding,
+                                        output_padding, output_size)
+    result, result_b = _arrays.allocate_output(out, xb.shape[0], out_channels, geom.out_spatial,
+                                               last, unbatched, dtype,
                                                {"x": x, "weight": weight, "bias": bias})
     if result.size == 0:
         return result
     bias_c = None if bias is None else _arrays.contiguous(bias, dtype)
 
-    # From here on a 1-D transposed convolution is a 2-D one with a height of 1.
+    # From here on a 1-D transposed convolution is a 2-D one with a height of 1
+    # (geom's 2-D tables are lifted likewise).
     if nspatial == 1:
         xb = xb[:, np.newaxis] if last else xb[:, :, np.newaxis]
         w_oi = w_oi[:, :, np.newaxis]
         result_b = result_b[:, np.newaxis] if last else result_b[:, :, np.newaxis]
-        stride_t, dilation_t, pads = (1,) + stride_t, (1,) + dilation_t, ((0, 0),) + pads
-        kernel, spatial = (1,) + tuple(kernel), (1,) + tuple(spatial)
-    out_h, out_w = result_b.shape[1:3] if last else result_b.shape[2:]
     in_per_group = channels // groups
     xc = _arrays.contiguous(xb, dtype)
-    if in_per_group and _algorithm(kernel, last) == "columns":
-        _transpose_by_columns(xc, w_oi, bias_c, result_b, spatial, (out_h, out_w), kernel,
-                              stride_t, dilation_t, pads, groups, last, dtype, threads,
+    if in_per_group and _algorithm(geom.kernel2, last) == "columns":
+        _transpose_by_columns(xc, w_oi, bias_c, result_b, geom, groups, last, dtype, threads,
                               use_openmp)
         return result
     phase_weight = _PhaseWeights(weight, weight_format, nspatial, groups, last, dtype)
-    phases_h = _geometry.transpose_phases(spatial[0], out_h, kernel[0], stride_t[0],
-                                          dilation_t[0], pads[0][0])
-    phases_w = _geometry.transpose_phases(spatial[1], out_w, kernel[1], stride_t[1],
-                                          dilation_t[1], pads[1][0])
-    scatter = stride_t != (1, 1)
+    stride2 = geom.stride2
+    scatter = stride2 != (1, 1)
     with _threads.blas_single_threaded(dtype):
-        for a, n_h, taps_h, base_h, sub_dh in phases_h:
-            for b, n_w, taps_w, base_w, sub_dw in phases_w:
-                if not taps_h or not taps_w or in_per_group == 0:
-                    _fill_bias(result_b, (a, b), stride_t, bias_c, last)
-                    continue
-                window = _geometry.PhaseWindow(spatial, (n_h, n_w), (len(taps_h), len(taps_w)),
-                                               (sub_dh, sub_dw), (base_h, base_w))
-                w_packed = phase_weight(taps_h, taps_w)
-                _core.conv_forward(xc, w_packed, bias_c, result_b, *window.tables(),
-                                   window.dims(channels, out_channels, groups), last,
-                                   window.unpadded_1x1, threads, use_openmp,
-                                   (out_h, out_w) + stride_t + (a, b) if scatter else None,
-                                   weight_by_rows=last)
+        for a, b, taps_h, taps_w, window in geom.phases():
+            if window is None or in_per_group == 0:
+                _fill_bias(result_b, (a, b), stride2, bias_c, last)
+                continue
+            w_packed = phase_weight(taps_h, taps_w)
+            _core.conv_forward(xc, w_packed, bias_c, result_b, *window.tables(),
+                               window.dims(channels, out_channels, groups), last,
+                               window.unpadded_1x1, threads, use_openmp,
+                               geom.out2 + stride2 + (a, b) if scatter else None,
+                               weight_by_rows=last)
     return result
 
 
@@ -241,21 +230,18 @@ def _algorithm(kernel, channels_last):
     return "columns"
 
 
-def _transpose_by_columns(xc, w_oi, bias, result_b, spatial, out_spatial, kernel, stride,
-                          dilation, pads, groups, last, dtype, threads, use_openmp):
-    """The "columns" algorithm on 2-D operands (1-D already lifted)."""
+def _transpose_by_columns(xc, w_oi, bias, result_b, geom, groups, last, dtype, threads,
+                          use_openmp):
+    """The "columns" algorithm on 2-D operands (1-D already lifted; geom: the
+    call's TransposeGeometry)."""
     w_io = _arrays.contiguous(w_oi.transpose(1, 0, 2, 3), dtype)  # IOHW, as PyTorch's
-    out_h, out_w = out_spatial
-    ih_lo, ih_hi = _geometry.scatter_range(spatial[0], out_h, kernel[0], stride[0], dilation[0],
-                                           pads[0][0])
-    iw_lo, iw_hi = _geometry.scatter_range(spatial[1], out_w, kernel[1], stride[1], dilation[1],
-                                           pads[1][0])
     channels, out_channels = w_io.shape[0], w_io.shape[1] * groups
-    dims = (channels, spatial[0], spatial[1], out_channels, kernel[0], kernel[1], out_h, out_w,
-            stride[0], stride[1], dilation[0], dilation[1], pads[0][0], pads[1][0], groups)
+    (h, w), (r, s), (out_h, out_w) = geom.spatial2, geom.kernel2, geom.out2
+    dims = (channels, h, w, out_channels, r, s, out_h, out_w) + geom.stride2 + geom.dilation2 + (
+        geom.pads2[0][0], geom.pads2[1][0], groups)
     with _threads.blas_single_threaded(dtype):
-        _core.transpose_forward(xc, w_io, bias, result_b, ih_lo, ih_hi, iw_lo, iw_hi, dims,
-                                last, threads, use_openmp)
+        _core.transpose_forward(xc, w_io, bias, result_b, *geom.ranges(), dims, last, threads,
+                                use_openmp)
 
 
 def _fill_bias(result_b, phase, stride, bias, last):
