@@ -131,6 +131,9 @@ TRANSPOSE_TASKS = 16
 # NCHW: gather each output row from the column tile when its taps are all in
 # it (see _transpose_task); False: add the taps into the output one by one.
 TRANSPOSE_GATHER = True
+# values readable before and after a gathered tile: a vector of 32 bytes
+cdef enum:
+    GATHER_GUARD = 8
 MIN_TASKS = 2 * max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                     else (os.cpu_count() or 1))
 MIN_KBLOCK = 32
@@ -651,8 +654,9 @@ cdef inline void _col2im_gather(floating* out, const ConvPlan* p, Py_ssize_t kn,
                                 Py_ssize_t o_lo, Py_ssize_t o_hi, const floating* cols,
                                 Py_ssize_t npix, Py_ssize_t ih_lo, Py_ssize_t ih_hi,
                                 const floating* first, floating* ws) noexcept nogil:
-    """convcpu_col2im_gather of kn planes; ws: _gather_ws_elems(p)."""
-    cdef Py_ssize_t* idx = <Py_ssize_t*>(ws + _ceil_div(p.Wo + p.sw, 2) * 2)
+    """convcpu_col2im_gather of kn planes; cols: a tile with GATHER_GUARD
+    values before and after it; ws: _gather_ws_elems(p)."""
+    cdef Py_ssize_t* idx = <Py_ssize_t*>(ws + _ceil_div(p.Wo + p.sw + GATHER_GUARD, 2) * 2)
     if floating is float:
         convcpu_col2im_gather_f32(out, p.Ho * p.Wo, kn, p.Wo, o_lo, o_hi, cols, npix, ih_lo,
                                   ih_hi, p.W, p.R, p.S, p.sh, p.sw, p.dh, p.dw, p.pad_top,
@@ -664,9 +668,10 @@ cdef inline void _col2im_gather(floating* out, const ConvPlan* p, Py_ssize_t kn,
 
 
 cdef inline Py_ssize_t _gather_ws_elems(const ConvPlan* p) noexcept nogil:
-    # the phases of one output row, then 2*(R + S) indices (8-byte aligned:
-    # the workspace is, and the offset is even)
-    return _ceil_div(p.Wo + p.sw, 2) * 2 + 2 * (p.R + p.S) * 2
+    # the tile's guards, the phases of one output row (and a vector), then
+    # 2*(R + S) indices (8-byte aligned: the workspace is, the offset is even)
+    return (2 * GATHER_GUARD + _ceil_div(p.Wo + p.sw + GATHER_GUARD, 2) * 2
+            + 2 * (p.R + p.S) * 2)
 
 
 cdef void _transpose_task(const ConvPlan* p, Py_ssize_t t, floating* ws) noexcept nogil:
@@ -707,7 +712,13 @@ cdef void _transpose_task(const ConvPlan* p, Py_ssize_t t, floating* ws) noexcep
     cdef Py_ssize_t kk, h0, rows, npix, r, lo, hi
     cdef Py_ssize_t pstride = p.K if p.channels_last else 1
     cdef floating zero = 0
-    cdef floating* tmp = ws + _ceil_div(p.ptile * p.W * p.kblock * RS, 2) * 2
+    cdef Py_ssize_t tile_elems = _ceil_div(p.ptile * p.W * p.kblock * RS, 2) * 2
+    cdef floating* tmp = NULL
+    if p.gather:  # the tile between two guards (convcpu_col2im_gather's vectors)
+        memset(ws, 0, GATHER_GUARD * sizeof(floating))
+        ws += GATHER_GUARD
+        memset(ws + tile_elems, 0, GATHER_GUARD * sizeof(floating))
+        tmp = ws + tile_elems + GATHER_GUARD
     cdef const floating* a
     cdef floating* dst
     # The owned output rows start at the bias, except when the taps tile the

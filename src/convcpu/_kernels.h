@@ -861,9 +861,12 @@ CONVCPU_DEFORM_BAND(convcpu_deform_band_f64, double)
  * an output (same bits), but each output is written once instead of read
  * and written once per tap.  Output columns ox = b + sw*j of phase b get
  * their taps as whole runs over j (contiguous in cols), the phases are then
- * interleaved into the row.  tmp: sw * ceil(Wo / sw) values; idx: 2*S + 2*R
- * indices. */
-#define CONVCPU_COL2IM_GATHER(NAME, T)                                                    \
+ * interleaved into the row.  The runs go by vectors V of L values (masked
+ * blends at their ends; the bits of each add are the scalar add's), so a
+ * vector may read up to L - 1 values beyond a run: cols needs L readable
+ * values before and after the tile.  tmp: sw * ceil(Wo / sw) + L values;
+ * idx: 2*S + 2*R indices.  M: the integer vector of V's size and lanes. */
+#define CONVCPU_COL2IM_GATHER(NAME, T, V, M)                                              \
     CONVCPU_CLONES CONVCPU_KERNEL void NAME(                                              \
         T *restrict out, Py_ssize_t out_plane, Py_ssize_t kn, Py_ssize_t Wo,              \
         Py_ssize_t o_lo, Py_ssize_t o_hi, const T *restrict cols, Py_ssize_t npix,        \
@@ -872,6 +875,10 @@ CONVCPU_DEFORM_BAND(convcpu_deform_band_f64, double)
         Py_ssize_t pl, const T *first, T *restrict tmp, Py_ssize_t *restrict idx)         \
     {                                                                                     \
         const Py_ssize_t nj = (Wo + sw - 1) / sw;                                         \
+        enum { L = sizeof(V) / sizeof(T) };                                               \
+        M lane;                                                                           \
+        for (int i = 0; i < L; i++)                                                       \
+            lane[i] = i;                                                                  \
         /* column tap s: phase s_b[s], and ox = s_b[s] + sw*j comes from                  \
          * iw = s_off[s] + j */                                                           \
         Py_ssize_t *restrict s_b = idx, *restrict s_off = idx + S;                        \
@@ -904,8 +911,22 @@ CONVCPU_DEFORM_BAND(convcpu_deform_band_f64, double)
                         const Py_ssize_t jhi = W - off < nb ? W - off : nb;               \
                         T *restrict t = tmp + b * nj;                                     \
                         const T *restrict src = row + s * npix + off;                     \
-                        for (Py_ssize_t j = jlo; j < jhi; j++)                            \
-                            t[j] += src[j];                                               \
+                        for (Py_ssize_t jb = jlo / L * L; jb < jhi; jb += L) {            \
+                            V tv, sv;                                                     \
+                            memcpy(&tv, t + jb, sizeof(V));                               \
+                            memcpy(&sv, src + jb, sizeof(V));                             \
+                            if (jb >= jlo && jb + L <= jhi) {                             \
+                                tv += sv;                                                 \
+                            } else { /* lanes [a, e) of the block are in the run */       \
+                                const M a = lane * 0 + (__typeof__(lane[0]))(             \
+                                    jlo - jb > 0 ? jlo - jb : 0);                          \
+                                const M e = lane * 0 + (__typeof__(lane[0]))(             \
+                                    jhi - jb < L ? jhi - jb : L);                          \
+                                const M in = (lane >= a) & (lane < e);                    \
+                                tv = (V)(((M)tv & ~in) | ((M)(tv + sv) & in));            \
+                            }                                                             \
+                            memcpy(t + jb, &tv, sizeof(V));                               \
+                        }                                                                 \
                     }                                                                     \
                 }                                                                         \
                 if (sw == 2) {                                                            \
@@ -943,14 +964,16 @@ CONVCPU_STRIDED_COPY(convcpu_strided_copy_f32, float)
 CONVCPU_STRIDED_COPY(convcpu_strided_copy_f64, double)
 CONVCPU_COL2IM_ROW(convcpu_col2im_row_f32, float)
 CONVCPU_COL2IM_ROW(convcpu_col2im_row_f64, double)
-CONVCPU_COL2IM_GATHER(convcpu_col2im_gather_f32, float)
-CONVCPU_COL2IM_GATHER(convcpu_col2im_gather_f64, double)
 
 #if defined(__GNUC__)
 typedef float convcpu_vf __attribute__((vector_size(CONVCPU_VBYTES)));
 typedef double convcpu_vd __attribute__((vector_size(CONVCPU_VBYTES)));
 typedef float convcpu_vf32 __attribute__((vector_size(32)));
 typedef double convcpu_vd32 __attribute__((vector_size(32)));
+typedef int convcpu_vi32 __attribute__((vector_size(32)));
+typedef long long convcpu_vl32 __attribute__((vector_size(32)));
+CONVCPU_COL2IM_GATHER(convcpu_col2im_gather_f32, float, convcpu_vf32, convcpu_vi32)
+CONVCPU_COL2IM_GATHER(convcpu_col2im_gather_f64, double, convcpu_vd32, convcpu_vl32)
 CONVCPU_GATHER(convcpu_gather_f32, float)
 CONVCPU_GATHER(convcpu_gather_f64, double)
 CONVCPU_DIRECT_ROW(convcpu_direct_row_f32, float, convcpu_vf)
