@@ -281,3 +281,29 @@ def test_library_setting_and_explicit_threads_agree():
     finally:
         convcpu.set_num_threads(None)
     np.testing.assert_array_equal(via_setting, case.call(num_threads=3))
+
+
+PLANS = textwrap.dedent("""
+    from convcpu import _core
+    for min_tasks in (2, 4, 6, 8, 12, 16, 32, 64):
+        _core.MIN_TASKS = min_tasks
+        for batch in (1, 2, 3, 4, 5, 7, 8, 16, 33):
+            for pixels in (1, 15, 26, 49, 196, 3136):
+                for channels in (1, 8, 32, 64, 256):
+                    spt, ptile, kblock, _ = _core.plan_tiles(batch, 1, pixels, channels, 576,
+                                                             4, False, False)
+                    assert 1 <= spt <= batch and 1 <= ptile <= pixels, (batch, pixels)
+                    assert 1 <= kblock <= channels, (batch, pixels, channels)
+    print("ok")
+""")
+
+
+def test_tile_plans_end_whatever_the_cpu_count():
+    """The tile planner splits until there are MIN_TASKS (2 per CPU) tasks:
+    every split must make progress.  4 samples gathered 2 per tile, on a
+    machine with 4 CPUs, once split into ceil(4 / 3) = 2 per tile again,
+    forever (a hang in any small-batch conv2d there).  Shapes x CPU counts,
+    in a child with a time limit."""
+    result = subprocess.run([sys.executable, "-c", PLANS], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0 and result.stdout.startswith("ok"), result.stderr[-3000:]

@@ -943,7 +943,12 @@ def plan_tiles(Py_ssize_t n_batch, Py_ssize_t groups, Py_ssize_t out_pixels,
         can_k = _ceil_div(out_per_group, n_kblocks + 1) >= MIN_KBLOCK
         if can_p and (not can_k or _ceil_div(out_per_group, n_kblocks) <= pixels):
             if spt > 1:
-                spt = _ceil_div(n_batch, _ceil_div(n_batch, spt) + 1)
+                # one more sample group (4 samples in groups of 2: 2 -> 1; a
+                # plain ceil(4 / 3) = 2 made no progress and the loop never ended)
+                groups_now = _ceil_div(n_batch, spt)
+                spt = _ceil_div(n_batch, groups_now + 1)
+                while spt > 1 and _ceil_div(n_batch, spt) <= groups_now:
+                    spt -= 1
             else:
                 n_ptiles += 1
         elif can_k:
