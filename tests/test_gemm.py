@@ -127,3 +127,43 @@ def test_narrow_nhwc_conv_is_the_same_sum(groups, out_channels, batch, monkeypat
                           w.transpose(3, 2, 0, 1).astype(np.float64), b.astype(np.float64),
                           stride=(2, 1), pads=((1, 0), (1, 1)), groups=groups)
     np.testing.assert_allclose(narrow.transpose(0, 3, 1, 2), want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_im2col_into_panels_is_the_packed_sum(seed, monkeypatch):
+    """NCHW float32 tiles shared by several blocks of output channels are
+    written by the im2col straight into the own GEMM's panel layout
+    (convcpu_im2col_panels, convcpu_sgemm_panels), with no packing pass: the
+    same FMA chains as the packed path, so the same bits, and the
+    reference's values.  Random geometries: rows wider and narrower than a
+    panel (runs cut by panels and by output rows), several samples in one
+    tile (a sample starting inside a panel), row strides, dilations,
+    asymmetric pads, groups, 1-D, and reflect padding (left on the plain
+    path)."""
+    if _core.gemm_backend() != "convcpu":
+        pytest.skip("the panels are the own GEMM's")
+    from convcpu._reference import conv_reference
+    monkeypatch.setattr(_core, "MIN_TASKS", 8)  # blocks of output channels
+    rng = np.random.default_rng(1200 + seed)
+    nsp = 1 if seed % 6 == 5 else 2
+    groups = 1 + seed % 4 // 3
+    kernel = tuple(int(rng.integers(1, 5)) for _ in range(nsp))
+    dilation = tuple(int(rng.integers(1, 3)) for _ in range(nsp))
+    stride = (int(rng.integers(1, 3)), 1)[-nsp:]
+    pads = tuple((int(rng.integers(0, 3)), int(rng.integers(0, 3))) for _ in range(nsp))
+    spatial = tuple(int(rng.integers(max(1, (k - 1) * d), 40)) for k, d in zip(kernel, dilation))
+    x = rng.standard_normal((int(rng.integers(1, 5)), 3 * groups) + spatial).astype(np.float32)
+    w = rng.standard_normal((64 * groups, 3) + kernel).astype(np.float32)
+    b = rng.standard_normal(64 * groups).astype(np.float32)
+    mode = "reflect" if seed % 8 == 7 else "zeros"
+    op = convcpu.conv2d if nsp == 2 else convcpu.conv1d
+    args = dict(stride=stride, padding=pads if mode == "zeros" else max(kernel) // 2,
+                dilation=dilation, groups=groups, padding_mode=mode)
+    panels = op(x, w, b, **args)
+    monkeypatch.setattr(_core, "IM2COL_PANELS", False)
+    packed = op(x, w, b, **args)
+    np.testing.assert_array_equal(panels.view(np.uint32), packed.view(np.uint32))
+    if mode == "zeros":
+        want = conv_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
+                              stride=stride, pads=pads, dilation=dilation, groups=groups)
+        np.testing.assert_allclose(panels, want, rtol=1e-4, atol=1e-4)

@@ -11,6 +11,15 @@ cdef extern from "_gemm.h" nogil:
                       float beta, float* c, Py_ssize_t ldc)
     int convcpu_gemm_get()
     int convcpu_gemm_set(int own)
+    int convcpu_sgemm_panels(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                             const float* a, Py_ssize_t rsa, Py_ssize_t csa,
+                             const float* panels, float* c, Py_ssize_t ldc)
+    int convcpu_im2col_panels(const float* xg, Py_ssize_t HW, Py_ssize_t W, Py_ssize_t Cg,
+                              Py_ssize_t R, Py_ssize_t S, const Py_ssize_t* hmap,
+                              Py_ssize_t sh, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t pad_left,
+                              Py_ssize_t Wo, Py_ssize_t p0, Py_ssize_t n, float* tile,
+                              Py_ssize_t j0, int last)
+    enum: CONVCPU_GEMM_PANEL
 
 ctypedef fused floating:
     float

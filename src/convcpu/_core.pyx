@@ -19,8 +19,9 @@ from cython.parallel cimport parallel
 
 cimport numpy as cnp
 
-from convcpu._blas cimport (convcpu_gemm_get, convcpu_gemm_set, floating, gemm_colmajor,
-                            gemm_trans)
+from convcpu._blas cimport (CONVCPU_GEMM_PANEL, convcpu_gemm_get, convcpu_gemm_set,
+                            convcpu_im2col_panels, convcpu_sgemm_panels, floating,
+                            gemm_colmajor, gemm_trans)
 from convcpu._openmp cimport (CONVCPU_OPENMP, convcpu_region, convcpu_region_enter,
                               convcpu_region_init, convcpu_region_leave,
                               convcpu_region_take, omp_get_max_threads)
@@ -131,6 +132,9 @@ TRANSPOSE_TASKS = 16
 # NCHW: gather each output row from the column tile when its taps are all in
 # it (see _transpose_task); False: add the taps into the output one by one.
 TRANSPOSE_GATHER = True
+# NCHW float32 on the own GEMM: im2col straight into the GEMM's panels (no
+# packing pass; see _im2col_panels); False: a plain tile the GEMM packs.
+IM2COL_PANELS = True
 # values readable before and after a gathered tile: a vector of 32 bytes
 cdef enum:
     GATHER_GUARD = 8
@@ -202,6 +206,9 @@ cdef struct ConvPlan:
     bint gather
     # CONV, NHWC: w is (K, R*S*Cg) (OHWI flattened), not (R*S*Cg, K)
     bint w_by_rows
+    # CONV, NCHW, float32 on the own GEMM, column stride 1, zero padding: the
+    # im2col tile is written in the GEMM's panel layout (_im2col_panels)
+    bint panels
     const Py_ssize_t* hmap
     const Py_ssize_t* wmap
     const Py_ssize_t* ow_lo
@@ -280,6 +287,52 @@ cdef void _im2col_nchw(const ConvPlan* p, const floating* xg, Py_ssize_t p0,
                     j += b - a
                     a = 0
                     oh += 1
+
+
+cdef void _gemm_panels(Py_ssize_t kn, Py_ssize_t cols, Py_ssize_t crs, const floating* w,
+                       const floating* panels, floating* c, Py_ssize_t ldc) noexcept nogil:
+    """c (kn x cols, rows ldc apart) += w (kn x crs, row-major) @ the tile in
+    panels (_im2col_panels); by BLAS, panel by panel, if the own GEMM was
+    switched off since the plan was made."""
+    cdef Py_ssize_t P = CONVCPU_GEMM_PANEL, q
+    if floating is float:
+        if convcpu_sgemm_panels(kn, cols, crs, w, crs, 1, panels, c, ldc):
+            return
+    for q in range(_ceil_div(cols, P)):
+        gemm_colmajor(_min(P, cols - q * P), kn, crs, panels + q * crs * P, P, w, crs, 1,
+                      c + q * P, ldc)
+
+
+cdef void _im2col_panels(const ConvPlan* p, const floating* xg, Py_ssize_t nsamp,
+                         Py_ssize_t p0, Py_ssize_t npix, floating* ws) noexcept nogil:
+    """The im2col tile of samples 0 .. nsamp-1 (xg: the first one's group),
+    output pixels p0 .. p0+npix-1 of each (tile column s*npix + j), in the
+    panel layout of convcpu_sgemm_panels: tile column j in panel j // P, whose
+    crs rows hold P values each (P = CONVCPU_GEMM_PANEL); the columns past
+    the tile in its last panel are zeros.  By convcpu_im2col_panels; by
+    _im2col_nchw, chunk by chunk, if the own GEMM was switched off since the
+    plan was made."""
+    cdef Py_ssize_t crs = p.Cg * p.R * p.S, P = CONVCPU_GEMM_PANEL, HW = p.H * p.W
+    cdef Py_ssize_t s, done, n, j, l, cols = nsamp * npix
+    cdef floating* dst
+    cdef bint own = True
+    for s in range(nsamp):
+        if floating is float:
+            if convcpu_im2col_panels(<const float*>xg + s * p.C * HW, HW, p.W, p.Cg, p.R, p.S,
+                                     p.hmap, p.sh, p.dh, p.dw, p.pad_left, p.Wo, p0, npix,
+                                     <float*>ws, s * npix, s == nsamp - 1):
+                continue
+        own = False
+        done = 0
+        while done < npix:
+            j = s * npix + done
+            n = _min(P - j % P, npix - done)
+            _im2col_nchw(p, xg + s * p.C * HW, p0 + done, n, ws + (j // P) * crs * P + j % P, P)
+            done += n
+    if cols % P and not own:
+        dst = ws + (cols // P) * crs * P + cols % P
+        for l in range(crs):
+            memset(dst + l * P, 0, (P - cols % P) * sizeof(floating))
 
 
 cdef void _im2col_nhwc(const ConvPlan* p, const floating* xn, Py_ssize_t cbase,
@@ -464,7 +517,10 @@ cdef void _run_task(const ConvPlan* p, Py_ssize_t t, floating* ws, floating* out
             b = x + (n0 * p.C + g * p.Cg) * HoWo + p0
             ldb = HoWo
         else:
-            if last_tile[0] != tile:
+            if last_tile[0] != tile and p.panels:
+                _im2col_panels(p, x + (n0 * p.C + g * p.Cg) * p.H * p.W, nsamp, p0, npix, ws)
+                last_tile[0] = tile
+            elif last_tile[0] != tile:
                 for s in range(nsamp):
                     if p.kind == DEFORM:  # pixel-major: (cols x crs) row-major
                         _im2col_deform(p, n0 + s, g, p0, npix, ws + s * npix * crs,
@@ -486,6 +542,8 @@ cdef void _run_task(const ConvPlan* p, Py_ssize_t t, floating* ws, floating* out
         _fill_bias(c, ldc, 1, bias + k0 if bias != NULL else NULL, kn, cols)
         if p.kind == DEFORM:  # the same sums as CONV's: OpenBLAS packs both alike
             gemm_trans(c'T', c'N', cols, kn, crs, b, crs, w + k0 * crs, crs, 1, c, ldc)
+        elif p.panels:
+            _gemm_panels(kn, cols, crs, w + k0 * crs, b, c, ldc)
         else:
             gemm_colmajor(cols, kn, crs, b, ldb, w + k0 * crs, crs, 1, c, ldc)
         if c == out_tile:
@@ -878,6 +936,18 @@ cdef int _run_plan(const ConvPlan* p, floating* out, int num_threads,
     return -1 if failed else 0
 
 
+cdef bint _zero_padded_columns(const ConvPlan* p) noexcept nogil:
+    """Whether wmap is zero padding: padded column q reads input column
+    q - pad_left, or a zero outside the row (not reflect / replicate /
+    circular)."""
+    cdef Py_ssize_t q, iw
+    for q in range((p.Wo - 1) * p.sw + (p.S - 1) * p.dw + 1):
+        iw = q - p.pad_left
+        if p.wmap[q] != (iw if 0 <= iw < p.W else -1):
+            return False
+    return True
+
+
 cdef void _set_window(ConvPlan* p, cnp.ndarray x, cnp.ndarray out, cnp.ndarray hmap,
                       cnp.ndarray wmap, cnp.ndarray ow_lo, cnp.ndarray ow_hi, tuple dims,
                       bint channels_last) except *:
@@ -894,6 +964,7 @@ cdef void _set_window(ConvPlan* p, cnp.ndarray x, cnp.ndarray out, cnp.ndarray h
     p.w_by_rows = False
     p.tiles = False
     p.gather = False
+    p.panels = False
     p.OH, p.OW, p.osh, p.osw, p.oa, p.ob = p.Ho, p.Wo, 1, 1, 0, 0
     p.kind = CONV
     p.hmap = <const Py_ssize_t*>cnp.PyArray_DATA(hmap)
@@ -1007,6 +1078,16 @@ def conv_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
     p.n_kblocks = _ceil_div(p.Kg, p.kblock)
     p.n_tasks = p.n_sgroups * p.groups * p.n_ptiles * p.n_kblocks
     p.ws_elems = 0 if direct else p.spt * p.ptile * p.Cg * p.R * p.S
+    # (Only when blocks of output channels share a tile: each of their tasks
+    # packed it again.  With one block, its packing pass from the L3-sized
+    # tile measured faster than the kernels reading the panels there: 128->128
+    # @28 batch 8, 2-4% slower on panels.)
+    p.panels = (IM2COL_PANELS and not channels_last and not direct and p.sw == 1
+                and p.n_kblocks > 1 and x.dtype.num == cnp.NPY_FLOAT
+                and convcpu_gemm_get() == 1 and _zero_padded_columns(&p))
+    if p.panels:  # whole panels
+        p.ws_elems = (_ceil_div(p.spt * p.ptile, CONVCPU_GEMM_PANEL) * CONVCPU_GEMM_PANEL
+                      * p.Cg * p.R * p.S)
     p.narrow = (channels_last and not p.scatter and p.kblock <= NARROW_MAX_CHANNELS
                 and x.dtype.num == cnp.NPY_FLOAT and convcpu_gemm_get() == 1)
     p.out_elems = (p.spt * p.ptile * p.kblock

@@ -236,10 +236,14 @@ static float *cg_workspace(void)
     return ws;
 }
 
-/* A(i, l) = a[i * rsa + l * csa] with rsa == 1 or csa == 1. */
+/* A(i, l) = a[i * rsa + l * csa] with rsa == 1 or csa == 1.  B: packed here
+ * into bpk, panel by panel; or, with panels != NULL, already packed: the
+ * CG_NR-column panel q is panels[q * K * CG_NR ...], K rows of CG_NR values
+ * (see convcpu_sgemm_panels), and b, rsb, csb, bpk are unused. */
 CG_TARGET static void cg_gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float *a,
                               Py_ssize_t rsa, Py_ssize_t csa, const float *b, Py_ssize_t rsb,
-                              Py_ssize_t csb, float *c, Py_ssize_t ldc, float *bpk)
+                              Py_ssize_t csb, float *c, Py_ssize_t ldc, float *bpk,
+                              const float *panels)
 {
     const int by_rows = csa == 1;
     for (Py_ssize_t l0 = 0; l0 < K; l0 += CG_KC) {
@@ -255,16 +259,20 @@ CG_TARGET static void cg_gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const fl
                 const Py_ssize_t nr = N - j0 < CG_NR ? N - j0 : CG_NR;
                 const __mmask16 m0 = cg_mask(nr), m1 = cg_mask(nr - 16);
                 float *cblk = c + i0 * ldc + j0;
-                cg_pack_b(kc, nr, b + l0 * rsb + j0 * csb, rsb, csb, bpk);
+                const float *bp = bpk;
+                if (panels != NULL)
+                    bp = panels + (j0 / CG_NR) * K * CG_NR + l0 * CG_NR;
+                else
+                    cg_pack_b(kc, nr, b + l0 * rsb + j0 * csb, rsb, csb, bpk);
                 /* a panel of <= 16 columns runs on the half-width kernels */
                 const cg_kernel_t *rows = nr <= 16 ? cg_rows_half : cg_rows;
                 const cg_kernel_t *cols = nr <= 16 ? cg_cols_half : cg_cols;
                 for (Py_ssize_t ir = 0, blk = 0; blk < nblk; blk++) {
                     const Py_ssize_t mr = cg_block_rows(mc - ir, nblk - blk);
                     if (by_rows)
-                        rows[mr](kc, ablk + ir * rsa, rsa, bpk, cblk + ir * ldc, ldc, m0, m1);
+                        rows[mr](kc, ablk + ir * rsa, rsa, bp, cblk + ir * ldc, ldc, m0, m1);
                     else
-                        cols[mr](kc, ablk + ir, csa, bpk, cblk + ir * ldc, ldc, m0, m1);
+                        cols[mr](kc, ablk + ir, csa, bp, cblk + ir * ldc, ldc, m0, m1);
                     ir += mr;
                 }
             }
@@ -301,11 +309,139 @@ CONVCPU_GEMM_API int convcpu_sgemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
         }
     }
     if (M > 0 && N > 0)
-        cg_gemm(M, N, K, a, rsa, csa, b, rsb, csb, c, ldc, ws);
+        cg_gemm(M, N, K, a, rsa, csa, b, rsb, csb, c, ldc, ws, NULL);
     return 1;
 #else
     (void)M; (void)N; (void)K; (void)a; (void)rsa; (void)csa; (void)b; (void)rsb; (void)csb;
     (void)beta; (void)c; (void)ldc;
+    return 0;
+#endif
+}
+
+/* The panel width of convcpu_sgemm_panels and convcpu_im2col_panels. */
+#define CONVCPU_GEMM_PANEL 32
+
+/* Row-major C[M][N] (rows ldc apart) += A[M][K] B[K][N], A as in
+ * convcpu_sgemm, B already in the layout the kernels read: ceil(N / 32)
+ * panels of 32 columns, panel q at panels + q*K*32, element (l, j) at
+ * panels[(j / 32)*K*32 + l*32 + j % 32] (the columns past N of the last
+ * panel are read, not stored: keep them finite).  The im2col of a
+ * convolution fills B this way (convcpu_im2col_panels) and the packing pass
+ * goes.  The same FMA chains as convcpu_sgemm, so the same bits.  Returns 0,
+ * doing nothing, when the own kernels are off or absent. */
+CONVCPU_GEMM_API int convcpu_sgemm_panels(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                                          const float *a, Py_ssize_t rsa, Py_ssize_t csa,
+                                          const float *panels, float *c, Py_ssize_t ldc)
+{
+#if CONVCPU_OWN_GEMM
+    if (convcpu_gemm_get() != 1 || (csa != 1 && rsa != 1))
+        return 0;
+    if (M > 0 && N > 0)
+        cg_gemm(M, N, K, a, rsa, csa, NULL, 0, 0, c, ldc, NULL, panels);
+    return 1;
+#else
+    (void)M; (void)N; (void)K; (void)a; (void)rsa; (void)csa; (void)panels; (void)c; (void)ldc;
+    return 0;
+#endif
+}
+
+#if CONVCPU_OWN_GEMM
+/* Lanes [lo, hi) of 16. */
+static __mmask16 cg_lanes(Py_ssize_t lo, Py_ssize_t hi)
+{
+    return (__mmask16)(cg_mask(hi) & ~cg_mask(lo));
+}
+
+/* Up to CG_SEGMENTS runs of pixels at a time: the runs of a chunk go
+ * through every input row (c, r, s) in order, so the input is read in
+ * sequence, as a plain im2col reads it. */
+#define CG_SEGMENTS 64
+
+CG_TARGET static void cg_im2col_panels(const float *xg, Py_ssize_t HW, Py_ssize_t W,
+                                       Py_ssize_t Cg, Py_ssize_t R, Py_ssize_t S,
+                                       const Py_ssize_t *hmap, Py_ssize_t sh, Py_ssize_t dh,
+                                       Py_ssize_t dw, Py_ssize_t pad_left, Py_ssize_t Wo,
+                                       Py_ssize_t p0, Py_ssize_t n, float *tile, Py_ssize_t j0,
+                                       int last)
+{
+    const Py_ssize_t P = CONVCPU_GEMM_PANEL, panel = Cg * R * S * P;
+    /* a run: pixels of one output row (oh, from column ow0) in one panel,
+     * len of them, the first at dst (row 0 of the panel) */
+    Py_ssize_t seg_len[CG_SEGMENTS], seg_oh[CG_SEGMENTS], seg_ow[CG_SEGMENTS];
+    Py_ssize_t seg_room[CG_SEGMENTS]; /* lanes stored: len, or to the panel's end */
+    float *seg_dst[CG_SEGMENTS];
+    Py_ssize_t j = 0, oh = p0 / Wo, ow0 = p0 % Wo;
+    while (j < n) {
+        int nseg = 0;
+        for (; j < n && nseg < CG_SEGMENTS; nseg++) {
+            const Py_ssize_t col = j0 + j, room = P - col % P;
+            Py_ssize_t len = Wo - ow0 < n - j ? Wo - ow0 : n - j;
+            len = len < room ? len : room;
+            seg_len[nseg] = len, seg_oh[nseg] = oh, seg_ow[nseg] = ow0;
+            seg_room[nseg] = last && j + len == n ? room : len; /* zeros past the tile */
+            seg_dst[nseg] = tile + (col / P) * panel + col % P;
+            j += len;
+            ow0 += len;
+            if (ow0 == Wo)
+                ow0 = 0, oh++;
+        }
+        for (Py_ssize_t c = 0; c < Cg; c++) {
+            const float *plane = xg + c * HW;
+            for (Py_ssize_t r = 0; r < R; r++)
+                for (Py_ssize_t s = 0; s < S; s++) {
+                    const Py_ssize_t l = (c * R + r) * S + s;
+                    for (int k = 0; k < nseg; k++) {
+                        const Py_ssize_t ih = hmap[seg_oh[k] * sh + r * dh], len = seg_len[k];
+                        const __mmask16 st0 = cg_mask(seg_room[k]);
+                        const __mmask16 st1 = cg_mask(seg_room[k] - 16);
+                        float *d = seg_dst[k] + l * P;
+                        if (ih < 0) {
+                            _mm512_mask_storeu_ps(d, st0, _mm512_setzero_ps());
+                            _mm512_mask_storeu_ps(d + 16, st1, _mm512_setzero_ps());
+                            continue;
+                        }
+                        /* lane q reads input column ow0 + q + s*dw - pad_left:
+                         * inside the row for q in [lo, hi) */
+                        const Py_ssize_t start = seg_ow[k] + s * dw - pad_left;
+                        const Py_ssize_t lo = -start, hi = W - start;
+                        const float *src = plane + ih * W + start;
+                        const __mmask16 ld0 = cg_lanes(lo, hi < len ? hi : len);
+                        const __mmask16 ld1 = cg_lanes(lo - 16, (hi < len ? hi : len) - 16);
+                        _mm512_mask_storeu_ps(d, st0, _mm512_maskz_loadu_ps(ld0, src));
+                        if (st1)
+                            _mm512_mask_storeu_ps(d + 16, st1,
+                                                  _mm512_maskz_loadu_ps(ld1, src + 16));
+                    }
+                }
+        }
+    }
+}
+#endif
+
+/* The im2col of output pixels p0 .. p0+n-1 (row-major over an output Wo
+ * wide) of one sample, into the panel layout of convcpu_sgemm_panels: they
+ * are tile columns j0 .. j0+n-1, and row ((c*R + r)*S + s) of pixel (oh, ow)
+ * holds input plane c (of Cg, HW apart, rows W wide) at row
+ * hmap[oh*sh + r*dh] (-1: a zero) and column ow + s*dw - pad_left (outside
+ * [0, W): a zero).  Column stride 1 and zero padding only.  last: these
+ * are the tile's last columns, and the rest of their panel is set to zeros.
+ * Returns 0, doing nothing, without the own kernels. */
+CONVCPU_GEMM_API int convcpu_im2col_panels(const float *xg, Py_ssize_t HW, Py_ssize_t W,
+                                           Py_ssize_t Cg, Py_ssize_t R, Py_ssize_t S,
+                                           const Py_ssize_t *hmap, Py_ssize_t sh,
+                                           Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t pad_left,
+                                           Py_ssize_t Wo, Py_ssize_t p0, Py_ssize_t n,
+                                           float *tile, Py_ssize_t j0, int last)
+{
+#if CONVCPU_OWN_GEMM
+    if (convcpu_gemm_get() != 1)
+        return 0;
+    cg_im2col_panels(xg, HW, W, Cg, R, S, hmap, sh, dh, dw, pad_left, Wo, p0, n, tile, j0,
+                     last);
+    return 1;
+#else
+    (void)xg; (void)HW; (void)W; (void)Cg; (void)R; (void)S; (void)hmap; (void)sh; (void)dh;
+    (void)dw; (void)pad_left; (void)Wo; (void)p0; (void)n; (void)tile; (void)j0; (void)last;
     return 0;
 #endif
 }
