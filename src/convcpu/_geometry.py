@@ -254,13 +254,20 @@ def window(spatial, kernel, stride, dilation, padding, padding_mode="zeros"):
     not freeze into a key (or any bool, float, ...: see `_freeze`) go
     uncached, so every check still runs on them."""
     key = _freeze((tuple(spatial), tuple(kernel), stride, dilation, padding, padding_mode))
-    found = None if key is None else _WINDOWS.get(key)
+    return _cached(_WINDOWS, key,
+                   lambda: Window(spatial, kernel, stride, dilation, padding, padding_mode))
+
+
+def _cached(cache, key, make):
+    """cache[key], made by make() if absent (key None: made, not kept); a
+    full cache starts again empty."""
+    found = None if key is None else cache.get(key)
     if found is None:
-        found = Window(spatial, kernel, stride, dilation, padding, padding_mode)
+        found = make()
         if key is not None:
-            if len(_WINDOWS) >= _MAX_WINDOWS:
-                _WINDOWS.clear()
-            _WINDOWS[key] = found
+            if len(cache) >= _MAX_WINDOWS:
+                cache.clear()
+            cache[key] = found
     return found
 
 
@@ -423,15 +430,9 @@ def transpose_geometry(spatial, kernel, stride, dilation, padding, output_paddin
         key = (key, size_key)
     else:
         key = None
-    found = None if key is None else _TRANSPOSE_GEOMETRIES.get(key)
-    if found is None:
-        found = TransposeGeometry(spatial, kernel, stride, dilation, padding, output_padding,
-                                  output_size)
-        if key is not None:
-            if len(_TRANSPOSE_GEOMETRIES) >= _MAX_WINDOWS:
-                _TRANSPOSE_GEOMETRIES.clear()
-            _TRANSPOSE_GEOMETRIES[key] = found
-    return found
+    return _cached(_TRANSPOSE_GEOMETRIES, key,
+                   lambda: TransposeGeometry(spatial, kernel, stride, dilation, padding,
+                                             output_padding, output_size))
 
 
 _TRANSPOSE_GEOMETRIES = {}
