@@ -188,6 +188,42 @@ def test_grouped_channels_last_direct_kernel(dtype):
     assert cases >= 20
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_grouped_direct_kernel_pairs_of_groups(dtype, monkeypatch):
+    """With as many input and output channels per group as a 32-byte vector
+    has lanes (ResNeXt's 8 / 8 in float32), the direct grouped kernel runs
+    two groups per 64-byte vector (a permute spreads each group's input
+    channel over its half); an odd last group goes alone.  Against the
+    reference, and (float32, on the own GEMM) bit for bit against the im2col
+    + GEMM route, whose sums run in the same order: bias, then r, s, ci."""
+    from convcpu import _core
+    rng = np.random.default_rng(33)
+    lanes = 32 // np.dtype(dtype).itemsize
+    for trial in range(16):
+        groups = 2 + trial % 6
+        H, W = int(rng.integers(1, 7)), int(rng.integers(1, 30))
+        R, S = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+        stride = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+        dilation = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+        pads = tuple((int(rng.integers(0, 3)), int(rng.integers(0, 3))) for _ in range(2))
+        if any(n + sum(p) < (k - 1) * d + 1
+               for n, p, k, d in zip((H, W), pads, (R, S), dilation)):
+            continue
+        x = rng.standard_normal((int(rng.integers(1, 3)), H, W, groups * lanes)).astype(dtype)
+        w = rng.standard_normal((R, S, lanes, groups * lanes)).astype(dtype)
+        b = rng.standard_normal(groups * lanes).astype(dtype) if trial % 3 else None
+        args = (stride, pads, dilation, groups)
+        assert depthwise.use_direct(groups * lanes, groups * lanes, groups, (R, S), True, dtype)
+        got = convcpu.conv2d(x, w, b, *args, data_format="NHWC")
+        expected = conv_reference(np.moveaxis(x, -1, 1), w.transpose(3, 2, 0, 1), b, *args)
+        assert_close(np.moveaxis(got, -1, 1), expected, dtype)
+        if dtype == np.float32 and _core.gemm_backend() == "convcpu":
+            with monkeypatch.context() as m:
+                m.setattr(depthwise, "DIRECT_MAX_GROUP_IN_LAST", 0)
+                gemm = convcpu.conv2d(x, w, b, *args, data_format="NHWC")
+            np.testing.assert_array_equal(got.view(np.uint32), gemm.view(np.uint32))
+
+
 def test_conv1d_depthwise():
     rng = np.random.default_rng(4)
     x = rng.standard_normal((2, 6, 30))

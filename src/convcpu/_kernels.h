@@ -546,6 +546,42 @@ CONVCPU_STENCIL(convcpu_stencil_f64, double)
         for (int p = 0; p < P; p++) memcpy(out + p * ldo, &acc[p], sizeof(V));            \
     }
 
+/* As CONVCPU_GROUPED_PIXELS for two groups at once when both Cg and Kg are
+ * the lanes L of V: a vector V2 of 2L lanes holds the outputs of groups g
+ * and g+1, and their 2L input channels of a pixel are one load; input
+ * channel ci of each group is spread over its half by a permute (M2: V2's
+ * integer vector), instead of a broadcast per group and half-width FMAs.
+ * The same sums in the same order, so the same bits. */
+#define CONVCPU_GROUPED_PAIR(NAME, T, V, V2, M2, P)                                       \
+    static inline __attribute__((always_inline)) void NAME(                               \
+        const T *restrict x0, const Py_ssize_t *rowoff, Py_ssize_t R, Py_ssize_t S,       \
+        Py_ssize_t sstride, Py_ssize_t pstride, Py_ssize_t K, const T *restrict w,        \
+        const T *bb, T *restrict out, Py_ssize_t ldo)                                     \
+    {                                                                                     \
+        enum { L = sizeof(V) / sizeof(T) };                                               \
+        M2 half; /* lanes of group g: 0; of group g+1: L (its channels' offset) */        \
+        for (int i = 0; i < 2 * L; i++) half[i] = i < L ? 0 : L;                          \
+        V2 acc[P];                                                                        \
+        for (int p = 0; p < P; p++) memcpy(&acc[p], bb, sizeof(V2));                      \
+        for (Py_ssize_t r = 0; r < R; r++) {                                              \
+            if (rowoff[r] < 0) continue;                                                  \
+            for (Py_ssize_t s = 0; s < S; s++) {                                          \
+                const T *xs = x0 + rowoff[r] + s * sstride;                               \
+                const T *ws = w + (r * S + s) * L * K;                                    \
+                V2 xv[P];                                                                 \
+                for (int p = 0; p < P; p++) memcpy(&xv[p], xs + p * pstride, sizeof(V2)); \
+                for (int ci = 0; ci < L; ci++) {                                          \
+                    V2 wv;                                                                \
+                    memcpy(&wv, ws + ci * K, sizeof(V2));                                 \
+                    const M2 pick = half + ci;                                            \
+                    for (int p = 0; p < P; p++)                                           \
+                        acc[p] += __builtin_shuffle(xv[p], pick) * wv;                    \
+                }                                                                         \
+            }                                                                             \
+        }                                                                                 \
+        for (int p = 0; p < P; p++) memcpy(out + p * ldo, &acc[p], sizeof(V2));           \
+    }
+
 #define CONVCPU_GROUPED_ONE(NAME, T, V, NV)                                               \
     static inline __attribute__((always_inline)) void NAME(                               \
         const T *restrict x, Py_ssize_t C, const Py_ssize_t *rowoff, Py_ssize_t R,        \
@@ -580,8 +616,9 @@ CONVCPU_STENCIL(convcpu_stencil_f64, double)
         for (int v = 0; v < NV; v++) memcpy(out + k0 + v * L, &acc[v], sizeof(V));        \
     }
 
-#define CONVCPU_GROUPED_ROW(NAME, T, V)                                                   \
+#define CONVCPU_GROUPED_ROW(NAME, T, V, V2, M2)                                           \
     CONVCPU_GROUPED_PIXELS(NAME##_8, T, V, 8)                                             \
+    CONVCPU_GROUPED_PAIR(NAME##_pair8, T, V, V2, M2, 8)                                   \
     CONVCPU_GROUPED_ONE(NAME##_one4, T, V, 4)                                             \
     CONVCPU_GROUPED_ONE(NAME##_one1, T, V, 1)                                             \
     CONVCPU_CLONES CONVCPU_KERNEL void NAME(                                              \
@@ -599,7 +636,7 @@ CONVCPU_STENCIL(convcpu_stencil_f64, double)
         const Py_ssize_t lo = int_lo < Wo ? int_lo : Wo;                                  \
         const Py_ssize_t span = int_hi > lo ? int_hi - lo : 0;                            \
         const Py_ssize_t hi = lo + span - span % 8;                                       \
-        T bb[L];                                                                          \
+        T bb[2 * L];                                                                      \
         for (Py_ssize_t r = 0; r < R; r++) {                                              \
             const Py_ssize_t row = hrow[r * dh];                                          \
             rowoff[r] = row < 0 ? -1 : row * W * C;                                       \
@@ -617,7 +654,17 @@ CONVCPU_STENCIL(convcpu_stencil_f64, double)
                 NAME##_one1(x, C, rowoff, R, S, border + ow * S, Cg, Kg, K, k0, w, bias,  \
                             out + ow * ldo);                                              \
         }                                                                                 \
-        for (Py_ssize_t g = 0; g < groups && hi > lo; g++) {                              \
+        Py_ssize_t g = 0;                                                                 \
+        if (Cg == L && Kg == L) /* pairs of groups in 2L lanes */                         \
+            for (; g + 1 < groups && hi > lo; g += 2) {                                   \
+                for (Py_ssize_t i = 0; i < 2 * L; i++)                                    \
+                    bb[i] = bias ? bias[g * Kg + i] : (T)0;                               \
+                for (Py_ssize_t ow = lo; ow < hi; ow += 8)                                \
+                    NAME##_pair8(x + g * Cg + (ow * sw - pad_left) * C, rowoff, R, S,     \
+                                 dw * C, sw * C, K, w + g * Kg, bb, out + ow * ldo + g * Kg, \
+                                 ldo);                                                    \
+            }                                                                             \
+        for (; g < groups && hi > lo; g++) {                                              \
             for (Py_ssize_t k0 = g * Kg; k0 < (g + 1) * Kg; k0 += L) {                    \
                 for (Py_ssize_t i = 0; i < L; i++) bb[i] = bias ? bias[k0 + i] : (T)0;    \
                 for (Py_ssize_t ow = lo; ow < hi; ow += 8)                                \
@@ -981,6 +1028,8 @@ typedef double convcpu_vd __attribute__((vector_size(CONVCPU_VBYTES)));
 typedef float convcpu_vf32 __attribute__((vector_size(32)));
 typedef double convcpu_vd32 __attribute__((vector_size(32)));
 typedef int convcpu_vi32 __attribute__((vector_size(32)));
+typedef int convcpu_vi __attribute__((vector_size(CONVCPU_VBYTES)));
+typedef long long convcpu_vl __attribute__((vector_size(CONVCPU_VBYTES)));
 typedef long long convcpu_vl32 __attribute__((vector_size(32)));
 CONVCPU_COL2IM_GATHER(convcpu_col2im_gather_f32, float, convcpu_vf32, convcpu_vi32)
 CONVCPU_COL2IM_GATHER(convcpu_col2im_gather_f64, double, convcpu_vd32, convcpu_vl32)
@@ -992,8 +1041,8 @@ CONVCPU_DIRECT_ROW(convcpu_direct_row_w32_f32, float, convcpu_vf32)
 CONVCPU_DIRECT_ROW(convcpu_direct_row_w32_f64, double, convcpu_vd32)
 CONVCPU_DW_ROW(convcpu_dw_row_f32, float, convcpu_vf)
 CONVCPU_DW_ROW(convcpu_dw_row_f64, double, convcpu_vd)
-CONVCPU_GROUPED_ROW(convcpu_grouped_row_f32, float, convcpu_vf32)
-CONVCPU_GROUPED_ROW(convcpu_grouped_row_f64, double, convcpu_vd32)
+CONVCPU_GROUPED_ROW(convcpu_grouped_row_f32, float, convcpu_vf32, convcpu_vf, convcpu_vi)
+CONVCPU_GROUPED_ROW(convcpu_grouped_row_f64, double, convcpu_vd32, convcpu_vd, convcpu_vl)
 CONVCPU_DEFORM_VECTOR(convcpu_deform_vector_f32, float, convcpu_vf)
 CONVCPU_DEFORM_VECTOR(convcpu_deform_vector_f64, double, convcpu_vd)
 #else
