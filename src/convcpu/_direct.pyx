@@ -242,42 +242,37 @@ cdef void _direct_rows(const DirectPlan* p, const floating* ws, const floating* 
                                            p.Wo, out + ii * p.Wo, ldo)
 
 
-cdef void _dw_rows_nhwc(const DirectPlan* p, Py_ssize_t n, Py_ssize_t i0, Py_ssize_t nrows,
-                        floating* out, Py_ssize_t* scratch) noexcept nogil:
-    """Depthwise output rows i0..i0+nrows-1 of sample n, channels last, into out
-    (rows Wo*K apart, pixels K apart)."""
+cdef void _rows_nhwc(const DirectPlan* p, Py_ssize_t n, Py_ssize_t i0, Py_ssize_t nrows,
+                     floating* out, Py_ssize_t* scratch) noexcept nogil:
+    """Output rows i0..i0+nrows-1 of sample n, channels last, into out (rows
+    Wo*K apart, pixels K apart): depthwise (Cg == 1) or grouped kernel rows."""
     cdef const floating* x = <const floating*>p.x + n * p.H * p.W * p.C
+    cdef const Py_ssize_t* hrow
+    cdef floating* row
     cdef Py_ssize_t i
     for i in range(i0, i0 + nrows):
+        hrow = p.hmap + i * p.sh
+        row = out + (i - i0) * p.Wo * p.K
         if floating is float:
-            convcpu_dw_row_f32(x, p.W, p.C, p.M, p.hmap + i * p.sh, p.dh, p.R, p.S, p.wmap,
-                               p.sw, p.dw, p.pad_left, p.int_lo, p.int_hi,
-                               <const float*>p.w, <const float*>p.bias,
-                               out + (i - i0) * p.Wo * p.K, p.Wo, p.K, scratch)
+            if p.Cg == 1:
+                convcpu_dw_row_f32(x, p.W, p.C, p.M, hrow, p.dh, p.R, p.S, p.wmap, p.sw, p.dw,
+                                   p.pad_left, p.int_lo, p.int_hi, <const float*>p.w,
+                                   <const float*>p.bias, row, p.Wo, p.K, scratch)
+            else:
+                convcpu_grouped_row_f32(x, p.W, p.C, p.groups, p.Kg, hrow, p.dh, p.R, p.S,
+                                        p.wmap, p.sw, p.dw, p.pad_left, p.int_lo, p.int_hi,
+                                        <const float*>p.w, <const float*>p.bias, row, p.Wo,
+                                        p.K, scratch)
         else:
-            convcpu_dw_row_f64(x, p.W, p.C, p.M, p.hmap + i * p.sh, p.dh, p.R, p.S, p.wmap,
-                               p.sw, p.dw, p.pad_left, p.int_lo, p.int_hi,
-                               <const double*>p.w, <const double*>p.bias,
-                               out + (i - i0) * p.Wo * p.K, p.Wo, p.K, scratch)
-
-
-cdef void _grouped_rows_nhwc(const DirectPlan* p, Py_ssize_t n, Py_ssize_t i0,
-                             Py_ssize_t nrows, floating* out, Py_ssize_t* scratch) noexcept nogil:
-    """Grouped (Cg > 1) output rows i0..i0+nrows-1 of sample n, channels last,
-    into out (rows Wo*K apart, pixels K apart)."""
-    cdef const floating* x = <const floating*>p.x + n * p.H * p.W * p.C
-    cdef Py_ssize_t i
-    for i in range(i0, i0 + nrows):
-        if floating is float:
-            convcpu_grouped_row_f32(x, p.W, p.C, p.groups, p.Kg, p.hmap + i * p.sh, p.dh, p.R,
-                                    p.S, p.wmap, p.sw, p.dw, p.pad_left, p.int_lo, p.int_hi,
-                                    <const float*>p.w, <const float*>p.bias,
-                                    out + (i - i0) * p.Wo * p.K, p.Wo, p.K, scratch)
-        else:
-            convcpu_grouped_row_f64(x, p.W, p.C, p.groups, p.Kg, p.hmap + i * p.sh, p.dh, p.R,
-                                    p.S, p.wmap, p.sw, p.dw, p.pad_left, p.int_lo, p.int_hi,
-                                    <const double*>p.w, <const double*>p.bias,
-                                    out + (i - i0) * p.Wo * p.K, p.Wo, p.K, scratch)
+            if p.Cg == 1:
+                convcpu_dw_row_f64(x, p.W, p.C, p.M, hrow, p.dh, p.R, p.S, p.wmap, p.sw, p.dw,
+                                   p.pad_left, p.int_lo, p.int_hi, <const double*>p.w,
+                                   <const double*>p.bias, row, p.Wo, p.K, scratch)
+            else:
+                convcpu_grouped_row_f64(x, p.W, p.C, p.groups, p.Kg, hrow, p.dh, p.R, p.S,
+                                        p.wmap, p.sw, p.dw, p.pad_left, p.int_lo, p.int_hi,
+                                        <const double*>p.w, <const double*>p.bias, row, p.Wo,
+                                        p.K, scratch)
 
 
 cdef void _direct_task(const DirectPlan* p, Py_ssize_t t, floating* ws, floating* tile,
@@ -298,12 +293,7 @@ cdef void _direct_task(const DirectPlan* p, Py_ssize_t t, floating* ws, floating
     cdef floating* dst
     if not p.separable:
         if p.channels_last:  # channels last: rest is the sample
-            if p.Cg == 1:
-                _dw_rows_nhwc(p, rest, i0, nrows, out + (rest * HoWo + i0 * p.Wo) * p.K,
-                              scratch)
-            else:
-                _grouped_rows_nhwc(p, rest, i0, nrows, out + (rest * HoWo + i0 * p.Wo) * p.K,
-                                   scratch)
+            _rows_nhwc(p, rest, i0, nrows, out + (rest * HoWo + i0 * p.Wo) * p.K, scratch)
             return
         g = rest % p.groups
         n = rest // p.groups
@@ -316,7 +306,7 @@ cdef void _direct_task(const DirectPlan* p, Py_ssize_t t, floating* ws, floating
     # Separable: depthwise band into the tile, then tile x pointwise -> out.
     n = rest
     if p.channels_last:
-        _dw_rows_nhwc(p, n, i0, nrows, tile, scratch)
+        _rows_nhwc(p, n, i0, nrows, tile, scratch)
         # Pointwise: out[pix, k] = sum_c tile[pix, c] * pw[c, k] is a direct
         # row of P columns for each "channel" pix, tap c reading pw row c
         # (pw: (C*M, pw_ld), rows padded with zeros by the caller).
