@@ -713,8 +713,9 @@ cdef inline void _col2im_gather(floating* out, const ConvPlan* p, Py_ssize_t kn,
                                 Py_ssize_t npix, Py_ssize_t ih_lo, Py_ssize_t ih_hi,
                                 const floating* first, floating* ws) noexcept nogil:
     """convcpu_col2im_gather of kn planes; cols: a tile with GATHER_GUARD
-    values before and after it; ws: _gather_ws_elems(p)."""
-    cdef Py_ssize_t* idx = <Py_ssize_t*>(ws + _ceil_div(p.Wo + p.sw + GATHER_GUARD, 2) * 2)
+    values before and after it; ws: the phases of a row (_gather_row_elems),
+    then its indices."""
+    cdef Py_ssize_t* idx = <Py_ssize_t*>(ws + _gather_row_elems(p))
     if floating is float:
         convcpu_col2im_gather_f32(out, p.Ho * p.Wo, kn, p.Wo, o_lo, o_hi, cols, npix, ih_lo,
                                   ih_hi, p.W, p.R, p.S, p.sh, p.sw, p.dh, p.dw, p.pad_top,
@@ -725,11 +726,21 @@ cdef inline void _col2im_gather(floating* out, const ConvPlan* p, Py_ssize_t kn,
                                   p.pad_left, first, ws, idx)
 
 
+cdef inline Py_ssize_t _transpose_tile_elems(const ConvPlan* p) noexcept nogil:
+    # a task's column tile, rounded to an even count (what follows it in the
+    # workspace stays 8-byte aligned)
+    return _ceil_div(p.ptile * p.W * p.kblock * p.R * p.S, 2) * 2
+
+
+cdef inline Py_ssize_t _gather_row_elems(const ConvPlan* p) noexcept nogil:
+    # the phases of one output row (and a vector), rounded to an even count
+    return _ceil_div(p.Wo + p.sw + GATHER_GUARD, 2) * 2
+
+
 cdef inline Py_ssize_t _gather_ws_elems(const ConvPlan* p) noexcept nogil:
-    # the tile's guards, the phases of one output row (and a vector), then
-    # 2*(R + S) indices (8-byte aligned: the workspace is, the offset is even)
-    return (2 * GATHER_GUARD + _ceil_div(p.Wo + p.sw + GATHER_GUARD, 2) * 2
-            + 2 * (p.R + p.S) * 2)
+    # the tile's guards, the phases of one output row, then 2*(R + S) indices
+    # (8-byte aligned: the workspace is, and every offset before them is even)
+    return 2 * GATHER_GUARD + _gather_row_elems(p) + 2 * (p.R + p.S) * 2
 
 
 cdef void _transpose_task(const ConvPlan* p, Py_ssize_t t, floating* ws) noexcept nogil:
@@ -770,13 +781,12 @@ cdef void _transpose_task(const ConvPlan* p, Py_ssize_t t, floating* ws) noexcep
     cdef Py_ssize_t kk, h0, rows, npix, r, lo, hi
     cdef Py_ssize_t pstride = p.K if p.channels_last else 1
     cdef floating zero = 0
-    cdef Py_ssize_t tile_elems = _ceil_div(p.ptile * p.W * p.kblock * RS, 2) * 2
     cdef floating* tmp = NULL
     if p.gather:  # the tile between two guards (convcpu_col2im_gather's vectors)
         memset(ws, 0, GATHER_GUARD * sizeof(floating))
         ws += GATHER_GUARD
-        memset(ws + tile_elems, 0, GATHER_GUARD * sizeof(floating))
-        tmp = ws + tile_elems + GATHER_GUARD
+        memset(ws + _transpose_tile_elems(p), 0, GATHER_GUARD * sizeof(floating))
+        tmp = ws + _transpose_tile_elems(p) + GATHER_GUARD
     cdef const floating* a
     cdef floating* dst
     # The owned output rows start at the bias, except when the taps tile the
@@ -1351,7 +1361,7 @@ def transpose_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out
             p.n_ptiles = _ceil_div(p.H, _ceil_div(p.H, p.n_ptiles))
     p.ptile = max(1, min(_ceil_div(p.H, p.n_ptiles), budget // max(p.W * p.kblock * RS, 1)))
     p.n_tasks = p.N * p.groups * p.n_kblocks * p.n_ptiles
-    p.ws_elems = _ceil_div(p.ptile * p.W * p.kblock * RS, 2) * 2
+    p.ws_elems = _transpose_tile_elems(&p)
     # Gather (see _transpose_task) when no output row takes taps from two
     # passes of a task's band loop: the bands own their output rows, or a
     # task's band is one pass.

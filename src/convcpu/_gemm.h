@@ -401,12 +401,11 @@ CG_TARGET static void cg_im2col_panels(const float *xg, Py_ssize_t HW, Py_ssize_
                             continue;
                         }
                         /* lane q reads input column ow0 + q + s*dw - pad_left:
-                         * inside the row for q in [lo, hi) */
+                         * inside the row (and the run) for q in [lo, hi) */
                         const Py_ssize_t start = seg_ow[k] + s * dw - pad_left;
-                        const Py_ssize_t lo = -start, hi = W - start;
+                        const Py_ssize_t lo = -start, hi = W - start < len ? W - start : len;
                         const float *src = plane + ih * W + start;
-                        const __mmask16 ld0 = cg_lanes(lo, hi < len ? hi : len);
-                        const __mmask16 ld1 = cg_lanes(lo - 16, (hi < len ? hi : len) - 16);
+                        const __mmask16 ld0 = cg_lanes(lo, hi), ld1 = cg_lanes(lo - 16, hi - 16);
                         _mm512_mask_storeu_ps(d, st0, _mm512_maskz_loadu_ps(ld0, src));
                         if (st1)
                             _mm512_mask_storeu_ps(d + 16, st1,
