@@ -144,6 +144,7 @@ def test_im2col_into_panels_is_the_packed_sum(seed, monkeypatch):
         pytest.skip("the panels are the own GEMM's")
     from convcpu._reference import conv_reference
     monkeypatch.setattr(_core, "MIN_TASKS", 8)  # blocks of output channels
+    monkeypatch.setattr(_core, "IMPLICIT_GEMM", False)  # "same" columns would go there
     rng = np.random.default_rng(1200 + seed)
     nsp = 1 if seed % 6 == 5 else 2
     groups = 1 + seed % 4 // 3
@@ -167,3 +168,57 @@ def test_im2col_into_panels_is_the_packed_sum(seed, monkeypatch):
         want = conv_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
                               stride=stride, pads=pads, dilation=dilation, groups=groups)
         np.testing.assert_allclose(panels, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(32))
+def test_implicit_conv_is_the_im2col_sum(seed, monkeypatch):
+    """Stride-1, zero-padded NCHW float32 convolutions whose output rows are
+    as wide as the input's run with no im2col: the GEMM kernels read each
+    tap of a 32-pixel panel from the input in place, masked at the image's
+    edges (convcpu_sconv_implicit).  The same FMA chains as the im2col +
+    GEMM path, so the same bits, and the reference's values.  Random
+    geometries: "same" columns split unevenly between left and right, any
+    rows (taps above and below the image, outputs taller or shorter than the
+    input), dilations, kernels up to 8 x 8 (64 taps) and wider in 1-D,
+    groups, several samples per task, blocks of output channels, panels
+    crossing output rows and ragged last panels (<= 16 pixels: the
+    half-width kernels); a NaN and an inf in the input, the inf next to a
+    zero-padded edge."""
+    if _core.gemm_backend() != "convcpu":
+        pytest.skip("the implicit convolution runs on the own GEMM's kernels")
+    from convcpu._reference import conv_reference
+    rng = np.random.default_rng(3100 + seed)
+    monkeypatch.setattr(_core, "MIN_TASKS", int(rng.choice([2, 4, 8])))
+    nsp = 1 if seed % 5 == 4 else 2
+    groups = 1 + int(seed % 4 == 3)
+    kmax = 9 if nsp == 2 else 65
+    kernel = tuple(int(rng.integers(1, kmax)) for _ in range(nsp))
+    while np.prod(kernel) > 64:
+        kernel = tuple(max(1, k - 1) for k in kernel)
+    dilation = tuple(int(rng.integers(1, 3)) for _ in range(nsp))
+    span = [(k - 1) * d for k, d in zip(kernel, dilation)]
+    left = [int(rng.integers(0, s + 1)) for s in span]
+    pads = [(left[-1], span[-1] - left[-1])]  # the columns: Wo == W
+    if nsp == 2:
+        pads.insert(0, (int(rng.integers(0, span[0] + 2)), int(rng.integers(0, span[0] + 2))))
+    spatial = tuple(int(rng.integers(max(1, s - sum(p) + 1), 40))
+                    for s, p in zip(span, pads))
+    cin, cout = int(rng.integers(1, 7)) * groups, int(rng.integers(1, 40)) * groups
+    x = rng.standard_normal((int(rng.integers(1, 5)), cin) + spatial).astype(np.float32)
+    w = rng.standard_normal((cout, cin // groups) + kernel).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32)
+    if seed % 8 == 0:
+        x[0, 0].flat[0] = np.inf
+        x[-1, -1].flat[x[0, 0].size // 2] = np.nan
+    op = convcpu.conv2d if nsp == 2 else convcpu.conv1d
+    args = dict(padding=tuple(pads), dilation=dilation, groups=groups)
+    x_before = x.copy()
+    implicit = op(x, w, b, **args)
+    assert implicit.shape[-1] == x.shape[-1]
+    monkeypatch.setattr(_core, "IMPLICIT_GEMM", False)
+    im2col = op(x, w, b, **args)
+    np.testing.assert_array_equal(x, x_before)
+    np.testing.assert_array_equal(implicit.view(np.uint32), im2col.view(np.uint32))
+    want = conv_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
+                          stride=(1,) * nsp, pads=tuple(pads), dilation=dilation, groups=groups)
+    np.testing.assert_allclose(implicit, want, rtol=1e-4, atol=1e-4)

@@ -294,6 +294,13 @@ PLANS = textwrap.dedent("""
                                                              4, False, False)
                     assert 1 <= spt <= batch and 1 <= ptile <= pixels, (batch, pixels)
                     assert 1 <= kblock <= channels, (batch, pixels, channels)
+                    # the implicit convolution's plan: whole panels, every pixel
+                    spt, ptile, kblock = _core.plan_implicit(batch, 1, pixels, channels)
+                    assert spt == 1 and 1 <= kblock <= channels, (batch, pixels, channels)
+                    assert ptile == pixels or (ptile % 32 == 0 and ptile < pixels), ptile
+                    tasks = batch * -(-pixels // ptile) * -(-channels // kblock)
+                    assert tasks >= min(min_tasks, batch * -(-pixels // 32)
+                                        * max(1, channels // 48)), (batch, pixels, channels)
     print("ok")
 """)
 
@@ -303,7 +310,7 @@ def test_tile_plans_end_whatever_the_cpu_count():
     every split must make progress.  4 samples gathered 2 per tile, on a
     machine with 4 CPUs, once split into ceil(4 / 3) = 2 per tile again,
     forever (a hang in any small-batch conv2d there).  Shapes x CPU counts,
-    in a child with a time limit."""
+    in a child with a time limit; the implicit convolution's planner too."""
     result = subprocess.run([sys.executable, "-c", PLANS], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0 and result.stdout.startswith("ok"), result.stderr[-3000:]

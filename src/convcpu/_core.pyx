@@ -6,7 +6,10 @@
 # bias and runs one GEMM over the whole reduction (C_in/groups * R * S), so
 # each output element is produced by one GEMM call whose shape depends only on
 # the convolution shape (and, with convcpu's own float32 GEMM, by one FMA chain
-# in a fixed order): results do not depend on the thread count.
+# in a fixed order): results do not depend on the thread count.  A stride-1,
+# zero-padded NCHW float32 conv whose output rows are as wide as the input's
+# skips the im2col: the own GEMM's kernels read the taps from the input
+# (convcpu_sconv_implicit; plan_implicit), with the same sums.
 #
 # Padding never materialises: hmap / wmap map a padded coordinate to the input
 # row / column it reads, or -1 for a zero (built in Python for every
@@ -20,8 +23,8 @@ from cython.parallel cimport parallel
 cimport numpy as cnp
 
 from convcpu._blas cimport (CONVCPU_GEMM_PANEL, convcpu_gemm_get, convcpu_gemm_set,
-                            convcpu_im2col_panels, convcpu_sgemm_panels, floating,
-                            gemm_colmajor, gemm_trans)
+                            convcpu_im2col_panels, convcpu_sconv_implicit,
+                            convcpu_sgemm_panels, floating, gemm_colmajor, gemm_trans)
 from convcpu._openmp cimport (CONVCPU_OPENMP, convcpu_region, convcpu_region_enter,
                               convcpu_region_init, convcpu_region_leave,
                               convcpu_region_take, omp_get_max_threads)
@@ -135,9 +138,19 @@ TRANSPOSE_GATHER = True
 # NCHW float32 on the own GEMM: im2col straight into the GEMM's panels (no
 # packing pass; see _im2col_panels); False: a plain tile the GEMM packs.
 IM2COL_PANELS = True
+# NCHW float32 on the own GEMM, stride 1, zero "same" padding of the columns
+# (output rows as wide as the input's): no im2col at all, the GEMM kernels
+# read each panel's taps from the input (convcpu_sconv_implicit); False: an
+# im2col tile.
+IMPLICIT_GEMM = True
+# An implicit convolution splits its output channels into blocks of at least
+# this many before it splits its pixels (plan_implicit).
+IMPLICIT_MIN_KBLOCK = 48
 # values readable before and after a gathered tile: a vector of 32 bytes
 cdef enum:
     GATHER_GUARD = 8
+    # the most taps (R*S) of the implicit GEMM (CG_TAPS in _gemm.h)
+    IMPLICIT_TAPS = 64
 MIN_TASKS = 2 * max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                     else (os.cpu_count() or 1))
 MIN_KBLOCK = 32
@@ -209,6 +222,9 @@ cdef struct ConvPlan:
     # CONV, NCHW, float32 on the own GEMM, column stride 1, zero padding: the
     # im2col tile is written in the GEMM's panel layout (_im2col_panels)
     bint panels
+    # CONV, NCHW, float32 on the own GEMM, stride 1, zero padding, Wo == W:
+    # the GEMM reads the taps from the input (convcpu_sconv_implicit), no tile
+    bint implicit
     const Py_ssize_t* hmap
     const Py_ssize_t* wmap
     const Py_ssize_t* ow_lo
@@ -512,6 +528,24 @@ cdef void _run_task(const ConvPlan* p, Py_ssize_t t, floating* ws, floating* out
     cdef const floating* b
     cdef Py_ssize_t ldb, ldc, j, kk, s
     cdef floating* c
+    if p.implicit:  # float32 (conv_forward): each sample straight into out
+        for s in range(nsamp):
+            c = out + ((n0 + s) * p.K + k0) * HoWo + p0
+            _fill_bias(c, HoWo, 1, bias + k0 if bias != NULL else NULL, kn, npix)
+            if not convcpu_sconv_implicit(kn, p.Cg, p.R, p.S, <const float*>w + k0 * crs, crs,
+                                          <const float*>x + ((n0 + s) * p.C + g * p.Cg) * p.H
+                                          * p.W, p.H, p.W, p.pad_top, p.pad_left, p.dh, p.dw,
+                                          p0, npix, <float*>c, HoWo):
+                # the own GEMM was switched off since the plan was made: BLAS,
+                # a panel's worth of pixels at a time (ws holds one)
+                j = 0
+                while j < npix:
+                    ldb = _min(CONVCPU_GEMM_PANEL, npix - j)
+                    _im2col_nchw(p, x + ((n0 + s) * p.C + g * p.Cg) * p.H * p.W, p0 + j, ldb,
+                                 ws, ldb)
+                    gemm_colmajor(ldb, kn, crs, ws, ldb, w + k0 * crs, crs, 1, c + j, HoWo)
+                    j += ldb
+        return
     if not p.channels_last:
         if p.direct:  # one sample per task (plan_tiles)
             b = x + (n0 * p.C + g * p.Cg) * HoWo + p0
@@ -958,6 +992,22 @@ cdef bint _zero_padded_columns(const ConvPlan* p) noexcept nogil:
     return True
 
 
+cdef bint _zero_padded_rows(ConvPlan* p) noexcept nogil:
+    """Whether hmap is zero padding (padded row q reads input row q - pad_top,
+    or a zero outside the image); if so, set p.pad_top."""
+    cdef Py_ssize_t q, ih, n = (p.Ho - 1) * p.sh + (p.R - 1) * p.dh + 1
+    p.pad_top = 0
+    for q in range(n):
+        if p.hmap[q] >= 0:
+            p.pad_top = q - p.hmap[q]
+            break
+    for q in range(n):
+        ih = q - p.pad_top
+        if p.hmap[q] != (ih if 0 <= ih < p.H else -1):
+            return False
+    return True
+
+
 cdef void _set_window(ConvPlan* p, cnp.ndarray x, cnp.ndarray out, cnp.ndarray hmap,
                       cnp.ndarray wmap, cnp.ndarray ow_lo, cnp.ndarray ow_hi, tuple dims,
                       bint channels_last) except *:
@@ -975,6 +1025,7 @@ cdef void _set_window(ConvPlan* p, cnp.ndarray x, cnp.ndarray out, cnp.ndarray h
     p.tiles = False
     p.gather = False
     p.panels = False
+    p.implicit = False
     p.OH, p.OW, p.osh, p.osw, p.oa, p.ob = p.Ho, p.Wo, 1, 1, 0, 0
     p.kind = CONV
     p.hmap = <const Py_ssize_t*>cnp.PyArray_DATA(hmap)
@@ -1046,6 +1097,41 @@ def plan_tiles(Py_ssize_t n_batch, Py_ssize_t groups, Py_ssize_t out_pixels,
             int(max(1, _ceil_div(out_per_group, n_kblocks))), bool(direct))
 
 
+def plan_implicit(Py_ssize_t n_batch, Py_ssize_t groups, Py_ssize_t out_pixels,
+                  Py_ssize_t out_per_group):
+    """The tiling of an implicit convolution (no im2col tile: a task may be a
+    whole sample), from the shape alone: (1, pixels per tile, output channels
+    per block).  While there are fewer than MIN_TASKS tasks (then while their
+    count is not a multiple of MIN_TASKS, up to 8 x MIN_TASKS), split the
+    output channels, into blocks of at least IMPLICIT_MIN_KBLOCK, before the
+    pixels: a block of channels rereads the input, which costs less than a
+    ragged panel (a pixel tile of 98 runs 4 panels for 3.06 panels of work).
+    Pixel tiles are whole panels (CONVCPU_GEMM_PANEL) spread evenly."""
+    cdef Py_ssize_t P = CONVCPU_GEMM_PANEL
+    cdef Py_ssize_t n_panels = max(1, _ceil_div(out_pixels, P))
+    cdef Py_ssize_t n_ptiles = 1, n_kblocks = 1
+
+    def split_once():
+        nonlocal n_ptiles, n_kblocks
+        if _ceil_div(out_per_group, n_kblocks + 1) >= IMPLICIT_MIN_KBLOCK:
+            n_kblocks += 1
+        elif n_ptiles < n_panels:
+            n_ptiles += 1
+        else:
+            return False
+        return True
+
+    def tasks():
+        return n_batch * groups * _ceil_div(n_panels, _ceil_div(n_panels, n_ptiles)) * n_kblocks
+
+    while tasks() < MIN_TASKS and split_once():
+        pass
+    while tasks() % MIN_TASKS and tasks() < 8 * MIN_TASKS and split_once():
+        pass
+    ptile = out_pixels if n_ptiles == 1 else _ceil_div(n_panels, n_ptiles) * P
+    return 1, int(max(1, ptile)), int(max(1, _ceil_div(out_per_group, n_kblocks)))
+
+
 def conv_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
                  cnp.ndarray hmap, cnp.ndarray wmap, cnp.ndarray ow_lo, cnp.ndarray ow_hi,
                  tuple dims, bint channels_last, bint direct,
@@ -1077,8 +1163,16 @@ def conv_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
     else:
         bias_arr = bias
         p.bias = cnp.PyArray_DATA(bias_arr)
-    spt, ptile, kblock, direct = plan_tiles(p.N, p.groups, p.Ho * p.Wo, p.Kg,
-                                            p.Cg * p.R * p.S, x.itemsize, direct, channels_last)
+    p.implicit = (IMPLICIT_GEMM and not channels_last and not direct and not p.scatter
+                  and p.sh == 1 and p.sw == 1 and p.Wo == p.W and p.R * p.S <= IMPLICIT_TAPS
+                  and x.dtype.num == cnp.NPY_FLOAT and convcpu_gemm_get() == 1
+                  and _zero_padded_columns(&p) and _zero_padded_rows(&p))
+    if p.implicit:
+        spt, ptile, kblock = plan_implicit(p.N, p.groups, p.Ho * p.Wo, p.Kg)
+    else:
+        spt, ptile, kblock, direct = plan_tiles(p.N, p.groups, p.Ho * p.Wo, p.Kg,
+                                                p.Cg * p.R * p.S, x.itemsize, direct,
+                                                channels_last)
     p.direct = direct
     p.spt = spt
     p.ptile = ptile
@@ -1092,7 +1186,8 @@ def conv_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
     # packed it again.  With one block, its packing pass from the L3-sized
     # tile measured faster than the kernels reading the panels there: 128->128
     # @28 batch 8, 2-4% slower on panels.)
-    p.panels = (IM2COL_PANELS and not channels_last and not direct and p.sw == 1
+    p.panels = (IM2COL_PANELS and not p.implicit and not channels_last and not direct
+                and p.sw == 1
                 and p.n_kblocks > 1 and x.dtype.num == cnp.NPY_FLOAT
                 and convcpu_gemm_get() == 1 and _zero_padded_columns(&p))
     if p.panels:  # whole panels
@@ -1102,6 +1197,9 @@ def conv_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
                 and x.dtype.num == cnp.NPY_FLOAT and convcpu_gemm_get() == 1)
     p.out_elems = (p.spt * p.ptile * p.kblock
                    if p.scatter or p.narrow or (p.spt > 1 and not channels_last) else 0)
+    if p.implicit:  # no tile: a panel's, if the own GEMM is switched off (_run_task)
+        p.ws_elems = CONVCPU_GEMM_PANEL * p.Cg * p.R * p.S
+        p.out_elems = 0
     _execute(&p, x.dtype.num == cnp.NPY_FLOAT, num_threads, use_openmp)
     return out
 

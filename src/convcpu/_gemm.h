@@ -26,6 +26,7 @@
 #ifndef CONVCPU_GEMM_H
 #define CONVCPU_GEMM_H
 #include <Python.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -441,6 +442,178 @@ CONVCPU_GEMM_API int convcpu_im2col_panels(const float *xg, Py_ssize_t HW, Py_ss
 #else
     (void)xg; (void)HW; (void)W; (void)Cg; (void)R; (void)S; (void)hmap; (void)sh; (void)dh;
     (void)dw; (void)pad_left; (void)Wo; (void)p0; (void)n; (void)tile; (void)j0; (void)last;
+    return 0;
+#endif
+}
+
+#if CONVCPU_OWN_GEMM
+/* The implicit convolution (convcpu_sconv_implicit): at most this many taps. */
+#define CG_TAPS 64
+
+/* A tap of the implicit convolution, for one panel: where its row of B
+ * starts (from the panel's first pixel) and which of the 32 lanes read
+ * inside the image (bit j: lane j). */
+typedef struct {
+    Py_ssize_t off;
+    uint32_t lanes;
+} cg_tap_t;
+
+/* A register-block kernel of the implicit convolution: (C, RS, a, lda, x,
+ * HW, taps, c, ldc, m0, m1), as below. */
+typedef void (*const cg_conv_kernel_t)(Py_ssize_t, Py_ssize_t, const float *, Py_ssize_t,
+                                       const float *, Py_ssize_t, const cg_tap_t *, float *,
+                                       Py_ssize_t, __mmask16, __mmask16);
+
+/* C[0:MR, 0:16*H] += A (MR x C*RS, rows lda apart) . B, where row
+ * l = ci*RS + t of B is the 32 values x[ci*HW + taps[t].off + j] (j < 32),
+ * lanes outside taps[t].lanes read as zeros: the panel an im2col would have
+ * written, read from the input in place.  The FMA chain of each element of
+ * C is the one of CG_KERNEL over the same B: l = 0 .. C*RS-1 in order, from
+ * C's value.  (A is walked by one pointer, as in CG_KERNEL: per-row pointers
+ * ran out of registers.) */
+#define CG_CONV_KERNEL(NAME, MR, H)                                                      \
+    CG_TARGET static void NAME##_##MR(Py_ssize_t C, Py_ssize_t RS, const float *restrict a, \
+                                      Py_ssize_t lda, const float *restrict x,           \
+                                      Py_ssize_t HW, const cg_tap_t *restrict taps,      \
+                                      float *restrict c, Py_ssize_t ldc, __mmask16 m0,   \
+                                      __mmask16 m1)                                      \
+    {                                                                                    \
+        __m512 x_[MR], y_[MR];                                                           \
+        _Pragma("GCC unroll 12") for (int i = 0; i < MR; i++)                            \
+        {                                                                                \
+            x_[i] = _mm512_maskz_loadu_ps(m0, c + i * ldc);                              \
+            y_[i] = H == 2 ? _mm512_maskz_loadu_ps(m1, c + i * ldc + 16)                 \
+                           : _mm512_setzero_ps();                                        \
+        }                                                                                \
+        const cg_tap_t *tend = taps + RS;                                                \
+        for (Py_ssize_t ci = 0; ci < C; ci++) {                                          \
+            const float *xc = x + ci * HW;                                               \
+            for (const cg_tap_t *tp = taps; tp != tend; tp++) {                          \
+                const float *src = xc + tp->off;                                         \
+                const uint32_t lanes = tp->lanes;                                        \
+                const __m512 b0 = _mm512_maskz_loadu_ps((__mmask16)lanes, src);          \
+                const __m512 b1 = H == 2                                                 \
+                    ? _mm512_maskz_loadu_ps((__mmask16)(lanes >> 16), src + 16)          \
+                    : _mm512_setzero_ps();                                               \
+                _Pragma("GCC unroll 12") for (int i = 0; i < MR; i++)                    \
+                {                                                                        \
+                    const __m512 av = _mm512_set1_ps(a[i * lda]);                        \
+                    x_[i] = _mm512_fmadd_ps(av, b0, x_[i]);                              \
+                    if (H == 2)                                                          \
+                        y_[i] = _mm512_fmadd_ps(av, b1, y_[i]);                          \
+                }                                                                        \
+                a++;                                                                     \
+            }                                                                            \
+        }                                                                                \
+        _Pragma("GCC unroll 12") for (int i = 0; i < MR; i++)                            \
+        {                                                                                \
+            _mm512_mask_storeu_ps(c + i * ldc, m0, x_[i]);                               \
+            if (H == 2)                                                                  \
+                _mm512_mask_storeu_ps(c + i * ldc + 16, m1, y_[i]);                      \
+        }                                                                                \
+    }
+#define CG_CONV_KERNELS(NAME, H)                                                         \
+    CG_CONV_KERNEL(NAME, 1, H) CG_CONV_KERNEL(NAME, 2, H) CG_CONV_KERNEL(NAME, 3, H)     \
+    CG_CONV_KERNEL(NAME, 4, H) CG_CONV_KERNEL(NAME, 5, H) CG_CONV_KERNEL(NAME, 6, H)     \
+    CG_CONV_KERNEL(NAME, 7, H) CG_CONV_KERNEL(NAME, 8, H) CG_CONV_KERNEL(NAME, 9, H)     \
+    CG_CONV_KERNEL(NAME, 10, H) CG_CONV_KERNEL(NAME, 11, H) CG_CONV_KERNEL(NAME, 12, H)  \
+    static cg_conv_kernel_t NAME[CG_MR + 1] = {                                          \
+        NULL, NAME##_1, NAME##_2, NAME##_3, NAME##_4, NAME##_5, NAME##_6,                \
+        NAME##_7, NAME##_8, NAME##_9, NAME##_10, NAME##_11, NAME##_12};
+CG_CONV_KERNELS(cg_conv, 2)
+CG_CONV_KERNELS(cg_conv_half, 1)
+
+/* The taps of the panel of output pixels q0 .. q0+nr-1 (nr <= 32;
+ * row-major, W wide): tap t = r*S + s reads from input offset
+ * (r*dh - pad_top)*W + s*dw - pad_left of each pixel, in lane j when that
+ * reads inside the image. */
+static void cg_conv_taps(Py_ssize_t q0, Py_ssize_t nr, Py_ssize_t R, Py_ssize_t S,
+                         Py_ssize_t H, Py_ssize_t W, Py_ssize_t pad_top, Py_ssize_t pad_left,
+                         Py_ssize_t dh, Py_ssize_t dw, cg_tap_t *taps)
+{
+    uint32_t rows[CG_TAPS], cols[CG_TAPS];
+    Py_ssize_t oh = q0 / W, ow = q0 % W;
+    for (Py_ssize_t r = 0; r < R; r++)
+        rows[r] = 0;
+    for (Py_ssize_t s = 0; s < S; s++)
+        cols[s] = 0;
+    for (Py_ssize_t j = 0; j < nr; j++) {
+        for (Py_ssize_t r = 0; r < R; r++) {
+            const Py_ssize_t ih = oh + r * dh - pad_top;
+            rows[r] |= (uint32_t)(ih >= 0 && ih < H) << j;
+        }
+        for (Py_ssize_t s = 0; s < S; s++) {
+            const Py_ssize_t iw = ow + s * dw - pad_left;
+            cols[s] |= (uint32_t)(iw >= 0 && iw < W) << j;
+        }
+        if (++ow == W)
+            ow = 0, oh++;
+    }
+    for (Py_ssize_t r = 0; r < R; r++)
+        for (Py_ssize_t s = 0; s < S; s++) {
+            taps[r * S + s].off = q0 + (r * dh - pad_top) * W + s * dw - pad_left;
+            taps[r * S + s].lanes = rows[r] & cols[s];
+        }
+}
+#endif
+
+/* A stride-1, zero-padded NCHW convolution whose output rows are as wide as
+ * its input rows (W: "same" padding, pad_left + pad_right = dw*(S-1)), by
+ * the GEMM kernels with the im2col done in their registers: C[k][j] (rows
+ * ldc apart) += sum over l = (ci*R + r)*S + s of a[k*lda + l] times the
+ * input x[ci*H*W + q + (r*dh - pad_top)*W + s*dw - pad_left] of output
+ * pixel q = p0 + j (0 where that tap is outside the image), for k < M, j < n.
+ * Every output row is W pixels, so the 32 pixels of a panel read 32
+ * consecutive input values per tap, masked at the image's edges: no im2col
+ * tile and no packing pass.  The same FMA chains as convcpu_sgemm over the
+ * im2col, so the same bits.  A (M x C*R*S) is read in blocks of rows that
+ * stay in L2, and the input in blocks of channels, as in cg_gemm.  Returns 0, doing nothing, when the own
+ * kernels are off or absent, or R*S > CG_TAPS. */
+CONVCPU_GEMM_API int convcpu_sconv_implicit(Py_ssize_t M, Py_ssize_t C, Py_ssize_t R,
+                                            Py_ssize_t S, const float *a, Py_ssize_t lda,
+                                            const float *x, Py_ssize_t H, Py_ssize_t W,
+                                            Py_ssize_t pad_top, Py_ssize_t pad_left,
+                                            Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t p0,
+                                            Py_ssize_t n, float *c, Py_ssize_t ldc)
+{
+#if CONVCPU_OWN_GEMM
+    const Py_ssize_t RS = R * S, P = CONVCPU_GEMM_PANEL;
+    if (convcpu_gemm_get() != 1 || RS > CG_TAPS || RS < 1)
+        return 0;
+    if (M <= 0 || n <= 0)
+        return 1;
+    cg_tap_t taps[CG_TAPS];
+    /* Blocks of cb input channels (cb*RS <= CG_KC terms of the sums): the
+     * input a panel reads for them stays in L1 while the register blocks of
+     * A's rows go by, as the packed panel of cg_gemm does. */
+    const Py_ssize_t cb = CG_KC / RS > 1 ? CG_KC / RS : 1;
+    for (Py_ssize_t c0 = 0; c0 < C; c0 += cb) {
+        const Py_ssize_t cn = C - c0 < cb ? C - c0 : cb, kc = cn * RS;
+        const Py_ssize_t mc_max = CG_A_FLOATS / kc > CG_MR ? CG_A_FLOATS / kc : CG_MR;
+        const Py_ssize_t n_mc = (M + mc_max - 1) / mc_max;
+        const Py_ssize_t mc_even = ((M + n_mc - 1) / n_mc + CG_MR - 1) / CG_MR * CG_MR;
+        for (Py_ssize_t i0 = 0; i0 < M; i0 += mc_even) {
+            const Py_ssize_t mc = M - i0 < mc_even ? M - i0 : mc_even;
+            const Py_ssize_t nblk = (mc + CG_MR - 1) / CG_MR;
+            for (Py_ssize_t j0 = 0; j0 < n; j0 += P) {
+                const Py_ssize_t nr = n - j0 < P ? n - j0 : P;
+                const __mmask16 m0 = cg_mask(nr), m1 = cg_mask(nr - 16);
+                cg_conv_taps(p0 + j0, nr, R, S, H, W, pad_top, pad_left, dh, dw, taps);
+                const cg_conv_kernel_t *kern = nr <= 16 ? cg_conv_half : cg_conv;
+                for (Py_ssize_t ir = 0, blk = 0; blk < nblk; blk++) {
+                    const Py_ssize_t mr = cg_block_rows(mc - ir, nblk - blk);
+                    kern[mr](cn, RS, a + (i0 + ir) * lda + c0 * RS, lda,
+                             x + c0 * H * W, H * W, taps,
+                             c + (i0 + ir) * ldc + j0, ldc, m0, m1);
+                    ir += mr;
+                }
+            }
+        }
+    }
+    return 1;
+#else
+    (void)M; (void)C; (void)R; (void)S; (void)a; (void)lda; (void)x; (void)H; (void)W;
+    (void)pad_top; (void)pad_left; (void)dh; (void)dw; (void)p0; (void)n; (void)c; (void)ldc;
     return 0;
 #endif
 }
