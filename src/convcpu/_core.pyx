@@ -141,7 +141,9 @@ IM2COL_PANELS = True
 # NCHW float32 on the own GEMM, stride 1, zero "same" padding of the columns
 # (output rows as wide as the input's): no im2col at all, the GEMM kernels
 # read each panel's taps from the input (convcpu_sconv_implicit); False: an
-# im2col tile.
+# im2col tile.  Not for batches of images of <= 16 pixels, which a tile
+# gathers into whole panels (conv1d batch 32 L15: 2.5% slower implicit, on
+# half-width kernels).
 IMPLICIT_GEMM = True
 # An implicit convolution splits its output channels into blocks of at least
 # this many before it splits its pixels (plan_implicit).
@@ -1165,6 +1167,7 @@ def conv_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
         p.bias = cnp.PyArray_DATA(bias_arr)
     p.implicit = (IMPLICIT_GEMM and not channels_last and not direct and not p.scatter
                   and p.sh == 1 and p.sw == 1 and p.Wo == p.W and p.R * p.S <= IMPLICIT_TAPS
+                  and (p.N == 1 or p.Ho * p.Wo > CONVCPU_GEMM_PANEL // 2)
                   and x.dtype.num == cnp.NPY_FLOAT and convcpu_gemm_get() == 1
                   and _zero_padded_columns(&p) and _zero_padded_rows(&p))
     if p.implicit:

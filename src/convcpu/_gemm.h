@@ -449,6 +449,8 @@ CONVCPU_GEMM_API int convcpu_im2col_panels(const float *xg, Py_ssize_t HW, Py_ss
 #if CONVCPU_OWN_GEMM
 /* The implicit convolution (convcpu_sconv_implicit): at most this many taps. */
 #define CG_TAPS 64
+/* rows of B prefetched ahead by the implicit kernels */
+#define CG_AHEAD 8
 
 /* A tap of the implicit convolution, for one panel: where its row of B
  * starts (from the panel's first pixel) and which of the 32 lanes read
@@ -458,25 +460,25 @@ typedef struct {
     uint32_t lanes;
 } cg_tap_t;
 
-/* A register-block kernel of the implicit convolution: (C, RS, a, lda, x,
- * HW, taps, c, ldc, m0, m1), as below. */
-typedef void (*const cg_conv_kernel_t)(Py_ssize_t, Py_ssize_t, const float *, Py_ssize_t,
-                                       const float *, Py_ssize_t, const cg_tap_t *, float *,
-                                       Py_ssize_t, __mmask16, __mmask16);
+/* A register-block kernel of the implicit convolution: (kc, a, lda, x,
+ * rows, c, ldc, m0, m1), as below. */
+typedef void (*const cg_conv_kernel_t)(Py_ssize_t, const float *, Py_ssize_t, const float *,
+                                       const cg_tap_t *, float *, Py_ssize_t, __mmask16,
+                                       __mmask16);
 
-/* C[0:MR, 0:16*H] += A (MR x C*RS, rows lda apart) . B, where row
- * l = ci*RS + t of B is the 32 values x[ci*HW + taps[t].off + j] (j < 32),
- * lanes outside taps[t].lanes read as zeros: the panel an im2col would have
- * written, read from the input in place.  The FMA chain of each element of
- * C is the one of CG_KERNEL over the same B: l = 0 .. C*RS-1 in order, from
- * C's value.  (A is walked by one pointer, as in CG_KERNEL: per-row pointers
- * ran out of registers.) */
+/* C[0:MR, 0:16*H] += A (MR x kc, rows lda apart) . B, where row l of B is
+ * the 32 values x[rows[l].off + j] (j < 32), lanes outside rows[l].lanes
+ * read as zeros: the panel an im2col would have written, read from the input
+ * in place.  The FMA chain of each element of C is the one of CG_KERNEL
+ * over the same B: l = 0 .. kc-1 in order, from C's value.  (A is walked by
+ * one pointer, as in CG_KERNEL: per-row pointers ran out of registers; and
+ * one flat loop over the rows of B: a loop over the taps of each channel
+ * cost 33% with 3 taps.) */
 #define CG_CONV_KERNEL(NAME, MR, H)                                                      \
-    CG_TARGET static void NAME##_##MR(Py_ssize_t C, Py_ssize_t RS, const float *restrict a, \
+    CG_TARGET static void NAME##_##MR(Py_ssize_t kc, const float *restrict a,            \
                                       Py_ssize_t lda, const float *restrict x,           \
-                                      Py_ssize_t HW, const cg_tap_t *restrict taps,      \
-                                      float *restrict c, Py_ssize_t ldc, __mmask16 m0,   \
-                                      __mmask16 m1)                                      \
+                                      const cg_tap_t *restrict rows, float *restrict c,  \
+                                      Py_ssize_t ldc, __mmask16 m0, __mmask16 m1)        \
     {                                                                                    \
         __m512 x_[MR], y_[MR];                                                           \
         _Pragma("GCC unroll 12") for (int i = 0; i < MR; i++)                            \
@@ -485,25 +487,23 @@ typedef void (*const cg_conv_kernel_t)(Py_ssize_t, Py_ssize_t, const float *, Py
             y_[i] = H == 2 ? _mm512_maskz_loadu_ps(m1, c + i * ldc + 16)                 \
                            : _mm512_setzero_ps();                                        \
         }                                                                                \
-        const cg_tap_t *tend = taps + RS;                                                \
-        for (Py_ssize_t ci = 0; ci < C; ci++) {                                          \
-            const float *xc = x + ci * HW;                                               \
-            for (const cg_tap_t *tp = taps; tp != tend; tp++) {                          \
-                const float *src = xc + tp->off;                                         \
-                const uint32_t lanes = tp->lanes;                                        \
-                const __m512 b0 = _mm512_maskz_loadu_ps((__mmask16)lanes, src);          \
-                const __m512 b1 = H == 2                                                 \
-                    ? _mm512_maskz_loadu_ps((__mmask16)(lanes >> 16), src + 16)          \
-                    : _mm512_setzero_ps();                                               \
-                _Pragma("GCC unroll 12") for (int i = 0; i < MR; i++)                    \
-                {                                                                        \
-                    const __m512 av = _mm512_set1_ps(a[i * lda]);                        \
-                    x_[i] = _mm512_fmadd_ps(av, b0, x_[i]);                              \
-                    if (H == 2)                                                          \
-                        y_[i] = _mm512_fmadd_ps(av, b1, y_[i]);                          \
-                }                                                                        \
-                a++;                                                                     \
+        for (const cg_tap_t *tp = rows, *tend = rows + kc; tp != tend; tp++) {           \
+            const float *src = x + tp->off;                                              \
+            const uint32_t lanes = tp->lanes;                                            \
+            _mm_prefetch((const char *)(x + tp[CG_AHEAD].off), _MM_HINT_T0);             \
+            _mm_prefetch((const char *)(x + tp[CG_AHEAD].off + 16), _MM_HINT_T0);        \
+            const __m512 b0 = _mm512_maskz_loadu_ps((__mmask16)lanes, src);              \
+            const __m512 b1 = H == 2                                                     \
+                ? _mm512_maskz_loadu_ps((__mmask16)(lanes >> 16), src + 16)              \
+                : _mm512_setzero_ps();                                                   \
+            _Pragma("GCC unroll 12") for (int i = 0; i < MR; i++)                        \
+            {                                                                            \
+                const __m512 av = _mm512_set1_ps(a[i * lda]);                            \
+                x_[i] = _mm512_fmadd_ps(av, b0, x_[i]);                                  \
+                if (H == 2)                                                              \
+                    y_[i] = _mm512_fmadd_ps(av, b1, y_[i]);                              \
             }                                                                            \
+            a++;                                                                         \
         }                                                                                \
         _Pragma("GCC unroll 12") for (int i = 0; i < MR; i++)                            \
         {                                                                                \
@@ -582,11 +582,11 @@ CONVCPU_GEMM_API int convcpu_sconv_implicit(Py_ssize_t M, Py_ssize_t C, Py_ssize
         return 0;
     if (M <= 0 || n <= 0)
         return 1;
-    cg_tap_t taps[CG_TAPS];
-    /* Blocks of cb input channels (cb*RS <= CG_KC terms of the sums): the
-     * input a panel reads for them stays in L1 while the register blocks of
-     * A's rows go by, as the packed panel of cg_gemm does. */
-    const Py_ssize_t cb = CG_KC / RS > 1 ? CG_KC / RS : 1;
+    cg_tap_t taps[CG_TAPS], rows[CG_KC + CG_AHEAD];
+    /* Blocks of cb input channels (cb*RS <= CG_KC rows of B): the input a
+     * panel reads for them stays in L1 while the register blocks of A's rows
+     * go by, as the packed panel of cg_gemm does. */
+    const Py_ssize_t cb = CG_KC / RS > 1 ? CG_KC / RS : 1, HW = H * W;
     for (Py_ssize_t c0 = 0; c0 < C; c0 += cb) {
         const Py_ssize_t cn = C - c0 < cb ? C - c0 : cb, kc = cn * RS;
         const Py_ssize_t mc_max = CG_A_FLOATS / kc > CG_MR ? CG_A_FLOATS / kc : CG_MR;
@@ -599,11 +599,17 @@ CONVCPU_GEMM_API int convcpu_sconv_implicit(Py_ssize_t M, Py_ssize_t C, Py_ssize
                 const Py_ssize_t nr = n - j0 < P ? n - j0 : P;
                 const __mmask16 m0 = cg_mask(nr), m1 = cg_mask(nr - 16);
                 cg_conv_taps(p0 + j0, nr, R, S, H, W, pad_top, pad_left, dh, dw, taps);
+                for (Py_ssize_t ci = 0; ci < cn; ci++)
+                    for (Py_ssize_t t = 0; t < RS; t++) {
+                        rows[ci * RS + t].off = ci * HW + taps[t].off;
+                        rows[ci * RS + t].lanes = taps[t].lanes;
+                    }
+                for (Py_ssize_t l = kc; l < kc + CG_AHEAD; l++)
+                    rows[l] = rows[kc - 1]; /* prefetched, not read */
                 const cg_conv_kernel_t *kern = nr <= 16 ? cg_conv_half : cg_conv;
                 for (Py_ssize_t ir = 0, blk = 0; blk < nblk; blk++) {
                     const Py_ssize_t mr = cg_block_rows(mc - ir, nblk - blk);
-                    kern[mr](cn, RS, a + (i0 + ir) * lda + c0 * RS, lda,
-                             x + c0 * H * W, H * W, taps,
+                    kern[mr](kc, a + (i0 + ir) * lda + c0 * RS, lda, x + c0 * HW, rows,
                              c + (i0 + ir) * ldc + j0, ldc, m0, m1);
                     ir += mr;
                 }
