@@ -23,7 +23,7 @@ cdef extern from "_gemm.h" nogil:
                                const float* a, Py_ssize_t lda, const float* x, Py_ssize_t H,
                                Py_ssize_t W, Py_ssize_t pad_top, Py_ssize_t pad_left,
                                Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t p0, Py_ssize_t n,
-                               float* c, Py_ssize_t ldc)
+                               float* c, Py_ssize_t ldc, int set, const float* bias)
     enum: CONVCPU_GEMM_PANEL
 
 ctypedef fused floating:

@@ -533,13 +533,14 @@ cdef void _run_task(const ConvPlan* p, Py_ssize_t t, floating* ws, floating* out
     if p.implicit:  # float32 (conv_forward): each sample straight into out
         for s in range(nsamp):
             c = out + ((n0 + s) * p.K + k0) * HoWo + p0
-            _fill_bias(c, HoWo, 1, bias + k0 if bias != NULL else NULL, kn, npix)
             if not convcpu_sconv_implicit(kn, p.Cg, p.R, p.S, <const float*>w + k0 * crs, crs,
                                           <const float*>x + ((n0 + s) * p.C + g * p.Cg) * p.H
                                           * p.W, p.H, p.W, p.pad_top, p.pad_left, p.dh, p.dw,
-                                          p0, npix, <float*>c, HoWo):
+                                          p0, npix, <float*>c, HoWo, 1,
+                                          <const float*>bias + k0 if bias != NULL else NULL):
                 # the own GEMM was switched off since the plan was made: BLAS,
                 # a panel's worth of pixels at a time (ws holds one)
+                _fill_bias(c, HoWo, 1, bias + k0 if bias != NULL else NULL, kn, npix)
                 j = 0
                 while j < npix:
                     ldb = _min(CONVCPU_GEMM_PANEL, npix - j)
