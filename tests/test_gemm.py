@@ -170,25 +170,30 @@ def test_im2col_into_panels_is_the_packed_sum(seed, monkeypatch):
         np.testing.assert_allclose(panels, want, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("seed", range(32))
+@pytest.mark.parametrize("seed", range(48))
 def test_implicit_conv_is_the_im2col_sum(seed, monkeypatch):
-    """Stride-1, zero-padded NCHW float32 convolutions whose output rows are
-    as wide as the input's run with no im2col: the GEMM kernels read each
-    tap of a 32-pixel panel from the input in place, masked at the image's
-    edges (convcpu_sconv_implicit).  The same FMA chains as the im2col +
-    GEMM path, so the same bits, and the reference's values.  Random
-    geometries: "same" columns split unevenly between left and right, any
-    rows (taps above and below the image, outputs taller or shorter than the
-    input), dilations, kernels up to 8 x 8 (64 taps) and wider in 1-D,
-    groups, several samples per task, blocks of output channels, panels
-    crossing output rows and ragged last panels (<= 16 pixels: the
-    half-width kernels); a NaN and an inf in the input, the inf next to a
-    zero-padded edge."""
+    """Zero-padded NCHW float32 convolutions run with no im2col: the GEMM
+    kernels read each tap of a 32-pixel panel from the input in place (stride
+    1, output rows as wide as the input's), or from a task's copy of the
+    input rows it reads in phase planes as wide as the output (a stride, or
+    more padding), masked at the image's edges (convcpu_sconv_implicit).  The
+    same FMA chains as the im2col + GEMM path, so the same bits, and the
+    reference's values.  Random geometries: strides 1-3 per axis, columns
+    padded to keep every input column (TensorFlow's "same" and more), split
+    unevenly between left and right, any rows (taps above and below the
+    image, outputs taller or shorter than the input), dilations, kernels up
+    to 8 x 8 (64 taps) and wider in 1-D, groups, several samples per task,
+    blocks of output channels, panels crossing output rows and ragged last
+    panels (<= 16 pixels: the half-width kernels), tasks cut by a small
+    TILE_BYTES (bands of phase rows); a NaN and an inf in the input, the inf
+    next to a zero-padded edge."""
     if _core.gemm_backend() != "convcpu":
         pytest.skip("the implicit convolution runs on the own GEMM's kernels")
     from convcpu._reference import conv_reference
     rng = np.random.default_rng(3100 + seed)
     monkeypatch.setattr(_core, "MIN_TASKS", int(rng.choice([2, 4, 8])))
+    if seed % 6 == 5:
+        monkeypatch.setattr(_core, "TILE_BYTES", 16 * 1024)
     nsp = 1 if seed % 5 == 4 else 2
     groups = 1 + int(seed % 4 == 3)
     kmax = 9 if nsp == 2 else 65
@@ -196,9 +201,12 @@ def test_implicit_conv_is_the_im2col_sum(seed, monkeypatch):
     while np.prod(kernel) > 64:
         kernel = tuple(max(1, k - 1) for k in kernel)
     dilation = tuple(int(rng.integers(1, 3)) for _ in range(nsp))
+    stride = (1,) * nsp if seed % 3 == 0 else tuple(int(rng.integers(1, 4)) for _ in range(nsp))
     span = [(k - 1) * d for k, d in zip(kernel, dilation)]
-    left = [int(rng.integers(0, s + 1)) for s in span]
-    pads = [(left[-1], span[-1] - left[-1])]  # the columns: Wo == W
+    # the columns: pl + pr = span + e, e >= 0, so Wo = ceil((W + e) / sw) >= ceil(W / sw)
+    e = int(rng.integers(0, stride[-1] + 1)) if stride[-1] > 1 or seed % 7 == 1 else 0
+    left = int(rng.integers(0, span[-1] + 1))
+    pads = [(left, span[-1] - left + e)]
     if nsp == 2:
         pads.insert(0, (int(rng.integers(0, span[0] + 2)), int(rng.integers(0, span[0] + 2))))
     spatial = tuple(int(rng.integers(max(1, s - sum(p) + 1), 40))
@@ -211,14 +219,14 @@ def test_implicit_conv_is_the_im2col_sum(seed, monkeypatch):
         x[0, 0].flat[0] = np.inf
         x[-1, -1].flat[x[0, 0].size // 2] = np.nan
     op = convcpu.conv2d if nsp == 2 else convcpu.conv1d
-    args = dict(padding=tuple(pads), dilation=dilation, groups=groups)
+    args = dict(stride=stride, padding=tuple(pads), dilation=dilation, groups=groups)
     x_before = x.copy()
     implicit = op(x, w, b, **args)
-    assert implicit.shape[-1] == x.shape[-1]
+    assert implicit.shape[-1] >= -(-x.shape[-1] // stride[-1])
     monkeypatch.setattr(_core, "IMPLICIT_GEMM", False)
     im2col = op(x, w, b, **args)
     np.testing.assert_array_equal(x, x_before)
     np.testing.assert_array_equal(implicit.view(np.uint32), im2col.view(np.uint32))
     want = conv_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
-                          stride=(1,) * nsp, pads=tuple(pads), dilation=dilation, groups=groups)
+                          stride=stride, pads=tuple(pads), dilation=dilation, groups=groups)
     np.testing.assert_allclose(implicit, want, rtol=1e-4, atol=1e-4)

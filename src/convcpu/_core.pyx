@@ -6,10 +6,11 @@
 # bias and runs one GEMM over the whole reduction (C_in/groups * R * S), so
 # each output element is produced by one GEMM call whose shape depends only on
 # the convolution shape (and, with convcpu's own float32 GEMM, by one FMA chain
-# in a fixed order): results do not depend on the thread count.  A stride-1,
-# zero-padded NCHW float32 conv whose output rows are as wide as the input's
-# skips the im2col: the own GEMM's kernels read the taps from the input
-# (convcpu_sconv_implicit; plan_implicit), with the same sums.
+# in a fixed order): results do not depend on the thread count.  A
+# zero-padded NCHW float32 conv whose output rows keep every input column
+# skips the im2col: the own GEMM's kernels read the taps from the input, or
+# with a stride from a task's copy of its rows in phase planes
+# (convcpu_sconv_implicit; plan_implicit, _phase_copy), with the same sums.
 #
 # Padding never materialises: hmap / wmap map a padded coordinate to the input
 # row / column it reads, or -1 for a zero (built in Python for every
@@ -138,13 +139,16 @@ TRANSPOSE_GATHER = True
 # NCHW float32 on the own GEMM: im2col straight into the GEMM's panels (no
 # packing pass; see _im2col_panels); False: a plain tile the GEMM packs.
 IM2COL_PANELS = True
-# NCHW float32 on the own GEMM, stride 1, zero "same" padding of the columns
-# (output rows as wide as the input's): no im2col at all, the GEMM kernels
-# read each panel's taps from the input (convcpu_sconv_implicit); False: an
-# im2col tile.  Not for batches of images of <= 16 pixels, which a tile
+# NCHW float32 on the own GEMM, zero padding, every input column in the
+# output's rows (ceil(W / sw) <= Wo): no im2col at all, the GEMM kernels read
+# each panel's taps from the input (stride 1, Wo == W), or from phase planes
+# a task copies (IMPLICIT_PHASES; convcpu_sconv_implicit); False: an im2col
+# tile.  Not for batches of images of <= 16 pixels, which a tile
 # gathers into whole panels (conv1d batch 32 L15: 2.5% slower implicit, on
 # half-width kernels).
 IMPLICIT_GEMM = True
+# Strides (and wider outputs) on the implicit convolution, by phase planes.
+IMPLICIT_PHASES = True
 # An implicit convolution splits its output channels into blocks of at least
 # this many before it splits its pixels (plan_implicit).
 IMPLICIT_MIN_KBLOCK = 48
@@ -224,9 +228,14 @@ cdef struct ConvPlan:
     # CONV, NCHW, float32 on the own GEMM, column stride 1, zero padding: the
     # im2col tile is written in the GEMM's panel layout (_im2col_panels)
     bint panels
-    # CONV, NCHW, float32 on the own GEMM, stride 1, zero padding, Wo == W:
+    # CONV, NCHW, float32 on the own GEMM, zero padding, ceil(W / sw) <= Wo:
     # the GEMM reads the taps from the input (convcpu_sconv_implicit), no tile
     bint implicit
+    # implicit with a stride (or output rows wider than the input's): a task
+    # copies the input rows it reads into phase planes as wide as the output
+    # (_phase_band), at most phase_rows rows each
+    bint phases
+    Py_ssize_t phase_rows
     const Py_ssize_t* hmap
     const Py_ssize_t* wmap
     const Py_ssize_t* ow_lo
@@ -505,6 +514,54 @@ cdef inline void _fill_bias(floating* c, Py_ssize_t row_stride, Py_ssize_t col_s
                 row[j * col_stride] = v
 
 
+cdef inline Py_ssize_t _floor_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    """floor(a / b) for b > 0 (cdivision truncates)."""
+    return a // b if a >= 0 else -((-a + b - 1) // b)
+
+
+cdef Py_ssize_t _phase_band(const ConvPlan* p, Py_ssize_t p0, Py_ssize_t npix,
+                            Py_ssize_t* rows) noexcept nogil:
+    """The rows of the phase planes (see convcpu_sconv_implicit) that output
+    pixels p0 .. p0+npix-1 read: the first is returned, their count (>= 1,
+    <= p.phase_rows) goes to rows.  Output row oh reads plane row oh + fr,
+    fr = floor((r*dh - pad_top) / sh) for r < R; plane rows are input rows
+    v*sh + fh, so only v < ceil(H / sh) hold any."""
+    cdef Py_ssize_t lo = p0 // p.Wo + _floor_div(-p.pad_top, p.sh)
+    cdef Py_ssize_t hi = (p0 + npix - 1) // p.Wo + _floor_div((p.R - 1) * p.dh - p.pad_top,
+                                                              p.sh) + 1
+    lo = _max(lo, 0)
+    hi = _min(hi, _ceil_div(p.H, p.sh))
+    rows[0] = _max(hi - lo, 1)
+    return lo
+
+
+cdef void _phase_copy(const ConvPlan* p, const float* xg, Py_ssize_t v0, Py_ssize_t rows,
+                      float* dst) noexcept nogil:
+    """Rows v0 .. v0+rows-1 of the phase planes of the Cg channels of xg (one
+    sample's group) into dst: channel c, plane (fh, fw), row b at
+    dst + ((c*sh + fh)*sw + fw)*rows*Wo + b*Wo, element u = input
+    (c, (v0 + b)*sh + fh, u*sw + fw), 0 outside the image."""
+    cdef Py_ssize_t c, fh, fw, b, u, ih, iw, n
+    cdef const float* src
+    cdef float* row
+    for c in range(p.Cg):
+        for fh in range(p.sh):
+            for fw in range(p.sw):
+                for b in range(rows):
+                    row = dst + (((c * p.sh + fh) * p.sw + fw) * rows + b) * p.Wo
+                    ih = (v0 + b) * p.sh + fh
+                    n = 0 if ih >= p.H or fw >= p.W else _min(p.Wo, _ceil_div(p.W - fw, p.sw))
+                    if n > 0:
+                        src = xg + (c * p.H + ih) * p.W + fw
+                        if p.sw == 1:
+                            memcpy(row, src, n * sizeof(float))
+                        else:
+                            for u in range(n):
+                                row[u] = src[u * p.sw]
+                    if n < p.Wo:
+                        memset(row + n, 0, (p.Wo - n) * sizeof(float))
+
+
 cdef void _run_task(const ConvPlan* p, Py_ssize_t t, floating* ws, floating* out_tile,
                     Py_ssize_t* last_tile) noexcept nogil:
     """One task: samples n0 .. n0+nsamp-1 (a group of whole samples, or one
@@ -530,17 +587,31 @@ cdef void _run_task(const ConvPlan* p, Py_ssize_t t, floating* ws, floating* out
     cdef const floating* b
     cdef Py_ssize_t ldb, ldc, j, kk, s
     cdef floating* c
+    cdef const float* xs
+    cdef Py_ssize_t v0, band_rows, cs, plane_rows
     if p.implicit:  # float32 (conv_forward): each sample straight into out
         for s in range(nsamp):
             c = out + ((n0 + s) * p.K + k0) * HoWo + p0
+            xs = <const float*>x + ((n0 + s) * p.C + g * p.Cg) * p.H * p.W
+            cs = p.H * p.W
+            plane_rows = p.H
+            if p.phases:  # plan_implicit: one sample per task
+                v0 = _phase_band(p, p0, npix, &band_rows)
+                if last_tile[0] != tile:
+                    _phase_copy(p, xs, v0, band_rows, <float*>ws)
+                    last_tile[0] = tile
+                plane_rows = band_rows
+                cs = p.sh * p.sw * band_rows * p.Wo
+                xs = <const float*>ws - v0 * p.Wo
             if not convcpu_sconv_implicit(kn, p.Cg, p.R, p.S, <const float*>w + k0 * crs, crs,
-                                          <const float*>x + ((n0 + s) * p.C + g * p.Cg) * p.H
-                                          * p.W, p.H, p.W, p.pad_top, p.pad_left, p.dh, p.dw,
-                                          p0, npix, <float*>c, HoWo, 1,
+                                          xs, cs, plane_rows, p.Wo, p.H, p.W, p.sh, p.sw,
+                                          p.pad_top, p.pad_left, p.dh, p.dw, p0, npix,
+                                          <float*>c, HoWo, 1,
                                           <const float*>bias + k0 if bias != NULL else NULL):
                 # the own GEMM was switched off since the plan was made: BLAS,
                 # a panel's worth of pixels at a time (ws holds one)
                 _fill_bias(c, HoWo, 1, bias + k0 if bias != NULL else NULL, kn, npix)
+                last_tile[0] = -1
                 j = 0
                 while j < npix:
                     ldb = _min(CONVCPU_GEMM_PANEL, npix - j)
@@ -1029,6 +1100,8 @@ cdef void _set_window(ConvPlan* p, cnp.ndarray x, cnp.ndarray out, cnp.ndarray h
     p.gather = False
     p.panels = False
     p.implicit = False
+    p.phases = False
+    p.phase_rows = 0
     p.OH, p.OW, p.osh, p.osw, p.oa, p.ob = p.Ho, p.Wo, 1, 1, 0, 0
     p.kind = CONV
     p.hmap = <const Py_ssize_t*>cnp.PyArray_DATA(hmap)
@@ -1101,7 +1174,7 @@ def plan_tiles(Py_ssize_t n_batch, Py_ssize_t groups, Py_ssize_t out_pixels,
 
 
 def plan_implicit(Py_ssize_t n_batch, Py_ssize_t groups, Py_ssize_t out_pixels,
-                  Py_ssize_t out_per_group):
+                  Py_ssize_t out_per_group, Py_ssize_t max_pixels=-1):
     """The tiling of an implicit convolution (no im2col tile: a task may be a
     whole sample), from the shape alone: (1, pixels per tile, output channels
     per block).  While there are fewer than MIN_TASKS tasks (then while their
@@ -1109,10 +1182,13 @@ def plan_implicit(Py_ssize_t n_batch, Py_ssize_t groups, Py_ssize_t out_pixels,
     output channels, into blocks of at least IMPLICIT_MIN_KBLOCK, before the
     pixels: a block of channels rereads the input, which costs less than a
     ragged panel (a pixel tile of 98 runs 4 panels for 3.06 panels of work).
-    Pixel tiles are whole panels (CONVCPU_GEMM_PANEL) spread evenly."""
+    Pixel tiles are whole panels (CONVCPU_GEMM_PANEL) spread evenly, of at
+    most max_pixels (when >= 0: a phase copy's bound) rounded down to panels."""
     cdef Py_ssize_t P = CONVCPU_GEMM_PANEL
     cdef Py_ssize_t n_panels = max(1, _ceil_div(out_pixels, P))
     cdef Py_ssize_t n_ptiles = 1, n_kblocks = 1
+    if 0 <= max_pixels < out_pixels:
+        n_ptiles = min(n_panels, _ceil_div(n_panels, max(1, max_pixels // P)))
 
     def split_once():
         nonlocal n_ptiles, n_kblocks
@@ -1166,13 +1242,27 @@ def conv_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
     else:
         bias_arr = bias
         p.bias = cnp.PyArray_DATA(bias_arr)
+    # (a phase plane is Wo wide: every input column must have a place in it)
     p.implicit = (IMPLICIT_GEMM and not channels_last and not direct and not p.scatter
-                  and p.sh == 1 and p.sw == 1 and p.Wo == p.W and p.R * p.S <= IMPLICIT_TAPS
+                  and _ceil_div(p.W, p.sw) <= p.Wo and p.R * p.S <= IMPLICIT_TAPS
                   and (p.N == 1 or p.Ho * p.Wo > CONVCPU_GEMM_PANEL // 2)
                   and x.dtype.num == cnp.NPY_FLOAT and convcpu_gemm_get() == 1
+                  and (IMPLICIT_PHASES or (p.sh == 1 and p.sw == 1 and p.Wo == p.W))
                   and _zero_padded_columns(&p) and _zero_padded_rows(&p))
+    p.phases = p.implicit and not (p.sh == 1 and p.sw == 1 and p.Wo == p.W)
+    max_pixels = p.Ho * p.Wo
+    if p.phases:
+        # a task's phase rows fit TILE_BYTES: its output rows, plus the rows
+        # its taps reach beyond them
+        extra = (_floor_div((p.R - 1) * p.dh - p.pad_top, p.sh)
+                 - _floor_div(-p.pad_top, p.sh) + 1)
+        max_rows = TILE_BYTES // (4 * p.Cg * p.sh * p.sw * p.Wo) - extra - 1
+        max_pixels = max_rows * p.Wo
+        p.implicit = p.phases = max_pixels >= CONVCPU_GEMM_PANEL
     if p.implicit:
-        spt, ptile, kblock = plan_implicit(p.N, p.groups, p.Ho * p.Wo, p.Kg)
+        spt, ptile, kblock = plan_implicit(p.N, p.groups, p.Ho * p.Wo, p.Kg, max_pixels)
+        if p.phases:
+            p.phase_rows = _min(_ceil_div(p.H, p.sh), _ceil_div(ptile, p.Wo) + 1 + extra)
     else:
         spt, ptile, kblock, direct = plan_tiles(p.N, p.groups, p.Ho * p.Wo, p.Kg,
                                                 p.Cg * p.R * p.S, x.itemsize, direct,
@@ -1203,6 +1293,7 @@ def conv_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
                    if p.scatter or p.narrow or (p.spt > 1 and not channels_last) else 0)
     if p.implicit:  # no tile: a panel's, if the own GEMM is switched off (_run_task)
         p.ws_elems = CONVCPU_GEMM_PANEL * p.Cg * p.R * p.S
+        p.ws_elems = _max(p.ws_elems, p.Cg * p.sh * p.sw * p.phase_rows * p.Wo)
         p.out_elems = 0
     _execute(&p, x.dtype.num == cnp.NPY_FLOAT, num_threads, use_openmp)
     return out

@@ -546,17 +546,18 @@ CG_TARGET static inline uint32_t cg_between(const __m512i v[4], int64_t lo, int6
 }
 
 CG_TARGET static void cg_conv_taps(Py_ssize_t q0, Py_ssize_t nr, Py_ssize_t R, Py_ssize_t S,
-                                   Py_ssize_t H, Py_ssize_t W, Py_ssize_t pad_top,
+                                   Py_ssize_t H, Py_ssize_t W, Py_ssize_t PW, Py_ssize_t plane,
+                                   Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pad_top,
                                    Py_ssize_t pad_left, Py_ssize_t dh, Py_ssize_t dw,
                                    cg_tap_t *taps)
 {
     uint32_t rows[CG_TAPS], cols[CG_TAPS];
     int64_t ohs[32], ows[32];
-    Py_ssize_t oh = q0 / W, ow = q0 % W;
+    Py_ssize_t oh = q0 / PW, ow = q0 % PW;
     for (int j = 0; j < 32; j++) { /* lanes past nr: a row no tap reaches */
-        ohs[j] = j < nr ? oh : -((int64_t)1 << 62);
-        ows[j] = ow;
-        if (++ow == W)
+        ohs[j] = j < nr ? oh * sh : -((int64_t)1 << 62);
+        ows[j] = ow * sw;
+        if (++ow == PW)
             ow = 0, oh++;
     }
     __m512i vh[4], vw[4];
@@ -564,27 +565,34 @@ CG_TARGET static void cg_conv_taps(Py_ssize_t q0, Py_ssize_t nr, Py_ssize_t R, P
         vh[k] = _mm512_loadu_si512(ohs + 8 * k);
         vw[k] = _mm512_loadu_si512(ows + 8 * k);
     }
-    /* tap (r, s) reads input row oh + r*dh - pad_top, column ow + s*dw - pad_left */
+    /* tap (r, s) reads input row oh*sh + r*dh - pad_top, column
+     * ow*sw + s*dw - pad_left: in phase plane (fh, fw) = those mod (sh, sw),
+     * at row oh + fr and column ow + fs, (fr, fs) the floor quotients of
+     * (r*dh - pad_top, s*dw - pad_left) by (sh, sw) */
     for (Py_ssize_t r = 0; r < R; r++)
         rows[r] = cg_between(vh, pad_top - r * dh, H + pad_top - r * dh);
     for (Py_ssize_t s = 0; s < S; s++)
         cols[s] = cg_between(vw, pad_left - s * dw, W + pad_left - s * dw);
-    for (Py_ssize_t r = 0; r < R; r++)
+    for (Py_ssize_t r = 0; r < R; r++) {
+        const Py_ssize_t ar = r * dh - pad_top, fh = ((ar % sh) + sh) % sh;
         for (Py_ssize_t s = 0; s < S; s++) {
-            taps[r * S + s].off = q0 + (r * dh - pad_top) * W + s * dw - pad_left;
+            const Py_ssize_t as = s * dw - pad_left, fw = ((as % sw) + sw) % sw;
+            taps[r * S + s].off = q0 + (fh * sw + fw) * plane + (ar - fh) / sh * PW
+                                  + (as - fw) / sw;
             taps[r * S + s].lanes = rows[r] & cols[s];
         }
+    }
 }
 
-/* The rows of B of cn channels (HW apart) for the taps of a panel:
- * rows[ci*RS + t] = taps[t], its offset + ci*HW; by int64 vectors (a scalar
+/* The rows of B of cn channels (cs apart) for the taps of a panel:
+ * rows[ci*RS + t] = taps[t], its offset + ci*cs; by int64 vectors (a scalar
  * loop cost 5% of a 3x3 64->64 conv). */
 CG_TARGET static void cg_conv_rows(const cg_tap_t *taps, Py_ssize_t RS, Py_ssize_t cn,
-                                   Py_ssize_t HW, cg_tap_t *rows)
+                                   Py_ssize_t cs, cg_tap_t *rows)
 {
     const int64_t *src = (const int64_t *)taps;
     int64_t *dst = (int64_t *)rows;
-    const __m512i step = _mm512_set_epi64(0, HW, 0, HW, 0, HW, 0, HW);
+    const __m512i step = _mm512_set_epi64(0, cs, 0, cs, 0, cs, 0, cs);
     __m512i add = _mm512_setzero_si512();
     for (Py_ssize_t ci = 0; ci < cn; ci++, dst += 2 * RS) {
         for (Py_ssize_t k = 0; k < 2 * RS; k += 8) {
@@ -598,23 +606,32 @@ CG_TARGET static void cg_conv_rows(const cg_tap_t *taps, Py_ssize_t RS, Py_ssize
 }
 #endif
 
-/* A stride-1, zero-padded NCHW convolution whose output rows are as wide as
- * its input rows (W: "same" padding, pad_left + pad_right = dw*(S-1)), by
- * the GEMM kernels with the im2col done in their registers: C[k][j] (rows
- * ldc apart) += sum over l = (ci*R + r)*S + s of a[k*lda + l] times the
- * input x[ci*H*W + q + (r*dh - pad_top)*W + s*dw - pad_left] of output
- * pixel q = p0 + j (0 where that tap is outside the image), for k < M, j < n;
- * with set, C[k][j] = bias[k] (0 when bias is NULL) + that sum, C not read
- * (the chains start from bias[k], as they would from a C preset to it).
- * Every output row is W pixels, so the 32 pixels of a panel read 32
- * consecutive input values per tap, masked at the image's edges: no im2col
- * tile and no packing pass.  The same FMA chains as convcpu_sgemm over the
- * im2col, so the same bits.  A (M x C*R*S) is read in blocks of rows that
- * stay in L2, and the input in blocks of channels, as in cg_gemm.  Returns 0, doing nothing, when the own
+/* A zero-padded NCHW convolution by the GEMM kernels with the im2col done
+ * in their registers: C[k][j] (rows ldc apart) += sum over
+ * l = (ci*R + r)*S + s of a[k*lda + l] times the input value that tap
+ * (r, s) of channel ci reads for output pixel q = p0 + j (0 where that is
+ * outside the H x W image), for k < M, j < n; with set, C[k][j] = bias[k]
+ * (0 when bias is NULL) + that sum, C not read (the chains start from
+ * bias[k], as they would from a C preset to it).
+ *
+ * x holds the input in phase planes whose rows are as wide as the output's,
+ * PW: channel ci at x + ci*cs, plane (fh, fw) (fh < sh, fw < sw) at
+ * + (fh*sw + fw)*PH*PW, its element (v, u) at + v*PW + u, input pixel
+ * (v*sh + fh, u*sw + fw).  Stride 1 with "same" columns (pad_left +
+ * pad_right = dw*(S-1), so W == PW) is the input itself (cs = PH*PW = H*W);
+ * a larger stride needs a copy (the caller's; PH rows may start anywhere:
+ * x need only hold the rows the taps of pixels p0 .. p0+n-1 read).  Then
+ * the 32 pixels of a panel read 32 consecutive values per tap, masked at
+ * the image's edges: no im2col tile and no packing pass.  The same FMA
+ * chains as convcpu_sgemm over the im2col, so the same bits.  A
+ * (M x C*R*S) is read in blocks of rows that stay in L2, and the input in
+ * blocks of channels, as in cg_gemm.  Returns 0, doing nothing, when the own
  * kernels are off or absent, or R*S > CG_TAPS. */
 CONVCPU_GEMM_API int convcpu_sconv_implicit(Py_ssize_t M, Py_ssize_t C, Py_ssize_t R,
                                             Py_ssize_t S, const float *a, Py_ssize_t lda,
-                                            const float *x, Py_ssize_t H, Py_ssize_t W,
+                                            const float *x, Py_ssize_t cs, Py_ssize_t PH,
+                                            Py_ssize_t PW, Py_ssize_t H, Py_ssize_t W,
+                                            Py_ssize_t sh, Py_ssize_t sw,
                                             Py_ssize_t pad_top, Py_ssize_t pad_left,
                                             Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t p0,
                                             Py_ssize_t n, float *c, Py_ssize_t ldc, int set,
@@ -630,7 +647,7 @@ CONVCPU_GEMM_API int convcpu_sconv_implicit(Py_ssize_t M, Py_ssize_t C, Py_ssize
     /* Blocks of cb input channels (cb*RS <= CG_KC rows of B): the input a
      * panel reads for them stays in L1 while the register blocks of A's rows
      * go by, as the packed panel of cg_gemm does. */
-    const Py_ssize_t cb = CG_KC / RS > 1 ? CG_KC / RS : 1, HW = H * W;
+    const Py_ssize_t cb = CG_KC / RS > 1 ? CG_KC / RS : 1;
     for (Py_ssize_t c0 = 0; c0 < C; c0 += cb) {
         const Py_ssize_t cn = C - c0 < cb ? C - c0 : cb, kc = cn * RS;
         const Py_ssize_t mc_max = CG_A_FLOATS / kc > CG_MR ? CG_A_FLOATS / kc : CG_MR;
@@ -642,14 +659,15 @@ CONVCPU_GEMM_API int convcpu_sconv_implicit(Py_ssize_t M, Py_ssize_t C, Py_ssize
             for (Py_ssize_t j0 = 0; j0 < n; j0 += P) {
                 const Py_ssize_t nr = n - j0 < P ? n - j0 : P;
                 const __mmask16 m0 = cg_mask(nr), m1 = cg_mask(nr - 16);
-                cg_conv_taps(p0 + j0, nr, R, S, H, W, pad_top, pad_left, dh, dw, taps);
-                cg_conv_rows(taps, RS, cn, HW, rows);
+                cg_conv_taps(p0 + j0, nr, R, S, H, W, PW, PH * PW, sh, sw, pad_top, pad_left,
+                             dh, dw, taps);
+                cg_conv_rows(taps, RS, cn, cs, rows);
                 for (Py_ssize_t l = kc; l < kc + CG_AHEAD; l++)
                     rows[l] = rows[kc - 1]; /* prefetched, not read */
                 const cg_conv_kernel_t *kern = nr <= 16 ? cg_conv_half : cg_conv;
                 for (Py_ssize_t ir = 0, blk = 0; blk < nblk; blk++) {
                     const Py_ssize_t mr = cg_block_rows(mc - ir, nblk - blk);
-                    kern[mr](kc, a + (i0 + ir) * lda + c0 * RS, lda, x + c0 * HW, rows,
+                    kern[mr](kc, a + (i0 + ir) * lda + c0 * RS, lda, x + c0 * cs, rows,
                              c + (i0 + ir) * ldc + j0, ldc, m0, m1, set && c0 == 0,
                              bias != NULL ? bias + i0 + ir : NULL);
                     ir += mr;
@@ -660,7 +678,7 @@ CONVCPU_GEMM_API int convcpu_sconv_implicit(Py_ssize_t M, Py_ssize_t C, Py_ssize
     return 1;
 #else
     (void)M; (void)C; (void)R; (void)S; (void)a; (void)lda; (void)x; (void)H; (void)W;
-    (void)pad_top; (void)pad_left; (void)dh; (void)dw; (void)p0; (void)n; (void)c; (void)ldc;
+    (void)cs; (void)PH; (void)PW; (void)sh; (void)sw; (void)pad_top; (void)pad_left; (void)dh; (void)dw; (void)p0; (void)n; (void)c; (void)ldc;
     (void)set; (void)bias;
     return 0;
 #endif
