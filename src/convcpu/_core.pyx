@@ -555,6 +555,9 @@ cdef void _phase_copy(const ConvPlan* p, const float* xg, Py_ssize_t v0, Py_ssiz
                         src = xg + (c * p.H + ih) * p.W + fw
                         if p.sw == 1:
                             memcpy(row, src, n * sizeof(float))
+                        elif p.sw == 2:  # a constant stride: vectorised
+                            for u in range(n):
+                                row[u] = src[2 * u]
                         else:
                             for u in range(n):
                                 row[u] = src[u * p.sw]

@@ -546,9 +546,9 @@ CG_TARGET static inline uint32_t cg_between(const __m512i v[4], int64_t lo, int6
 }
 
 CG_TARGET static void cg_conv_taps(Py_ssize_t q0, Py_ssize_t nr, Py_ssize_t R, Py_ssize_t S,
-                                   Py_ssize_t H, Py_ssize_t W, Py_ssize_t PW, Py_ssize_t plane,
-                                   Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pad_top,
-                                   Py_ssize_t pad_left, Py_ssize_t dh, Py_ssize_t dw,
+                                   Py_ssize_t H, Py_ssize_t W, Py_ssize_t PW, Py_ssize_t sh,
+                                   Py_ssize_t sw, Py_ssize_t pad_top, Py_ssize_t pad_left,
+                                   Py_ssize_t dh, Py_ssize_t dw, const int64_t *offs,
                                    cg_tap_t *taps)
 {
     uint32_t rows[CG_TAPS], cols[CG_TAPS];
@@ -566,20 +566,32 @@ CG_TARGET static void cg_conv_taps(Py_ssize_t q0, Py_ssize_t nr, Py_ssize_t R, P
         vw[k] = _mm512_loadu_si512(ows + 8 * k);
     }
     /* tap (r, s) reads input row oh*sh + r*dh - pad_top, column
-     * ow*sw + s*dw - pad_left: in phase plane (fh, fw) = those mod (sh, sw),
-     * at row oh + fr and column ow + fs, (fr, fs) the floor quotients of
-     * (r*dh - pad_top, s*dw - pad_left) by (sh, sw) */
+     * ow*sw + s*dw - pad_left (inside the image: its lane's bit), at
+     * offs[r*S + s] from the pixel's own place (cg_conv_offsets) */
     for (Py_ssize_t r = 0; r < R; r++)
         rows[r] = cg_between(vh, pad_top - r * dh, H + pad_top - r * dh);
     for (Py_ssize_t s = 0; s < S; s++)
         cols[s] = cg_between(vw, pad_left - s * dw, W + pad_left - s * dw);
+    for (Py_ssize_t r = 0; r < R; r++)
+        for (Py_ssize_t s = 0; s < S; s++) {
+            taps[r * S + s].off = q0 + offs[r * S + s];
+            taps[r * S + s].lanes = rows[r] & cols[s];
+        }
+}
+
+/* Where tap (r, s) reads, from the output pixel's own place in the phase
+ * planes: the same for every panel.  It reads input row
+ * oh*sh + r*dh - pad_top: phase plane row fh = (r*dh - pad_top) mod sh,
+ * at row oh + floor((r*dh - pad_top) / sh); the columns alike. */
+static void cg_conv_offsets(Py_ssize_t R, Py_ssize_t S, Py_ssize_t PW, Py_ssize_t plane,
+                            Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pad_top,
+                            Py_ssize_t pad_left, Py_ssize_t dh, Py_ssize_t dw, int64_t *offs)
+{
     for (Py_ssize_t r = 0; r < R; r++) {
         const Py_ssize_t ar = r * dh - pad_top, fh = ((ar % sh) + sh) % sh;
         for (Py_ssize_t s = 0; s < S; s++) {
             const Py_ssize_t as = s * dw - pad_left, fw = ((as % sw) + sw) % sw;
-            taps[r * S + s].off = q0 + (fh * sw + fw) * plane + (ar - fh) / sh * PW
-                                  + (as - fw) / sw;
-            taps[r * S + s].lanes = rows[r] & cols[s];
+            offs[r * S + s] = (fh * sw + fw) * plane + (ar - fh) / sh * PW + (as - fw) / sw;
         }
     }
 }
@@ -644,6 +656,8 @@ CONVCPU_GEMM_API int convcpu_sconv_implicit(Py_ssize_t M, Py_ssize_t C, Py_ssize
     if (M <= 0 || n <= 0)
         return 1;
     cg_tap_t taps[CG_TAPS], rows[CG_KC + CG_AHEAD];
+    int64_t offs[CG_TAPS];
+    cg_conv_offsets(R, S, PW, PH * PW, sh, sw, pad_top, pad_left, dh, dw, offs);
     /* Blocks of cb input channels (cb*RS <= CG_KC rows of B): the input a
      * panel reads for them stays in L1 while the register blocks of A's rows
      * go by, as the packed panel of cg_gemm does. */
@@ -659,8 +673,8 @@ CONVCPU_GEMM_API int convcpu_sconv_implicit(Py_ssize_t M, Py_ssize_t C, Py_ssize
             for (Py_ssize_t j0 = 0; j0 < n; j0 += P) {
                 const Py_ssize_t nr = n - j0 < P ? n - j0 : P;
                 const __mmask16 m0 = cg_mask(nr), m1 = cg_mask(nr - 16);
-                cg_conv_taps(p0 + j0, nr, R, S, H, W, PW, PH * PW, sh, sw, pad_top, pad_left,
-                             dh, dw, taps);
+                cg_conv_taps(p0 + j0, nr, R, S, H, W, PW, sh, sw, pad_top, pad_left, dh, dw,
+                             offs, taps);
                 cg_conv_rows(taps, RS, cn, cs, rows);
                 for (Py_ssize_t l = kc; l < kc + CG_AHEAD; l++)
                     rows[l] = rows[kc - 1]; /* prefetched, not read */
