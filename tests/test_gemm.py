@@ -230,3 +230,47 @@ def test_implicit_conv_is_the_im2col_sum(seed, monkeypatch):
     want = conv_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
                           stride=stride, pads=tuple(pads), dilation=dilation, groups=groups)
     np.testing.assert_allclose(implicit, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_implicit_conv_of_gathered_images(seed, monkeypatch):
+    """Batches of small images with "same" rows and columns at stride 1 go to
+    the implicit convolution several whole images to a task: copied one
+    after another into a plane per channel, so that a panel's pixels run on
+    from one image into the next (the tap masks restart at each image's
+    first row), into an output tile stored image by image (plan_gathered).
+    The same bits as the im2col path, and the reference's values: random
+    kernels, dilations, uneven pads, groups, 1-D, bias or none, batches that
+    leave a last task with fewer images, a NaN in one image only."""
+    if _core.gemm_backend() != "convcpu":
+        pytest.skip("the implicit convolution runs on the own GEMM's kernels")
+    from convcpu._reference import conv_reference
+    rng = np.random.default_rng(4200 + seed)
+    monkeypatch.setattr(_core, "MIN_TASKS", int(rng.choice([1, 2])))
+    nsp = 1 if seed % 4 == 3 else 2
+    groups = 1 + int(seed % 5 == 2)
+    kernel = tuple(int(rng.integers(1, 6)) for _ in range(nsp))
+    dilation = tuple(int(rng.integers(1, 3)) for _ in range(nsp))
+    span = [(k - 1) * d for k, d in zip(kernel, dilation)]
+    pads = []
+    for s in span:
+        left = int(rng.integers(0, s + 1))
+        pads.append((left, s - left))
+    spatial = tuple(int(rng.integers(1, 16)) for _ in range(nsp))
+    cin, cout = int(rng.integers(1, 6)) * groups, int(rng.integers(1, 70)) * groups
+    x = rng.standard_normal((int(rng.integers(3, 14)), cin) + spatial).astype(np.float32)
+    w = rng.standard_normal((cout, cin // groups) + kernel).astype(np.float32)
+    b = None if seed % 3 == 1 else rng.standard_normal(cout).astype(np.float32)
+    if seed % 4 == 0:
+        x[1, 0].flat[-1] = np.nan
+    op = convcpu.conv2d if nsp == 2 else convcpu.conv1d
+    args = dict(padding=tuple(pads), dilation=dilation, groups=groups)
+    gathered = op(x, w, b, **args)
+    assert gathered.shape[2:] == x.shape[2:]
+    monkeypatch.setattr(_core, "IMPLICIT_GEMM", False)
+    im2col = op(x, w, b, **args)
+    np.testing.assert_array_equal(gathered.view(np.uint32), im2col.view(np.uint32))
+    want = conv_reference(x.astype(np.float64), w.astype(np.float64),
+                          None if b is None else b.astype(np.float64), pads=tuple(pads),
+                          dilation=dilation, groups=groups)
+    np.testing.assert_allclose(gathered, want, rtol=1e-4, atol=1e-4)

@@ -22,7 +22,7 @@ cdef extern from "_gemm.h" nogil:
     int convcpu_sconv_implicit(Py_ssize_t M, Py_ssize_t C, Py_ssize_t R, Py_ssize_t S,
                                const float* a, Py_ssize_t lda, const float* x, Py_ssize_t cs,
                                Py_ssize_t PH, Py_ssize_t PW, Py_ssize_t H, Py_ssize_t W,
-                               Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pad_top,
+                               Py_ssize_t Ho, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pad_top,
                                Py_ssize_t pad_left, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t p0,
                                Py_ssize_t n, float* c, Py_ssize_t ldc, int set,
                                const float* bias)

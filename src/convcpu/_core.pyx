@@ -152,6 +152,9 @@ IMPLICIT_PHASES = True
 # An implicit convolution splits its output channels into blocks of at least
 # this many before it splits its pixels (plan_implicit).
 IMPLICIT_MIN_KBLOCK = 48
+# Batches of images of fewer output pixels go to the implicit convolution
+# several whole images to a task, about this many pixels (plan_gathered).
+IMPLICIT_GATHER_PIXELS = 256
 # values readable before and after a gathered tile: a vector of 32 bytes
 cdef enum:
     GATHER_GUARD = 8
@@ -591,7 +594,26 @@ cdef void _run_task(const ConvPlan* p, Py_ssize_t t, floating* ws, floating* out
     cdef Py_ssize_t ldb, ldc, j, kk, s
     cdef floating* c
     cdef const float* xs
-    cdef Py_ssize_t v0, band_rows, cs, plane_rows
+    cdef Py_ssize_t v0, band_rows, cs, plane_rows, ci
+    if p.implicit and nsamp > 1:
+        # whole small images (plan: stride 1, H == Ho, W == Wo), gathered into
+        # ws as (Cg, nsamp, H, W): their pixels fill the panels one after
+        # another; into out_tile, then out
+        if last_tile[0] != tile:
+            for ci in range(p.Cg):
+                for s in range(nsamp):
+                    memcpy(<float*>ws + (ci * nsamp + s) * p.H * p.W,
+                           <const float*>x + ((n0 + s) * p.C + g * p.Cg + ci) * p.H * p.W,
+                           p.H * p.W * sizeof(float))
+            last_tile[0] = tile
+        if convcpu_sconv_implicit(kn, p.Cg, p.R, p.S, <const float*>w + k0 * crs, crs,
+                                  <const float*>ws, nsamp * p.H * p.W, nsamp * p.H, p.W, p.H,
+                                  p.W, p.Ho, 1, 1, p.pad_top, p.pad_left, p.dh, p.dw, 0, cols,
+                                  <float*>out_tile, cols, 1,
+                                  <const float*>bias + k0 if bias != NULL else NULL):
+            _store_tile(p, out_tile, n0, nsamp, 0, HoWo, k0, kn, out)
+            return
+        last_tile[0] = -1  # (the own GEMM was switched off: sample by sample below)
     if p.implicit:  # float32 (conv_forward): each sample straight into out
         for s in range(nsamp):
             c = out + ((n0 + s) * p.K + k0) * HoWo + p0
@@ -607,7 +629,8 @@ cdef void _run_task(const ConvPlan* p, Py_ssize_t t, floating* ws, floating* out
                 cs = p.sh * p.sw * band_rows * p.Wo
                 xs = <const float*>ws - v0 * p.Wo
             if not convcpu_sconv_implicit(kn, p.Cg, p.R, p.S, <const float*>w + k0 * crs, crs,
-                                          xs, cs, plane_rows, p.Wo, p.H, p.W, p.sh, p.sw,
+                                          xs, cs, plane_rows, p.Wo, p.H, p.W, p.Ho, p.sh,
+                                          p.sw,
                                           p.pad_top, p.pad_left, p.dh, p.dw, p0, npix,
                                           <float*>c, HoWo, 1,
                                           <const float*>bias + k0 if bias != NULL else NULL):
@@ -1186,6 +1209,25 @@ def _panel_units(Py_ssize_t out_pixels, Py_ssize_t ptile):
     return units
 
 
+def plan_gathered(Py_ssize_t n_batch, Py_ssize_t groups, Py_ssize_t out_pixels,
+                  Py_ssize_t out_per_group, Py_ssize_t sample_bytes):
+    """The tiling of an implicit convolution of small images gathered whole,
+    several to a task: (samples per task, out_pixels, output channels per
+    block).  Samples fill about IMPLICIT_GATHER_PIXELS pixels, their copy
+    fits TILE_BYTES, and there are MIN_TASKS tasks (fewer samples per task,
+    after blocks of output channels of at least IMPLICIT_MIN_KBLOCK)."""
+    cdef Py_ssize_t spt = max(1, min(n_batch, IMPLICIT_GATHER_PIXELS // max(out_pixels, 1),
+                                     TILE_BYTES // max(sample_bytes, 1)))
+    cdef Py_ssize_t kblocks = max(1, out_per_group // IMPLICIT_MIN_KBLOCK)
+    while spt > 1 and _ceil_div(n_batch, spt) * groups * kblocks < MIN_TASKS:
+        spt -= 1
+    n_kblocks = 1
+    while (_ceil_div(n_batch, spt) * groups * n_kblocks < MIN_TASKS
+           and _ceil_div(out_per_group, n_kblocks + 1) >= IMPLICIT_MIN_KBLOCK):
+        n_kblocks += 1
+    return int(spt), int(out_pixels), int(max(1, _ceil_div(out_per_group, n_kblocks)))
+
+
 def plan_implicit(Py_ssize_t n_batch, Py_ssize_t groups, Py_ssize_t out_pixels,
                   Py_ssize_t out_per_group, Py_ssize_t max_pixels=-1):
     """The tiling of an implicit convolution (no im2col tile: a task may be a
@@ -1258,7 +1300,8 @@ def conv_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
     # (a phase plane is Wo wide: every input column must have a place in it)
     p.implicit = (IMPLICIT_GEMM and not channels_last and not direct and not p.scatter
                   and _ceil_div(p.W, p.sw) <= p.Wo and p.R * p.S <= IMPLICIT_TAPS
-                  and (p.N == 1 or p.Ho * p.Wo > CONVCPU_GEMM_PANEL // 2)
+                  and (p.N == 1 or p.Ho * p.Wo > CONVCPU_GEMM_PANEL // 2
+                       or (p.sh == 1 and p.sw == 1 and p.Wo == p.W and p.Ho == p.H))
                   and x.dtype.num == cnp.NPY_FLOAT and convcpu_gemm_get() == 1
                   and (IMPLICIT_PHASES or (p.sh == 1 and p.sw == 1 and p.Wo == p.W))
                   and _zero_padded_columns(&p) and _zero_padded_rows(&p))
@@ -1274,6 +1317,10 @@ def conv_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
         p.implicit = p.phases = max_pixels >= CONVCPU_GEMM_PANEL
     if p.implicit:
         spt, ptile, kblock = plan_implicit(p.N, p.groups, p.Ho * p.Wo, p.Kg, max_pixels)
+        if (not p.phases and p.N > 1 and p.Ho == p.H
+                and p.Ho * p.Wo < IMPLICIT_GATHER_PIXELS):
+            spt, ptile, kblock = plan_gathered(p.N, p.groups, p.Ho * p.Wo, p.Kg,
+                                               p.Cg * p.H * p.W * 4)
         if p.phases:
             p.phase_rows = _min(_ceil_div(p.H, p.sh), _ceil_div(ptile, p.Wo) + 1 + extra)
     else:
@@ -1319,6 +1366,9 @@ def conv_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
         p.ws_elems = CONVCPU_GEMM_PANEL * p.Cg * p.R * p.S
         p.ws_elems = _max(p.ws_elems, p.Cg * p.sh * p.sw * p.phase_rows * p.Wo)
         p.out_elems = 0
+        if p.spt > 1:  # gathered images and their output tile
+            p.ws_elems = _max(p.ws_elems, p.spt * p.Cg * p.H * p.W)
+            p.out_elems = p.spt * p.Ho * p.Wo * p.kblock
     _execute(&p, x.dtype.num == cnp.NPY_FLOAT, num_threads, use_openmp)
     return out
 

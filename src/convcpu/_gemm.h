@@ -546,19 +546,21 @@ CG_TARGET static inline uint32_t cg_between(const __m512i v[4], int64_t lo, int6
 }
 
 CG_TARGET static void cg_conv_taps(Py_ssize_t q0, Py_ssize_t nr, Py_ssize_t R, Py_ssize_t S,
-                                   Py_ssize_t H, Py_ssize_t W, Py_ssize_t PW, Py_ssize_t sh,
+                                   Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t PW,
+                                   Py_ssize_t sh,
                                    Py_ssize_t sw, Py_ssize_t pad_top, Py_ssize_t pad_left,
                                    Py_ssize_t dh, Py_ssize_t dw, const int64_t *offs,
                                    cg_tap_t *taps)
 {
     uint32_t rows[CG_TAPS], cols[CG_TAPS];
     int64_t ohs[32], ows[32];
-    Py_ssize_t oh = q0 / PW, ow = q0 % PW;
+    /* output row oh of its image (Ho rows; the next image's rows follow) */
+    Py_ssize_t oh = q0 / PW % Ho, ow = q0 % PW;
     for (int j = 0; j < 32; j++) { /* lanes past nr: a row no tap reaches */
         ohs[j] = j < nr ? oh * sh : -((int64_t)1 << 62);
         ows[j] = ow * sw;
-        if (++ow == PW)
-            ow = 0, oh++;
+        if (++ow == PW && (ow = 0, ++oh == Ho))
+            oh = 0;
     }
     __m512i vh[4], vw[4];
     for (int k = 0; k < 4; k++) {
@@ -634,7 +636,10 @@ CG_TARGET static void cg_conv_rows(const cg_tap_t *taps, Py_ssize_t RS, Py_ssize
  * a larger stride needs a copy (the caller's; PH rows may start anywhere:
  * x need only hold the rows the taps of pixels p0 .. p0+n-1 read).  Then
  * the 32 pixels of a panel read 32 consecutive values per tap, masked at
- * the image's edges: no im2col tile and no packing pass.  The same FMA
+ * the image's edges: no im2col tile and no packing pass.  Several images
+ * (stride 1, H == Ho, W == PW): output pixel q of image m is pixel
+ * m*Ho*PW + q, and each plane holds the images' rows one after another
+ * (PH = images * H); Ho is the output rows of one image.  The same FMA
  * chains as convcpu_sgemm over the im2col, so the same bits.  A
  * (M x C*R*S) is read in blocks of rows that stay in L2, and the input in
  * blocks of channels, as in cg_gemm.  Returns 0, doing nothing, when the own
@@ -643,6 +648,7 @@ CONVCPU_GEMM_API int convcpu_sconv_implicit(Py_ssize_t M, Py_ssize_t C, Py_ssize
                                             Py_ssize_t S, const float *a, Py_ssize_t lda,
                                             const float *x, Py_ssize_t cs, Py_ssize_t PH,
                                             Py_ssize_t PW, Py_ssize_t H, Py_ssize_t W,
+                                            Py_ssize_t Ho,
                                             Py_ssize_t sh, Py_ssize_t sw,
                                             Py_ssize_t pad_top, Py_ssize_t pad_left,
                                             Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t p0,
@@ -673,8 +679,8 @@ CONVCPU_GEMM_API int convcpu_sconv_implicit(Py_ssize_t M, Py_ssize_t C, Py_ssize
             for (Py_ssize_t j0 = 0; j0 < n; j0 += P) {
                 const Py_ssize_t nr = n - j0 < P ? n - j0 : P;
                 const __mmask16 m0 = cg_mask(nr), m1 = cg_mask(nr - 16);
-                cg_conv_taps(p0 + j0, nr, R, S, H, W, PW, sh, sw, pad_top, pad_left, dh, dw,
-                             offs, taps);
+                cg_conv_taps(p0 + j0, nr, R, S, H, W, Ho, PW, sh, sw, pad_top, pad_left, dh,
+                             dw, offs, taps);
                 cg_conv_rows(taps, RS, cn, cs, rows);
                 for (Py_ssize_t l = kc; l < kc + CG_AHEAD; l++)
                     rows[l] = rows[kc - 1]; /* prefetched, not read */
@@ -692,7 +698,7 @@ CONVCPU_GEMM_API int convcpu_sconv_implicit(Py_ssize_t M, Py_ssize_t C, Py_ssize
     return 1;
 #else
     (void)M; (void)C; (void)R; (void)S; (void)a; (void)lda; (void)x; (void)H; (void)W;
-    (void)cs; (void)PH; (void)PW; (void)sh; (void)sw; (void)pad_top; (void)pad_left; (void)dh; (void)dw; (void)p0; (void)n; (void)c; (void)ldc;
+    (void)cs; (void)PH; (void)PW; (void)Ho; (void)sh; (void)sw; (void)pad_top; (void)pad_left; (void)dh; (void)dw; (void)p0; (void)n; (void)c; (void)ldc;
     (void)set; (void)bias;
     return 0;
 #endif
