@@ -301,6 +301,10 @@ PLANS = textwrap.dedent("""
                     tasks = batch * -(-pixels // ptile) * -(-channels // kblock)
                     assert tasks >= min(min_tasks, batch * -(-pixels // 32)
                                         * max(1, channels // 48)), (batch, pixels, channels)
+                    # small images gathered whole: every image, every channel
+                    spt, ptile, kblock = _core.plan_gathered(batch, 1, pixels, channels, 4096)
+                    assert 1 <= spt <= batch and ptile == pixels, (batch, pixels, channels)
+                    assert 1 <= kblock <= channels, (batch, pixels, channels)
     print("ok")
 """)
 
@@ -310,7 +314,7 @@ def test_tile_plans_end_whatever_the_cpu_count():
     every split must make progress.  4 samples gathered 2 per tile, on a
     machine with 4 CPUs, once split into ceil(4 / 3) = 2 per tile again,
     forever (a hang in any small-batch conv2d there).  Shapes x CPU counts,
-    in a child with a time limit; the implicit convolution's planner too."""
+    in a child with a time limit; the implicit convolution's planners too."""
     result = subprocess.run([sys.executable, "-c", PLANS], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0 and result.stdout.startswith("ok"), result.stderr[-3000:]
