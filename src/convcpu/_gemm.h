@@ -21,6 +21,11 @@
  * order, starting from C's value: the result does not depend on how a caller
  * tiles the product, nor on the thread that runs it.
  *
+ * convcpu_sconv_implicit runs a convolution on the same kernels with the
+ * im2col done in their registers: each row of a panel is read from the
+ * input (or a copy of its rows in stride phases) in place, masked at the
+ * image's edges.
+ *
  * Elsewhere (no AVX-512, another compiler, or float64) the caller uses BLAS:
  * convcpu_sgemm returns 0 and does nothing. */
 #ifndef CONVCPU_GEMM_H
@@ -466,11 +471,12 @@ typedef void (*const cg_conv_kernel_t)(Py_ssize_t, const float *, Py_ssize_t, co
                                        const cg_tap_t *, float *, Py_ssize_t, __mmask16,
                                        __mmask16, int, const float *);
 
-/* C[0:MR, 0:16*H] += A (MR x kc, rows lda apart) . B (with first set: C =
- * bias + A . B, bias[i] for row i, 0 when bias is NULL; C is not read), where row l of B is
- * the 32 values x[rows[l].off + j] (j < 32), lanes outside rows[l].lanes
- * read as zeros: the panel an im2col would have written, read from the input
- * in place.  The FMA chain of each element of C is the one of CG_KERNEL
+/* C[0:MR, 0:16*H] += A (MR x kc, rows lda apart) . B (with first set:
+ * C = bias + A . B, bias[i] for row i, 0 when bias is NULL; C is not read),
+ * where row l of B is the 32 values x[rows[l].off + j] (j < 32), lanes
+ * outside rows[l].lanes read as zeros: the panel an im2col would have
+ * written, read from the input in place; rows[kc .. kc+CG_AHEAD-1] are
+ * prefetched, never read.  The FMA chain of each element of C is the one of CG_KERNEL
  * over the same B: l = 0 .. kc-1 in order, from C's value.  (A is walked by
  * one pointer, as in CG_KERNEL: per-row pointers ran out of registers; and
  * one flat loop over the rows of B: a loop over the taps of each channel
@@ -530,10 +536,6 @@ typedef void (*const cg_conv_kernel_t)(Py_ssize_t, const float *, Py_ssize_t, co
 CG_CONV_KERNELS(cg_conv, 2)
 CG_CONV_KERNELS(cg_conv_half, 1)
 
-/* The taps of the panel of output pixels q0 .. q0+nr-1 (nr <= 32;
- * row-major, W wide): tap t = r*S + s reads from input offset
- * (r*dh - pad_top)*W + s*dw - pad_left of each pixel, in lane j when that
- * reads inside the image. */
 /* Bit j of the result: lo <= v[j] < hi, for the 32 values v in 4 vectors. */
 CG_TARGET static inline uint32_t cg_between(const __m512i v[4], int64_t lo, int64_t hi)
 {
@@ -545,12 +547,15 @@ CG_TARGET static inline uint32_t cg_between(const __m512i v[4], int64_t lo, int6
     return bits;
 }
 
+/* The taps of the panel of output pixels q0 .. q0+nr-1 (nr <= 32; rows PW
+ * wide, images Ho rows tall): tap t = r*S + s reads offs[t] from each
+ * pixel's place (see convcpu_sconv_implicit), in lane j when that is inside
+ * the H x W image. */
 CG_TARGET static void cg_conv_taps(Py_ssize_t q0, Py_ssize_t nr, Py_ssize_t R, Py_ssize_t S,
                                    Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t PW,
-                                   Py_ssize_t sh,
-                                   Py_ssize_t sw, Py_ssize_t pad_top, Py_ssize_t pad_left,
-                                   Py_ssize_t dh, Py_ssize_t dw, const int64_t *offs,
-                                   cg_tap_t *taps)
+                                   Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pad_top,
+                                   Py_ssize_t pad_left, Py_ssize_t dh, Py_ssize_t dw,
+                                   const int64_t *offs, cg_tap_t *taps)
 {
     uint32_t rows[CG_TAPS], cols[CG_TAPS];
     int64_t ohs[32], ows[32];
@@ -648,8 +653,7 @@ CONVCPU_GEMM_API int convcpu_sconv_implicit(Py_ssize_t M, Py_ssize_t C, Py_ssize
                                             Py_ssize_t S, const float *a, Py_ssize_t lda,
                                             const float *x, Py_ssize_t cs, Py_ssize_t PH,
                                             Py_ssize_t PW, Py_ssize_t H, Py_ssize_t W,
-                                            Py_ssize_t Ho,
-                                            Py_ssize_t sh, Py_ssize_t sw,
+                                            Py_ssize_t Ho, Py_ssize_t sh, Py_ssize_t sw,
                                             Py_ssize_t pad_top, Py_ssize_t pad_left,
                                             Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t p0,
                                             Py_ssize_t n, float *c, Py_ssize_t ldc, int set,
@@ -698,8 +702,8 @@ CONVCPU_GEMM_API int convcpu_sconv_implicit(Py_ssize_t M, Py_ssize_t C, Py_ssize
     return 1;
 #else
     (void)M; (void)C; (void)R; (void)S; (void)a; (void)lda; (void)x; (void)H; (void)W;
-    (void)cs; (void)PH; (void)PW; (void)Ho; (void)sh; (void)sw; (void)pad_top; (void)pad_left; (void)dh; (void)dw; (void)p0; (void)n; (void)c; (void)ldc;
-    (void)set; (void)bias;
+    (void)cs; (void)PH; (void)PW; (void)Ho; (void)sh; (void)sw; (void)pad_top; (void)pad_left;
+    (void)dh; (void)dw; (void)p0; (void)n; (void)c; (void)ldc; (void)set; (void)bias;
     return 0;
 #endif
 }
