@@ -1331,7 +1331,7 @@ def conv_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
                 and convcpu_gemm_get() == 1):
             # A 1x1 conv on the input in place (the own GEMM packs its panels;
             # the implicit kernels' reads, a channel plane apart, measured
-            # 20-38% slower there): the tiling of plan_implicit when its whole
+            # 6-38% slower there): the tiling of plan_implicit when its whole
             # panels run fewer of them (1024->256 @14: 2 tiles of 98 pixels
             # ran 2 x 3.5 panels for 6.125 panels of work; now 4.6% faster).
             _, ptile2, kblock2 = plan_implicit(p.N, p.groups, p.Ho * p.Wo, p.Kg)
