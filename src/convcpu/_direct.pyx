@@ -18,7 +18,7 @@ from cython.parallel cimport parallel
 
 cimport numpy as cnp
 
-from convcpu._blas cimport floating
+from convcpu._blas cimport convcpu_sgemm, floating
 from convcpu._openmp cimport (CONVCPU_OPENMP, convcpu_region, convcpu_region_enter,
                               convcpu_region_init, convcpu_region_leave,
                               convcpu_region_take)
@@ -330,6 +330,14 @@ cdef void _direct_task(const DirectPlan* p, Py_ssize_t t, floating* ws, floating
         # tile row c (pw: (P, C*M), transposed by the caller).
         dst = out + n * p.P * HoWo + i0 * p.Wo
         if floating is float:
+            # On the own GEMM when it runs (the same chains: bias, then the
+            # channels in order; 2-7% faster on 144 -> 24 @56), else the row.
+            for k in range(p.P):
+                for j in range(npix):
+                    dst[k * HoWo + j] = pbias[k] if pbias != NULL else 0
+            if convcpu_sgemm(p.P, npix, p.K, <const float*>p.pw, p.K, 1, tile, p.tile_ld, 1, 1,
+                             dst, HoWo):
+                return
             convcpu_direct_row_f32(tile, p.pw_off, p.K, <const float*>p.pw, pbias, p.P, npix,
                                    dst, HoWo)
         else:
