@@ -617,7 +617,8 @@ cdef void _run_task(const ConvPlan* p, Py_ssize_t t, floating* ws, floating* out
     if p.implicit:  # float32 (conv_forward): each sample straight into out
         for s in range(nsamp):
             c = out + ((n0 + s) * p.K + k0) * HoWo + p0
-            xs = <const float*>x + ((n0 + s) * p.C + g * p.Cg) * p.H * p.W
+            b = x + ((n0 + s) * p.C + g * p.Cg) * p.H * p.W  # the sample's group
+            xs = <const float*>b
             cs = p.H * p.W
             plane_rows = p.H
             if p.phases:  # plan_implicit: one sample per task
@@ -641,8 +642,7 @@ cdef void _run_task(const ConvPlan* p, Py_ssize_t t, floating* ws, floating* out
                 j = 0
                 while j < npix:
                     ldb = _min(CONVCPU_GEMM_PANEL, npix - j)
-                    _im2col_nchw(p, x + ((n0 + s) * p.C + g * p.Cg) * p.H * p.W, p0 + j, ldb,
-                                 ws, ldb)
+                    _im2col_nchw(p, b, p0 + j, ldb, ws, ldb)
                     gemm_colmajor(ldb, kn, crs, ws, ldb, w + k0 * crs, crs, 1, c + j, HoWo)
                     j += ldb
         return
@@ -1080,32 +1080,34 @@ cdef int _run_plan(const ConvPlan* p, floating* out, int num_threads,
     return -1 if failed else 0
 
 
-cdef bint _zero_padded_columns(const ConvPlan* p) noexcept nogil:
-    """Whether wmap is zero padding: padded column q reads input column
-    q - pad_left, or a zero outside the row (not reflect / replicate /
-    circular)."""
-    cdef Py_ssize_t q, iw
-    for q in range((p.Wo - 1) * p.sw + (p.S - 1) * p.dw + 1):
-        iw = q - p.pad_left
-        if p.wmap[q] != (iw if 0 <= iw < p.W else -1):
+cdef bint _zero_padding(const Py_ssize_t* index, Py_ssize_t n, Py_ssize_t pad,
+                        Py_ssize_t size) noexcept nogil:
+    """Whether an index table (hmap / wmap) of n padded coordinates is zero
+    padding: padded q reads input q - pad, or a zero outside [0, size) (not
+    reflect / replicate / circular)."""
+    cdef Py_ssize_t q, i
+    for q in range(n):
+        i = q - pad
+        if index[q] != (i if 0 <= i < size else -1):
             return False
     return True
 
 
+cdef bint _zero_padded_columns(const ConvPlan* p) noexcept nogil:
+    """Whether wmap is zero padding (column pad p.pad_left)."""
+    return _zero_padding(p.wmap, (p.Wo - 1) * p.sw + (p.S - 1) * p.dw + 1, p.pad_left, p.W)
+
+
 cdef bint _zero_padded_rows(ConvPlan* p) noexcept nogil:
-    """Whether hmap is zero padding (padded row q reads input row q - pad_top,
-    or a zero outside the image); if so, set p.pad_top."""
-    cdef Py_ssize_t q, ih, n = (p.Ho - 1) * p.sh + (p.R - 1) * p.dh + 1
+    """Whether hmap is zero padding; if so, set p.pad_top (hmap holds no pad:
+    it is read off the first row inside the image)."""
+    cdef Py_ssize_t q, n = (p.Ho - 1) * p.sh + (p.R - 1) * p.dh + 1
     p.pad_top = 0
     for q in range(n):
         if p.hmap[q] >= 0:
             p.pad_top = q - p.hmap[q]
             break
-    for q in range(n):
-        ih = q - p.pad_top
-        if p.hmap[q] != (ih if 0 <= ih < p.H else -1):
-            return False
-    return True
+    return _zero_padding(p.hmap, n, p.pad_top, p.H)
 
 
 cdef void _set_window(ConvPlan* p, cnp.ndarray x, cnp.ndarray out, cnp.ndarray hmap,
@@ -1297,15 +1299,18 @@ def conv_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
     else:
         bias_arr = bias
         p.bias = cnp.PyArray_DATA(bias_arr)
+    # Stride 1, output rows as wide as the input's: the input itself is the
+    # implicit convolution's plane; otherwise a task copies phase planes.
+    in_place = p.sh == 1 and p.sw == 1 and p.Wo == p.W
+    gather = in_place and p.Ho == p.H  # small images may go whole to a task
     # (a phase plane is Wo wide: every input column must have a place in it)
     p.implicit = (IMPLICIT_GEMM and not channels_last and not direct and not p.scatter
                   and _ceil_div(p.W, p.sw) <= p.Wo and p.R * p.S <= IMPLICIT_TAPS
-                  and (p.N == 1 or p.Ho * p.Wo > CONVCPU_GEMM_PANEL // 2
-                       or (p.sh == 1 and p.sw == 1 and p.Wo == p.W and p.Ho == p.H))
+                  and (p.N == 1 or p.Ho * p.Wo > CONVCPU_GEMM_PANEL // 2 or gather)
                   and x.dtype.num == cnp.NPY_FLOAT and convcpu_gemm_get() == 1
-                  and (IMPLICIT_PHASES or (p.sh == 1 and p.sw == 1 and p.Wo == p.W))
+                  and (IMPLICIT_PHASES or in_place)
                   and _zero_padded_columns(&p) and _zero_padded_rows(&p))
-    p.phases = p.implicit and not (p.sh == 1 and p.sw == 1 and p.Wo == p.W)
+    p.phases = p.implicit and not in_place
     max_pixels = p.Ho * p.Wo
     if p.phases:
         # a task's phase rows fit TILE_BYTES: its output rows, plus the rows
@@ -1316,11 +1321,11 @@ def conv_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
         max_pixels = max_rows * p.Wo
         p.implicit = p.phases = max_pixels >= CONVCPU_GEMM_PANEL
     if p.implicit:
-        spt, ptile, kblock = plan_implicit(p.N, p.groups, p.Ho * p.Wo, p.Kg, max_pixels)
-        if (not p.phases and p.N > 1 and p.Ho == p.H
-                and p.Ho * p.Wo < IMPLICIT_GATHER_PIXELS):
+        if gather and p.N > 1 and p.Ho * p.Wo < IMPLICIT_GATHER_PIXELS:
             spt, ptile, kblock = plan_gathered(p.N, p.groups, p.Ho * p.Wo, p.Kg,
                                                p.Cg * p.H * p.W * 4)
+        else:
+            spt, ptile, kblock = plan_implicit(p.N, p.groups, p.Ho * p.Wo, p.Kg, max_pixels)
         if p.phases:
             p.phase_rows = _min(_ceil_div(p.H, p.sh), _ceil_div(ptile, p.Wo) + 1 + extra)
     else:
