@@ -5,7 +5,7 @@ import pytest
 from conftest import assert_close, awkward_variants, explicit_pads, optional, to_channels_last
 
 import convcpu
-from convcpu import depthwise
+from convcpu import _direct, depthwise
 from convcpu._reference import conv_reference
 
 DTYPES = [np.float32, np.float64]
@@ -247,6 +247,78 @@ def test_grouped_direct_kernel_pairs_of_groups(dtype, monkeypatch):
                 m.setattr(depthwise, "DIRECT_MAX_GROUP_IN_LAST", 0)
                 gemm = convcpu.conv2d(x, w, b, *args, data_format="NHWC")
             np.testing.assert_allclose(got, gemm, rtol=1e-5, atol=1e-5)
+
+
+def _at_offset(shape, dtype, offset, rng):
+    """A C-contiguous array of `shape` whose data starts `offset` bytes past a
+    64-byte boundary (NumPy itself aligns to 16 bytes only)."""
+    n = int(np.prod(shape))
+    itemsize = np.dtype(dtype).itemsize
+    buf = np.empty(n + 128 // itemsize, dtype)
+    start = (-buf.ctypes.data % 64 + offset) // itemsize
+    x = buf[start:start + n].reshape(shape)
+    x[...] = rng.standard_normal(shape)
+    assert x.ctypes.data % 64 == offset
+    return x
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_depthwise_band_kernel_is_the_row_sum(dtype, monkeypatch):
+    """Channels-last depthwise convolutions with a multiplier of 1 and a 3x3
+    or 5x5 kernel run a band of rows a vector of channels at a time
+    (CONVCPU_DW_FIXED), their vectors aligned on the input's 64-byte lines
+    when a pixel is whole lines (a head and a tail in half and quarter
+    vectors, the rest one channel at a time).  The same sums in the same
+    order as the row kernel, so the same bits, and the reference's values:
+    inputs starting 0, 16, 32, 48 bytes past a line (and 4: no alignment),
+    channels in whole lines or not, strides 1-3 (1 and 2 by input columns,
+    3 tap by tap), dilations, uneven and "same" padding, images narrower than
+    the kernel's interior, bias or none, an inf and a NaN."""
+    rng = np.random.default_rng(808)
+    itemsize = np.dtype(dtype).itemsize
+    for trial in range(40):
+        k = 3 if trial % 3 else 5
+        lanes = 64 // itemsize
+        C = lanes * int(rng.integers(1, 5)) if trial % 4 else int(rng.integers(1, 3 * lanes))
+        offset = (0, 16, 32, 48, 4 if itemsize == 4 else 8)[trial % 5]
+        H, W = int(rng.integers(1, 13)), int(rng.integers(1, 40))
+        stride = (int(rng.integers(1, 3)), (1, 2, 3)[trial % 3])
+        dilation = (int(rng.integers(1, 3)), 1 if trial % 4 else 2)
+        pads = "same" if trial % 2 else tuple(
+            (int(rng.integers(0, 4)), int(rng.integers(0, 4))) for _ in range(2))
+        if pads != "same" and any(n + sum(p) < (k - 1) * d + 1
+                                  for n, p, d in zip((H, W), pads, dilation)):
+            continue
+        x = _at_offset((int(rng.integers(1, 3)), H, W, C), dtype, offset, rng)
+        if trial % 6 == 0:
+            x[0, 0, 0, 0] = np.inf
+            x[-1, -1, -1, -1] = np.nan
+        w = rng.standard_normal((k, k, C, 1)).astype(dtype)
+        b = rng.standard_normal(C).astype(dtype) if trial % 2 else None
+        x_before = x.copy()
+        args = dict(stride=stride, padding=pads, dilation=dilation)
+        band = convcpu.depthwise_conv2d(x, w, b, **args)
+        with monkeypatch.context() as m:
+            m.setattr(_direct, "USE_DW_FIXED", False)
+            row = convcpu.depthwise_conv2d(x, w, b, **args)
+        np.testing.assert_array_equal(x, x_before)
+        np.testing.assert_array_equal(band.view(np.uint8), row.view(np.uint8))
+        if trial % 6:
+            expected = conv_reference(np.moveaxis(x, -1, 1), w.transpose(2, 3, 0, 1), b,
+                                      stride, _pads_of(pads, (H, W), (k, k), stride,
+                                                       dilation), dilation, C)
+            assert_close(np.moveaxis(band, -1, 1), expected, dtype)
+
+
+def _pads_of(pads, size, kernel, stride, dilation):
+    """TensorFlow's "same" padding as (before, after) pairs, or pads itself."""
+    if pads != "same":
+        return pads
+    out = []
+    for n, k, s, d in zip(size, kernel, stride, dilation):
+        total = max((-(-n // s) - 1) * s + (k - 1) * d + 1 - n, 0)
+        out.append((total // 2, total - total // 2))
+    return tuple(out)
 
 
 def test_conv1d_depthwise():

@@ -70,6 +70,26 @@ cdef extern from "_kernels.h" nogil:
                             Py_ssize_t pad_left, Py_ssize_t int_lo, Py_ssize_t int_hi,
                             const double* w, const double* bias, double* out, Py_ssize_t Wo,
                             Py_ssize_t ldo, Py_ssize_t* scratch)
+    void convcpu_dw3x3_f32(const float* x, Py_ssize_t W, Py_ssize_t C, const Py_ssize_t* hrow,
+                           Py_ssize_t sh, Py_ssize_t dh, Py_ssize_t nrows,
+                           const Py_ssize_t* wmap, Py_ssize_t sw, Py_ssize_t dw,
+                           Py_ssize_t pad_left, Py_ssize_t int_lo, Py_ssize_t int_hi,
+                           const float* w, const float* bias, float* out, Py_ssize_t Wo)
+    void convcpu_dw3x3_f64(const double* x, Py_ssize_t W, Py_ssize_t C, const Py_ssize_t* hrow,
+                           Py_ssize_t sh, Py_ssize_t dh, Py_ssize_t nrows,
+                           const Py_ssize_t* wmap, Py_ssize_t sw, Py_ssize_t dw,
+                           Py_ssize_t pad_left, Py_ssize_t int_lo, Py_ssize_t int_hi,
+                           const double* w, const double* bias, double* out, Py_ssize_t Wo)
+    void convcpu_dw5x5_f32(const float* x, Py_ssize_t W, Py_ssize_t C, const Py_ssize_t* hrow,
+                           Py_ssize_t sh, Py_ssize_t dh, Py_ssize_t nrows,
+                           const Py_ssize_t* wmap, Py_ssize_t sw, Py_ssize_t dw,
+                           Py_ssize_t pad_left, Py_ssize_t int_lo, Py_ssize_t int_hi,
+                           const float* w, const float* bias, float* out, Py_ssize_t Wo)
+    void convcpu_dw5x5_f64(const double* x, Py_ssize_t W, Py_ssize_t C, const Py_ssize_t* hrow,
+                           Py_ssize_t sh, Py_ssize_t dh, Py_ssize_t nrows,
+                           const Py_ssize_t* wmap, Py_ssize_t sw, Py_ssize_t dw,
+                           Py_ssize_t pad_left, Py_ssize_t int_lo, Py_ssize_t int_hi,
+                           const double* w, const double* bias, double* out, Py_ssize_t Wo)
     void convcpu_grouped_row_f32(const float* x, Py_ssize_t W, Py_ssize_t C, Py_ssize_t groups,
                                  Py_ssize_t Kg, const Py_ssize_t* hrow, Py_ssize_t dh,
                                  Py_ssize_t R, Py_ssize_t S, const Py_ssize_t* wmap,
@@ -88,6 +108,11 @@ cdef extern from "_kernels.h" nogil:
 # Grouped channels-last convolutions on the direct kernel take output channels
 # of a group in vectors of this many bytes (a group's Kg is a multiple of them).
 GROUPED_VECTOR_BYTES = 32
+
+# Channels-last depthwise convolutions with a multiplier of 1 and a 3x3 or
+# 5x5 kernel run a band of rows a vector of channels at a time
+# (CONVCPU_DW_FIXED); False: the row kernel, every channel of a row at once.
+USE_DW_FIXED = True
 
 # A band's gathered tile stays within L2 (per thread).
 STENCIL_TILE_BYTES = 256 * 1024
@@ -185,6 +210,7 @@ cdef struct DirectPlan:
     Py_ssize_t M, Wpad, int_lo, int_hi
     Py_ssize_t band, n_bands, n_tasks, Lt, nq, cstride
     bint channels_last, separable
+    int fixed                   # channels-last depthwise: 3 or 5 (CONVCPU_DW_FIXED), or 0
     Py_ssize_t P                # separable: pointwise output channels
     const Py_ssize_t* hmap
     const Py_ssize_t* wmap
@@ -250,6 +276,28 @@ cdef void _rows_nhwc(const DirectPlan* p, Py_ssize_t n, Py_ssize_t i0, Py_ssize_
     cdef const Py_ssize_t* hrow
     cdef floating* row
     cdef Py_ssize_t i
+    cdef int fixed = p.fixed
+    if fixed:
+        hrow = p.hmap + i0 * p.sh
+        if floating is float:
+            if fixed == 3:
+                convcpu_dw3x3_f32(x, p.W, p.C, hrow, p.sh, p.dh, nrows, p.wmap, p.sw, p.dw,
+                                  p.pad_left, p.int_lo, p.int_hi, <const float*>p.w,
+                                  <const float*>p.bias, out, p.Wo)
+            else:
+                convcpu_dw5x5_f32(x, p.W, p.C, hrow, p.sh, p.dh, nrows, p.wmap, p.sw, p.dw,
+                                  p.pad_left, p.int_lo, p.int_hi, <const float*>p.w,
+                                  <const float*>p.bias, out, p.Wo)
+        else:
+            if fixed == 3:
+                convcpu_dw3x3_f64(x, p.W, p.C, hrow, p.sh, p.dh, nrows, p.wmap, p.sw, p.dw,
+                                  p.pad_left, p.int_lo, p.int_hi, <const double*>p.w,
+                                  <const double*>p.bias, out, p.Wo)
+            else:
+                convcpu_dw5x5_f64(x, p.W, p.C, hrow, p.sh, p.dh, nrows, p.wmap, p.sw, p.dw,
+                                  p.pad_left, p.int_lo, p.int_hi, <const double*>p.w,
+                                  <const double*>p.bias, out, p.Wo)
+        return
     for i in range(i0, i0 + nrows):
         hrow = p.hmap + i * p.sh
         row = out + (i - i0) * p.Wo * p.K
@@ -473,6 +521,10 @@ def direct_conv(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
             p.Kg % (GROUPED_VECTOR_BYTES // x.itemsize) != 0:
         raise ValueError("convcpu: grouped channels-last direct kernel needs whole vectors "
                          f"of output channels per group, got {p.Kg}")
+    p.fixed = 0
+    if (channels_last and USE_DW_FIXED and p.Cg == 1 and p.M == 1 and p.R == p.S
+            and p.R in (3, 5)):
+        p.fixed = p.R
     if channels_last:
         p.ws_elems = 0
         p.scratch_elems = 2 * p.R + p.S * p.Wo

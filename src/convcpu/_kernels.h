@@ -5,6 +5,7 @@
 #define CONVCPU_KERNELS_H
 #include <Python.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 /* GCC >= 12 picks the x86-64-v4 (AVX-512 + FMA) / v3 (AVX2 + FMA) clones by
@@ -508,6 +509,256 @@ CONVCPU_STENCIL(convcpu_stencil_f64, double)
                 ow += step;                                                               \
             }                                                                             \
         }                                                                                 \
+    }
+
+/* Hide a pointer's origin from the optimiser: without it GCC turns every
+ * (row, column) address of CONVCPU_DW_FIXED_PIXELS into an induction variable
+ * of the pixel loop, spilled to the stack. */
+#if defined(__GNUC__)
+#define CONVCPU_OPAQUE(p) __asm__("" : "+r"(p))
+#else
+#define CONVCPU_OPAQUE(p) ((void)0)
+#endif
+
+/* NP pixels of an interior row (every tap inside the image) at stride SW and
+ * dilation DW (compile time): each input column a tap of theirs reads is loaded
+ * once per row of the kernel and added to every pixel that reads it (still
+ * in r, then s order for each pixel).  Uses xr, x0, C, wv, bv, o, ow. */
+#define CONVCPU_DW_FIXED_RUN(T, V, KR, KS, SW, DW, NP)                                    \
+    do {                                                                                  \
+        V acc[NP];                                                                        \
+        _Pragma("GCC unroll 8") for (int p = 0; p < NP; p++) acc[p] = bv;                 \
+        _Pragma("GCC unroll 5") for (int r = 0; r < KR; r++) {                            \
+            if (xr[r] == NULL) continue;                                                  \
+            const T *q = xr[r] + x0;                                                      \
+            _Pragma("GCC unroll 16") for (int k = 0; k < (NP - 1) * SW + (KS - 1) * DW + 1; \
+                                          k++, q += C) {                                  \
+                V xv;                                                                     \
+                memcpy(&xv, q, sizeof(V));                                                \
+                _Pragma("GCC unroll 5") for (int s = 0; s < KS; s++) {                    \
+                    const int d = k - s * DW;                                             \
+                    if (d >= 0 && d % SW == 0 && d / SW < NP)                             \
+                        acc[d / SW] += xv * wv[r * KS + s];                               \
+                }                                                                         \
+            }                                                                             \
+        }                                                                                 \
+        _Pragma("GCC unroll 8") for (int p = 0; p < NP; p++, op += C)                     \
+            memcpy(op, &acc[p], sizeof(V));                                               \
+    } while (0)
+
+/* As CONVCPU_DW_FIXED_RUN, any stride and dilation, tap by tap. */
+#define CONVCPU_DW_FIXED_TAPS(T, V, KR, KS, NP)                                           \
+    do {                                                                                  \
+        V acc[NP];                                                                        \
+        for (int p = 0; p < NP; p++) acc[p] = bv;                                         \
+        _Pragma("GCC unroll 5") for (int r = 0; r < KR; r++) {                            \
+            if (xr[r] == NULL) continue;                                                  \
+            _Pragma("GCC unroll 5") for (int s = 0; s < KS; s++)                          \
+                for (int p = 0; p < NP; p++) {                                            \
+                    V xv;                                                                 \
+                    memcpy(&xv, xr[r] + x0 + (p * sw + s * dw) * C, sizeof(V));           \
+                    acc[p] += xv * wv[r * KS + s];                                        \
+                }                                                                         \
+        }                                                                                 \
+        for (int p = 0; p < NP; p++, op += C)                                             \
+            memcpy(op, &acc[p], sizeof(V));                                               \
+    } while (0)
+
+/* NP interior pixels from ow on (output at op): by input columns at strides
+ * 1 and 2 with dilation 1, else tap by tap. */
+#define CONVCPU_DW_FIXED_PIXELS(T, V, KR, KS, NP)                                         \
+    do {                                                                                  \
+        Py_ssize_t ow_ = ow;                                                              \
+        CONVCPU_OPAQUE(ow_);                                                              \
+        const Py_ssize_t x0 = (ow_ * sw - pad_left) * C;                                  \
+        T *op = o + ow_ * C;                                                              \
+        if (dw == 1 && sw == 1)                                                           \
+            CONVCPU_DW_FIXED_RUN(T, V, KR, KS, 1, 1, NP);                                 \
+        else if (dw == 1 && sw == 2)                                                      \
+            CONVCPU_DW_FIXED_RUN(T, V, KR, KS, 2, 1, NP);                                 \
+        else                                                                              \
+            CONVCPU_DW_FIXED_TAPS(T, V, KR, KS, NP);                                      \
+    } while (0)
+
+/* The arguments of the fixed-size depthwise band kernels below. */
+#define CONVCPU_DW_FIXED_ARGS(T)                                                          \
+    const T *restrict x, Py_ssize_t W, Py_ssize_t C, const Py_ssize_t *hrow,              \
+        Py_ssize_t sh, Py_ssize_t dh, Py_ssize_t nrows, const Py_ssize_t *wmap,           \
+        Py_ssize_t sw, Py_ssize_t dw, Py_ssize_t pad_left, Py_ssize_t int_lo,             \
+        Py_ssize_t int_hi, const T *restrict w, const T *bias, T *restrict out,           \
+        Py_ssize_t Wo
+
+/* The interior columns [lo, hi) of the band for the channels [c0, c0 + L)
+ * (one vector V): its KR*KS weight vectors stay in registers; NP, then 4
+ * pixels at a time, then one. */
+#define CONVCPU_DW_FIXED_BLOCK(NAME, T, V, KR, KS, NP)                                    \
+    static inline __attribute__((always_inline)) void NAME(                               \
+        CONVCPU_DW_FIXED_ARGS(T), Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t c0)            \
+    {                                                                                     \
+        (void)wmap; (void)int_lo; (void)int_hi;                                           \
+        V wv[KR * KS], bv;                                                                \
+        _Pragma("GCC unroll 25") for (int t = 0; t < KR * KS; t++)                        \
+            memcpy(&wv[t], w + t * C + c0, sizeof(V));                                    \
+        if (bias != NULL)                                                                 \
+            memcpy(&bv, bias + c0, sizeof(V));                                            \
+        else                                                                              \
+            bv = (V){0};                                                                  \
+        for (Py_ssize_t i = 0; i < nrows; i++) {                                          \
+            const T *xr[KR];                                                              \
+            _Pragma("GCC unroll 5") for (int r = 0; r < KR; r++) {                        \
+                const Py_ssize_t row = hrow[i * sh + r * dh];                             \
+                xr[r] = row >= 0 ? x + row * W * C + c0 : NULL;                           \
+            }                                                                             \
+            T *o = out + i * Wo * C + c0;                                                 \
+            Py_ssize_t ow = lo;                                                           \
+            for (; ow + NP <= hi; ow += NP)                                               \
+                CONVCPU_DW_FIXED_PIXELS(T, V, KR, KS, NP);                                \
+            if (ow + 4 <= hi) {                                                           \
+                CONVCPU_DW_FIXED_PIXELS(T, V, KR, KS, 4);                                 \
+                ow += 4;                                                                  \
+            }                                                                             \
+            for (; ow < hi; ow++)                                                         \
+                CONVCPU_DW_FIXED_PIXELS(T, V, KR, KS, 1);                                 \
+        }                                                                                 \
+    }
+
+/* The border columns (outside [lo, hi)) of the band for the channels
+ * [c_lo, c_hi) (whole vectors V), four vectors at a time: one chain each,
+ * which hides the latency of the adds. */
+#define CONVCPU_DW_FIXED_EDGE(NAME, T, V, KR, KS)                                         \
+    static inline __attribute__((always_inline)) void NAME(                               \
+        CONVCPU_DW_FIXED_ARGS(T), Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t c_lo,          \
+        Py_ssize_t c_hi)                                                                  \
+    {                                                                                     \
+        enum { L = sizeof(V) / sizeof(T) };                                               \
+        (void)pad_left; (void)int_lo; (void)int_hi;                                       \
+        for (Py_ssize_t i = 0; i < nrows; i++)                                            \
+            for (Py_ssize_t ow = 0; ow < Wo; ow++) {                                      \
+                if (ow == lo && hi > lo) ow = hi;                                         \
+                if (ow >= Wo) break;                                                      \
+                for (Py_ssize_t c0 = c_lo; c0 < c_hi; c0 += 4 * L) {                      \
+                    const int nb = c_hi - c0 >= 4 * L ? 4 : (int)((c_hi - c0) / L);       \
+                    V acc[4];                                                             \
+                    for (int b = 0; b < 4; b++) {                                         \
+                        if (bias != NULL && b < nb)                                       \
+                            memcpy(&acc[b], bias + c0 + b * L, sizeof(V));                \
+                        else                                                              \
+                            acc[b] = (V){0};                                              \
+                    }                                                                     \
+                    for (int r = 0; r < KR; r++) {                                        \
+                        const Py_ssize_t row = hrow[i * sh + r * dh];                     \
+                        if (row < 0) continue;                                            \
+                        for (int s = 0; s < KS; s++) {                                    \
+                            const Py_ssize_t col = wmap[ow * sw + s * dw];                \
+                            if (col < 0) continue;                                        \
+                            const T *xp = x + (row * W + col) * C + c0;                   \
+                            const T *wp = w + (r * KS + s) * C + c0;                      \
+                            for (int b = 0; b < nb; b++) {                                \
+                                V xv, wt;                                                 \
+                                memcpy(&xv, xp + b * L, sizeof(V));                       \
+                                memcpy(&wt, wp + b * L, sizeof(V));                       \
+                                acc[b] += xv * wt;                                        \
+                            }                                                             \
+                        }                                                                 \
+                    }                                                                     \
+                    for (int b = 0; b < nb; b++)                                          \
+                        memcpy(out + (i * Wo + ow) * C + c0 + b * L, &acc[b], sizeof(V)); \
+                }                                                                         \
+            }                                                                             \
+    }
+
+/* A band of output rows of a depthwise convolution, channels last, with a
+ * multiplier of 1 and a KR x KS kernel known at compile time:
+ * out[(i*Wo + ow)*C + c] = bias[c] + sum_{r,s} w[(r*KS + s)*C + c] *
+ * x[hrow[i*sh + r*dh], wmap[ow*sw + s*dw], c] for i < nrows, ow < Wo, c < C
+ * (x one (H, W, C) sample; a row or column map of -1 is a zero, whose tap is
+ * skipped).  The same sums in the same order as CONVCPU_DW_ROW (bias, then
+ * r, then s), so the same bits.
+ *
+ * One vector of channels at a time through the whole band
+ * (CONVCPU_DW_FIXED_BLOCK): its weights stay in registers, and the input rows
+ * of its pixels stay in L1 from one output row to the next (the row kernel,
+ * every channel of a row per call, reloads each weight per 4 pixels).  The
+ * columns whose taps are all inside the image's columns go several pixels at
+ * a time (by input columns at strides 1 and 2 with dilation 1), skipping the
+ * rows outside the image; the border columns come last
+ * (CONVCPU_DW_FIXED_EDGE).
+ *
+ * When a pixel is a whole number of 64-byte lines (C*sizeof(T) % 64 == 0),
+ * the vectors of channels start on the input's lines: a vector that straddles
+ * two lines costs two loads (NumPy aligns arrays to 16 bytes only; 144
+ * channels @56, one thread: 0.108 ms straddling, 0.063 ms aligned).  The
+ * channels before the first line (head) and after the last whole vector
+ * (tail) go in vectors V2 (half) and V4 (quarter: 16 bytes) that fit in a
+ * line; channels left then (C not a multiple of 16 bytes) one at a time. */
+#define CONVCPU_DW_FIXED(NAME, T, V, V2, V4, KR, KS, NP)                                  \
+    CONVCPU_DW_FIXED_BLOCK(NAME##_block, T, V, KR, KS, NP)                                \
+    CONVCPU_DW_FIXED_BLOCK(NAME##_block2, T, V2, KR, KS, NP)                              \
+    CONVCPU_DW_FIXED_BLOCK(NAME##_block4, T, V4, KR, KS, NP)                              \
+    CONVCPU_DW_FIXED_EDGE(NAME##_edge, T, V, KR, KS)                                      \
+    CONVCPU_DW_FIXED_EDGE(NAME##_edge2, T, V2, KR, KS)                                    \
+    CONVCPU_DW_FIXED_EDGE(NAME##_edge4, T, V4, KR, KS)                                    \
+    CONVCPU_CLONES CONVCPU_KERNEL void NAME(CONVCPU_DW_FIXED_ARGS(T))                     \
+    {                                                                                     \
+        enum { L = sizeof(V) / sizeof(T), L2 = sizeof(V2) / sizeof(T),                    \
+               L4 = sizeof(V4) / sizeof(T) };                                             \
+        /* the interior columns [lo, hi): every tap inside the image's columns */        \
+        const Py_ssize_t lo = int_lo > 0 ? int_lo : 0, hi = int_hi < Wo ? int_hi : Wo;   \
+        /* channel blocks: (first channel, lanes) */                                     \
+        Py_ssize_t blk0[8], nblk = 0, ca = 0;                                             \
+        int blkw[8];                                                                      \
+        const size_t mis = (size_t)((uintptr_t)x % 64);                                   \
+        if ((C * sizeof(T)) % 64 == 0 && mis % sizeof(V4) == 0)                           \
+            ca = (Py_ssize_t)(((64 - mis) % 64) / sizeof(T));                             \
+        if (ca > C) ca = 0;                                                               \
+        for (Py_ssize_t c = 0; c < ca; ) { /* head: vectors that fit in its line */      \
+            const int w2 = ca - c >= L2 && (mis + c * sizeof(T)) % 64 + sizeof(V2) <= 64; \
+            blk0[nblk] = c; blkw[nblk++] = w2 ? L2 : L4;                                  \
+            c += w2 ? L2 : L4;                                                            \
+        }                                                                                 \
+        const Py_ssize_t cb = ca + (C - ca) / L * L;                                      \
+        Py_ssize_t c = cb;                                                                \
+        for (; C - c >= L2; c += L2) { blk0[nblk] = c; blkw[nblk++] = L2; }               \
+        for (; C - c >= L4; c += L4) { blk0[nblk] = c; blkw[nblk++] = L4; }               \
+        const Py_ssize_t cs = c; /* channels [cs, C) one at a time */                    \
+        if (lo < hi) {                                                                    \
+            for (Py_ssize_t c0 = ca; c0 < cb; c0 += L)                                    \
+                NAME##_block(x, W, C, hrow, sh, dh, nrows, wmap, sw, dw, pad_left, int_lo, \
+                             int_hi, w, bias, out, Wo, lo, hi, c0);                       \
+            for (Py_ssize_t k = 0; k < nblk; k++) {                                       \
+                if (blkw[k] == L2)                                                        \
+                    NAME##_block2(x, W, C, hrow, sh, dh, nrows, wmap, sw, dw, pad_left,   \
+                                  int_lo, int_hi, w, bias, out, Wo, lo, hi, blk0[k]);     \
+                else                                                                      \
+                    NAME##_block4(x, W, C, hrow, sh, dh, nrows, wmap, sw, dw, pad_left,   \
+                                  int_lo, int_hi, w, bias, out, Wo, lo, hi, blk0[k]);     \
+            }                                                                             \
+        }                                                                                 \
+        NAME##_edge(x, W, C, hrow, sh, dh, nrows, wmap, sw, dw, pad_left, int_lo, int_hi, \
+                    w, bias, out, Wo, lo, hi, ca, cb);                                    \
+        for (Py_ssize_t k = 0; k < nblk; k++) {                                           \
+            if (blkw[k] == L2)                                                            \
+                NAME##_edge2(x, W, C, hrow, sh, dh, nrows, wmap, sw, dw, pad_left, int_lo, \
+                             int_hi, w, bias, out, Wo, lo, hi, blk0[k], blk0[k] + L2);    \
+            else                                                                          \
+                NAME##_edge4(x, W, C, hrow, sh, dh, nrows, wmap, sw, dw, pad_left, int_lo, \
+                             int_hi, w, bias, out, Wo, lo, hi, blk0[k], blk0[k] + L4);    \
+        }                                                                                 \
+        for (Py_ssize_t c = cs; c < C; c++)                                               \
+            for (Py_ssize_t i = 0; i < nrows; i++)                                        \
+                for (Py_ssize_t ow = 0; ow < Wo; ow++) {                                  \
+                    T a = bias != NULL ? bias[c] : 0;                                     \
+                    for (int r = 0; r < KR; r++) {                                        \
+                        const Py_ssize_t row = hrow[i * sh + r * dh];                     \
+                        if (row < 0) continue;                                            \
+                        for (int s = 0; s < KS; s++) {                                    \
+                            const Py_ssize_t col = wmap[ow * sw + s * dw];                \
+                            if (col >= 0)                                                 \
+                                a += x[(row * W + col) * C + c] * w[(r * KS + s) * C + c]; \
+                        }                                                                 \
+                    }                                                                     \
+                    out[(i * Wo + ow) * C + c] = a;                                       \
+                }                                                                         \
     }
 
 /* One output row of a grouped convolution, channels last, with few channels
@@ -1027,6 +1278,8 @@ typedef float convcpu_vf __attribute__((vector_size(CONVCPU_VBYTES)));
 typedef double convcpu_vd __attribute__((vector_size(CONVCPU_VBYTES)));
 typedef float convcpu_vf32 __attribute__((vector_size(32)));
 typedef double convcpu_vd32 __attribute__((vector_size(32)));
+typedef float convcpu_vf16 __attribute__((vector_size(16)));
+typedef double convcpu_vd16 __attribute__((vector_size(16)));
 typedef int convcpu_vi32 __attribute__((vector_size(32)));
 typedef int convcpu_vi __attribute__((vector_size(CONVCPU_VBYTES)));
 typedef long long convcpu_vl __attribute__((vector_size(CONVCPU_VBYTES)));
@@ -1041,6 +1294,10 @@ CONVCPU_DIRECT_ROW(convcpu_direct_row_w32_f32, float, convcpu_vf32)
 CONVCPU_DIRECT_ROW(convcpu_direct_row_w32_f64, double, convcpu_vd32)
 CONVCPU_DW_ROW(convcpu_dw_row_f32, float, convcpu_vf)
 CONVCPU_DW_ROW(convcpu_dw_row_f64, double, convcpu_vd)
+CONVCPU_DW_FIXED(convcpu_dw3x3_f32, float, convcpu_vf, convcpu_vf32, convcpu_vf16, 3, 3, 8)
+CONVCPU_DW_FIXED(convcpu_dw3x3_f64, double, convcpu_vd, convcpu_vd32, convcpu_vd16, 3, 3, 8)
+CONVCPU_DW_FIXED(convcpu_dw5x5_f32, float, convcpu_vf, convcpu_vf32, convcpu_vf16, 5, 5, 4)
+CONVCPU_DW_FIXED(convcpu_dw5x5_f64, double, convcpu_vd, convcpu_vd32, convcpu_vd16, 5, 5, 4)
 CONVCPU_GROUPED_ROW(convcpu_grouped_row_f32, float, convcpu_vf32, convcpu_vf, convcpu_vi)
 CONVCPU_GROUPED_ROW(convcpu_grouped_row_f64, double, convcpu_vd32, convcpu_vd, convcpu_vl)
 CONVCPU_DEFORM_VECTOR(convcpu_deform_vector_f32, float, convcpu_vf)

@@ -224,7 +224,12 @@ def _band(window, n_batch, in_per_group, groups, out_channels, itemsize, last, s
     sh, sw = window._strides2
     dh, dw = window._dilations2
     if last and not separable:
-        return 1  # one output row per task, read in place
+        if in_per_group > 1 or out_channels != groups:
+            return 1  # one output row per task, read in place
+        # Depthwise, multiplier 1: a band of rows per task, a vector of
+        # channels at a time through it (its input rows stay in L1).
+        n_bands = min(Ho, -(-4 * _core.MIN_TASKS // n_batch))
+        return -(-Ho // n_bands)
     lanes = _direct.VECTOR_BYTES // itemsize
     row_elems = sw * (-(-Wo // lanes) * lanes + ((window.S - 1) * dw) // sw)
     if separable:
