@@ -511,9 +511,10 @@ CONVCPU_STENCIL(convcpu_stencil_f64, double)
         }                                                                                 \
     }
 
-/* Hide a pointer's origin from the optimiser: without it GCC turns every
+/* Hide a value's origin from the optimiser: without it GCC turns every
  * (row, column) address of CONVCPU_DW_FIXED_PIXELS into an induction variable
- * of the pixel loop, spilled to the stack. */
+ * of the pixel loop, spilled to the stack (144ch @56, one thread: 0.13-0.14
+ * instead of 0.105 ms). */
 #if defined(__GNUC__)
 #define CONVCPU_OPAQUE(p) __asm__("" : "+r"(p))
 #else
@@ -523,7 +524,7 @@ CONVCPU_STENCIL(convcpu_stencil_f64, double)
 /* NP pixels of an interior row (every tap inside the image) at stride SW and
  * dilation DW (compile time): each input column a tap of theirs reads is loaded
  * once per row of the kernel and added to every pixel that reads it (still
- * in r, then s order for each pixel).  Uses xr, x0, C, wv, bv, o, ow. */
+ * in r, then s order for each pixel).  Uses xr, x0, C, wv, bv and op. */
 #define CONVCPU_DW_FIXED_RUN(T, V, KR, KS, SW, DW, NP)                                    \
     do {                                                                                  \
         V acc[NP];                                                                        \
