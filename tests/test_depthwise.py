@@ -305,20 +305,9 @@ def test_depthwise_band_kernel_is_the_row_sum(dtype, monkeypatch):
         np.testing.assert_array_equal(band.view(np.uint8), row.view(np.uint8))
         if trial % 6:
             expected = conv_reference(np.moveaxis(x, -1, 1), w.transpose(2, 3, 0, 1), b,
-                                      stride, _pads_of(pads, (H, W), (k, k), stride,
-                                                       dilation), dilation, C)
+                                      stride, explicit_pads(pads, (H, W), (k, k), stride,
+                                                            dilation), dilation, C)
             assert_close(np.moveaxis(band, -1, 1), expected, dtype)
-
-
-def _pads_of(pads, size, kernel, stride, dilation):
-    """TensorFlow's "same" padding as (before, after) pairs, or pads itself."""
-    if pads != "same":
-        return pads
-    out = []
-    for n, k, s, d in zip(size, kernel, stride, dilation):
-        total = max((-(-n // s) - 1) * s + (k - 1) * d + 1 - n, 0)
-        out.append((total // 2, total - total // 2))
-    return tuple(out)
 
 
 def test_conv1d_depthwise():
