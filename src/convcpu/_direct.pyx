@@ -70,26 +70,18 @@ cdef extern from "_kernels.h" nogil:
                             Py_ssize_t pad_left, Py_ssize_t int_lo, Py_ssize_t int_hi,
                             const double* w, const double* bias, double* out, Py_ssize_t Wo,
                             Py_ssize_t ldo, Py_ssize_t* scratch)
-    void convcpu_dw3x3_f32(const float* x, Py_ssize_t W, Py_ssize_t C, const Py_ssize_t* hrow,
-                           Py_ssize_t sh, Py_ssize_t dh, Py_ssize_t nrows,
-                           const Py_ssize_t* wmap, Py_ssize_t sw, Py_ssize_t dw,
-                           Py_ssize_t pad_left, Py_ssize_t int_lo, Py_ssize_t int_hi,
-                           const float* w, const float* bias, float* out, Py_ssize_t Wo)
-    void convcpu_dw3x3_f64(const double* x, Py_ssize_t W, Py_ssize_t C, const Py_ssize_t* hrow,
-                           Py_ssize_t sh, Py_ssize_t dh, Py_ssize_t nrows,
-                           const Py_ssize_t* wmap, Py_ssize_t sw, Py_ssize_t dw,
-                           Py_ssize_t pad_left, Py_ssize_t int_lo, Py_ssize_t int_hi,
-                           const double* w, const double* bias, double* out, Py_ssize_t Wo)
-    void convcpu_dw5x5_f32(const float* x, Py_ssize_t W, Py_ssize_t C, const Py_ssize_t* hrow,
-                           Py_ssize_t sh, Py_ssize_t dh, Py_ssize_t nrows,
-                           const Py_ssize_t* wmap, Py_ssize_t sw, Py_ssize_t dw,
-                           Py_ssize_t pad_left, Py_ssize_t int_lo, Py_ssize_t int_hi,
-                           const float* w, const float* bias, float* out, Py_ssize_t Wo)
-    void convcpu_dw5x5_f64(const double* x, Py_ssize_t W, Py_ssize_t C, const Py_ssize_t* hrow,
-                           Py_ssize_t sh, Py_ssize_t dh, Py_ssize_t nrows,
-                           const Py_ssize_t* wmap, Py_ssize_t sw, Py_ssize_t dw,
-                           Py_ssize_t pad_left, Py_ssize_t int_lo, Py_ssize_t int_hi,
-                           const double* w, const double* bias, double* out, Py_ssize_t Wo)
+    void convcpu_dw_fixed_f32(int k, const float* x, Py_ssize_t W, Py_ssize_t C,
+                              const Py_ssize_t* hrow, Py_ssize_t sh, Py_ssize_t dh,
+                              Py_ssize_t nrows, const Py_ssize_t* wmap, Py_ssize_t sw,
+                              Py_ssize_t dw, Py_ssize_t pad_left, Py_ssize_t int_lo,
+                              Py_ssize_t int_hi, const float* w, const float* bias, float* out,
+                              Py_ssize_t Wo)
+    void convcpu_dw_fixed_f64(int k, const double* x, Py_ssize_t W, Py_ssize_t C,
+                              const Py_ssize_t* hrow, Py_ssize_t sh, Py_ssize_t dh,
+                              Py_ssize_t nrows, const Py_ssize_t* wmap, Py_ssize_t sw,
+                              Py_ssize_t dw, Py_ssize_t pad_left, Py_ssize_t int_lo,
+                              Py_ssize_t int_hi, const double* w, const double* bias,
+                              double* out, Py_ssize_t Wo)
     void convcpu_grouped_row_f32(const float* x, Py_ssize_t W, Py_ssize_t C, Py_ssize_t groups,
                                  Py_ssize_t Kg, const Py_ssize_t* hrow, Py_ssize_t dh,
                                  Py_ssize_t R, Py_ssize_t S, const Py_ssize_t* wmap,
@@ -276,27 +268,16 @@ cdef void _rows_nhwc(const DirectPlan* p, Py_ssize_t n, Py_ssize_t i0, Py_ssize_
     cdef const Py_ssize_t* hrow
     cdef floating* row
     cdef Py_ssize_t i
-    cdef int fixed = p.fixed
-    if fixed:
+    if p.fixed:
         hrow = p.hmap + i0 * p.sh
         if floating is float:
-            if fixed == 3:
-                convcpu_dw3x3_f32(x, p.W, p.C, hrow, p.sh, p.dh, nrows, p.wmap, p.sw, p.dw,
-                                  p.pad_left, p.int_lo, p.int_hi, <const float*>p.w,
-                                  <const float*>p.bias, out, p.Wo)
-            else:
-                convcpu_dw5x5_f32(x, p.W, p.C, hrow, p.sh, p.dh, nrows, p.wmap, p.sw, p.dw,
-                                  p.pad_left, p.int_lo, p.int_hi, <const float*>p.w,
-                                  <const float*>p.bias, out, p.Wo)
+            convcpu_dw_fixed_f32(p.fixed, x, p.W, p.C, hrow, p.sh, p.dh, nrows, p.wmap, p.sw,
+                                 p.dw, p.pad_left, p.int_lo, p.int_hi, <const float*>p.w,
+                                 <const float*>p.bias, out, p.Wo)
         else:
-            if fixed == 3:
-                convcpu_dw3x3_f64(x, p.W, p.C, hrow, p.sh, p.dh, nrows, p.wmap, p.sw, p.dw,
-                                  p.pad_left, p.int_lo, p.int_hi, <const double*>p.w,
-                                  <const double*>p.bias, out, p.Wo)
-            else:
-                convcpu_dw5x5_f64(x, p.W, p.C, hrow, p.sh, p.dh, nrows, p.wmap, p.sw, p.dw,
-                                  p.pad_left, p.int_lo, p.int_hi, <const double*>p.w,
-                                  <const double*>p.bias, out, p.Wo)
+            convcpu_dw_fixed_f64(p.fixed, x, p.W, p.C, hrow, p.sh, p.dh, nrows, p.wmap, p.sw,
+                                 p.dw, p.pad_left, p.int_lo, p.int_hi, <const double*>p.w,
+                                 <const double*>p.bias, out, p.Wo)
         return
     for i in range(i0, i0 + nrows):
         hrow = p.hmap + i * p.sh

@@ -709,9 +709,8 @@ CONVCPU_STENCIL(convcpu_stencil_f64, double)
         Py_ssize_t blk0[8], nblk = 0, ca = 0;                                             \
         int blkw[8];                                                                      \
         const size_t mis = (size_t)((uintptr_t)x % 64);                                   \
-        if ((C * sizeof(T)) % 64 == 0 && mis % sizeof(V4) == 0)                           \
+        if (C >= L && (C * sizeof(T)) % 64 == 0 && mis % sizeof(V4) == 0)                 \
             ca = (Py_ssize_t)(((64 - mis) % 64) / sizeof(T));                             \
-        if (ca > C) ca = 0;                                                               \
         for (Py_ssize_t c = 0; c < ca; ) { /* head: vectors that fit in its line */      \
             const int w2 = ca - c >= L2 && (mis + c * sizeof(T)) % 64 + sizeof(V2) <= 64; \
             blk0[nblk] = c; blkw[nblk++] = w2 ? L2 : L4;                                  \
@@ -722,28 +721,26 @@ CONVCPU_STENCIL(convcpu_stencil_f64, double)
         for (; C - c >= L2; c += L2) { blk0[nblk] = c; blkw[nblk++] = L2; }               \
         for (; C - c >= L4; c += L4) { blk0[nblk] = c; blkw[nblk++] = L4; }               \
         const Py_ssize_t cs = c; /* channels [cs, C) one at a time */                    \
-        if (lo < hi) {                                                                    \
-            for (Py_ssize_t c0 = ca; c0 < cb; c0 += L)                                    \
-                NAME##_block(x, W, C, hrow, sh, dh, nrows, wmap, sw, dw, pad_left, int_lo, \
-                             int_hi, w, bias, out, Wo, lo, hi, c0);                       \
-            for (Py_ssize_t k = 0; k < nblk; k++) {                                       \
-                if (blkw[k] == L2)                                                        \
-                    NAME##_block2(x, W, C, hrow, sh, dh, nrows, wmap, sw, dw, pad_left,   \
-                                  int_lo, int_hi, w, bias, out, Wo, lo, hi, blk0[k]);     \
-                else                                                                      \
-                    NAME##_block4(x, W, C, hrow, sh, dh, nrows, wmap, sw, dw, pad_left,   \
-                                  int_lo, int_hi, w, bias, out, Wo, lo, hi, blk0[k]);     \
-            }                                                                             \
-        }                                                                                 \
+        for (Py_ssize_t c0 = ca; c0 < cb && lo < hi; c0 += L)                             \
+            NAME##_block(x, W, C, hrow, sh, dh, nrows, wmap, sw, dw, pad_left, int_lo,     \
+                         int_hi, w, bias, out, Wo, lo, hi, c0);                           \
         NAME##_edge(x, W, C, hrow, sh, dh, nrows, wmap, sw, dw, pad_left, int_lo, int_hi, \
                     w, bias, out, Wo, lo, hi, ca, cb);                                    \
-        for (Py_ssize_t k = 0; k < nblk; k++) {                                           \
-            if (blkw[k] == L2)                                                            \
+        for (Py_ssize_t k = 0; k < nblk; k++) { /* head and tail: interior, then edge */ \
+            const Py_ssize_t c0 = blk0[k];                                                \
+            if (blkw[k] == L2) {                                                          \
+                if (lo < hi)                                                              \
+                    NAME##_block2(x, W, C, hrow, sh, dh, nrows, wmap, sw, dw, pad_left,   \
+                                  int_lo, int_hi, w, bias, out, Wo, lo, hi, c0);          \
                 NAME##_edge2(x, W, C, hrow, sh, dh, nrows, wmap, sw, dw, pad_left, int_lo, \
-                             int_hi, w, bias, out, Wo, lo, hi, blk0[k], blk0[k] + L2);    \
-            else                                                                          \
+                             int_hi, w, bias, out, Wo, lo, hi, c0, c0 + L2);              \
+            } else {                                                                      \
+                if (lo < hi)                                                              \
+                    NAME##_block4(x, W, C, hrow, sh, dh, nrows, wmap, sw, dw, pad_left,   \
+                                  int_lo, int_hi, w, bias, out, Wo, lo, hi, c0);          \
                 NAME##_edge4(x, W, C, hrow, sh, dh, nrows, wmap, sw, dw, pad_left, int_lo, \
-                             int_hi, w, bias, out, Wo, lo, hi, blk0[k], blk0[k] + L4);    \
+                             int_hi, w, bias, out, Wo, lo, hi, c0, c0 + L4);              \
+            }                                                                             \
         }                                                                                 \
         for (Py_ssize_t c = cs; c < C; c++)                                               \
             for (Py_ssize_t i = 0; i < nrows; i++)                                        \
@@ -760,6 +757,20 @@ CONVCPU_STENCIL(convcpu_stencil_f64, double)
                     }                                                                     \
                     out[(i * Wo + ow) * C + c] = a;                                       \
                 }                                                                         \
+    }
+
+/* CONVCPU_DW_FIXED for a k x k kernel, k = 3 (8 pixels at a time) or 5 (4). */
+#define CONVCPU_DW_FIXED_SIZES(NAME, T, V, V2, V4)                                        \
+    CONVCPU_DW_FIXED(NAME##_3x3, T, V, V2, V4, 3, 3, 8)                                   \
+    CONVCPU_DW_FIXED(NAME##_5x5, T, V, V2, V4, 5, 5, 4)                                   \
+    CONVCPU_KERNEL void NAME(int k, CONVCPU_DW_FIXED_ARGS(T))                             \
+    {                                                                                     \
+        if (k == 3)                                                                       \
+            NAME##_3x3(x, W, C, hrow, sh, dh, nrows, wmap, sw, dw, pad_left, int_lo,      \
+                       int_hi, w, bias, out, Wo);                                         \
+        else                                                                              \
+            NAME##_5x5(x, W, C, hrow, sh, dh, nrows, wmap, sw, dw, pad_left, int_lo,      \
+                       int_hi, w, bias, out, Wo);                                         \
     }
 
 /* One output row of a grouped convolution, channels last, with few channels
@@ -1295,10 +1306,8 @@ CONVCPU_DIRECT_ROW(convcpu_direct_row_w32_f32, float, convcpu_vf32)
 CONVCPU_DIRECT_ROW(convcpu_direct_row_w32_f64, double, convcpu_vd32)
 CONVCPU_DW_ROW(convcpu_dw_row_f32, float, convcpu_vf)
 CONVCPU_DW_ROW(convcpu_dw_row_f64, double, convcpu_vd)
-CONVCPU_DW_FIXED(convcpu_dw3x3_f32, float, convcpu_vf, convcpu_vf32, convcpu_vf16, 3, 3, 8)
-CONVCPU_DW_FIXED(convcpu_dw3x3_f64, double, convcpu_vd, convcpu_vd32, convcpu_vd16, 3, 3, 8)
-CONVCPU_DW_FIXED(convcpu_dw5x5_f32, float, convcpu_vf, convcpu_vf32, convcpu_vf16, 5, 5, 4)
-CONVCPU_DW_FIXED(convcpu_dw5x5_f64, double, convcpu_vd, convcpu_vd32, convcpu_vd16, 5, 5, 4)
+CONVCPU_DW_FIXED_SIZES(convcpu_dw_fixed_f32, float, convcpu_vf, convcpu_vf32, convcpu_vf16)
+CONVCPU_DW_FIXED_SIZES(convcpu_dw_fixed_f64, double, convcpu_vd, convcpu_vd32, convcpu_vd16)
 CONVCPU_GROUPED_ROW(convcpu_grouped_row_f32, float, convcpu_vf32, convcpu_vf, convcpu_vi)
 CONVCPU_GROUPED_ROW(convcpu_grouped_row_f64, double, convcpu_vd32, convcpu_vd, convcpu_vl)
 CONVCPU_DEFORM_VECTOR(convcpu_deform_vector_f32, float, convcpu_vf)
