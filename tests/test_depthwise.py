@@ -310,6 +310,72 @@ def test_depthwise_band_kernel_is_the_row_sum(dtype, monkeypatch):
             assert_close(np.moveaxis(band, -1, 1), expected, dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_depthwise_plane_kernel_is_the_gathered_sum(dtype, monkeypatch):
+    """Channels-first depthwise convolutions with a multiplier of 1, a 3x3 or
+    5x5 kernel, strides 1 and 2 and output rows of at least a vector run a
+    band of a plane on CONVCPU_DWC: rows gathered in whole aligned vectors (an
+    inner vector loaded, the edges' vectors permuted and masked, stride 2
+    split into its two phases), then NR rows x JB vectors at a time from
+    shuffles of aligned loads (other dilations and mixed strides tap by tap),
+    the last vector of a row stored in part.  The same sums in the same order
+    as the gathered band on the row kernel, so the same bits, and the
+    reference's values: rows around one to three vectors wide, uneven and
+    wide padding (whole vectors of zeros), every padding mode, inputs at
+    odd offsets, bias or none, an inf and a NaN, one or two threads, and the
+    separable convolution's depthwise step."""
+    rng = np.random.default_rng(909)
+    itemsize = np.dtype(dtype).itemsize
+    lanes = 64 // itemsize
+    modes = ("zeros", "reflect", "replicate", "circular")
+    for trial in range(48):
+        k = 3 if trial % 3 else 5
+        stride = ((1, 1), (2, 2), (1, 2), (2, 1))[trial % 4]
+        dilation = (1, 1) if trial % 5 else (1 + trial % 2, 2)
+        mode = modes[trial % 4] if trial % 8 < 4 else "zeros"
+        H = int(rng.integers(1 if mode == "zeros" else 6, 10))
+        W = int(rng.integers(stride[1] * lanes - 2, 3 * stride[1] * lanes + 6))
+        wide = mode == "zeros" and trial % 6 == 1
+        if trial % 2:
+            pads = "same"
+        else:
+            limit = min(H, W) if mode in ("reflect", "circular") else 4
+            pads = tuple((int(rng.integers(0, limit)), int(rng.integers(0, limit)))
+                         for _ in range(2))
+            if wide:
+                pads = (pads[0], (lanes + 1, lanes + 3))
+        if pads != "same" and any(n + sum(p) < (k - 1) * d + 1
+                                  for n, p, d in zip((H, W), pads, dilation)):
+            continue
+        C = int(rng.integers(1, 5))
+        x = _at_offset((int(rng.integers(1, 3)), C, H, W), dtype, (0, 1, 2, 7)[trial % 4] * itemsize,
+                      rng)
+        if trial % 6 == 0:
+            x[0, 0, 0, 0] = np.inf
+            x[-1, -1, -1, -1] = np.nan
+        w = rng.standard_normal((k, k, C, 1)).astype(dtype)
+        b = rng.standard_normal(C).astype(dtype) if trial % 2 else None
+        x_before = x.copy()
+        args = dict(stride=stride, padding=pads, dilation=dilation, data_format="NCHW",
+                    padding_mode=mode, num_threads=1 + trial % 2)
+        if trial % 7 == 3:
+            pw = rng.standard_normal((C, 3)).astype(dtype)
+            run = lambda: convcpu.separable_conv2d(x, w, pw, None, **args)  # noqa: E731
+        else:
+            run = lambda: convcpu.depthwise_conv2d(x, w, b, **args)  # noqa: E731
+        plane = run()
+        with monkeypatch.context() as m:
+            m.setattr(_direct, "USE_DWC_FIXED", False)
+            gathered = run()
+        np.testing.assert_array_equal(x, x_before)
+        np.testing.assert_array_equal(plane.view(np.uint8), gathered.view(np.uint8))
+        if trial % 6 and trial % 7 != 3:
+            expected = depthwise_reference(x, w, b, stride,
+                                           explicit_pads(pads, (H, W), (k, k), stride,
+                                                         dilation), dilation, mode)
+            assert_close(plane, expected, dtype)
+
+
 def test_conv1d_depthwise():
     rng = np.random.default_rng(4)
     x = rng.standard_normal((2, 6, 30))

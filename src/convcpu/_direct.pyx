@@ -12,6 +12,7 @@
 #   depthwise result goes to a per-thread tile that the pointwise step (the
 #   same register-blocked row kernel, as a small GEMM) turns into output rows
 #   while it is still in cache.
+from libc.stdint cimport uintptr_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
 from cython.parallel cimport parallel
@@ -82,6 +83,24 @@ cdef extern from "_kernels.h" nogil:
                               Py_ssize_t dw, Py_ssize_t pad_left, Py_ssize_t int_lo,
                               Py_ssize_t int_hi, const double* w, const double* bias,
                               double* out, Py_ssize_t Wo)
+    ctypedef struct convcpu_dwc_geom:
+        pass
+    int convcpu_dwc_geom_f32(convcpu_dwc_geom* g, Py_ssize_t W, const Py_ssize_t* wmap,
+                             Py_ssize_t Wpad, Py_ssize_t pad_left, Py_ssize_t sw, Py_ssize_t KS,
+                             Py_ssize_t dw, Py_ssize_t Wo)
+    int convcpu_dwc_geom_f64(convcpu_dwc_geom* g, Py_ssize_t W, const Py_ssize_t* wmap,
+                             Py_ssize_t Wpad, Py_ssize_t pad_left, Py_ssize_t sw, Py_ssize_t KS,
+                             Py_ssize_t dw, Py_ssize_t Wo)
+    Py_ssize_t convcpu_dwc_ws_elems(const convcpu_dwc_geom* g, Py_ssize_t nq,
+                                    Py_ssize_t itemsize)
+    void convcpu_dwc_f32(int k, const convcpu_dwc_geom* g, const float* plane,
+                         const Py_ssize_t* hrow, Py_ssize_t sh, Py_ssize_t dh, Py_ssize_t nrows,
+                         const Py_ssize_t* wmap, Py_ssize_t dw, const float* w, const float* bias,
+                         float* out, float* ws)
+    void convcpu_dwc_f64(int k, const convcpu_dwc_geom* g, const double* plane,
+                         const Py_ssize_t* hrow, Py_ssize_t sh, Py_ssize_t dh, Py_ssize_t nrows,
+                         const Py_ssize_t* wmap, Py_ssize_t dw, const double* w,
+                         const double* bias, double* out, double* ws)
     void convcpu_grouped_row_f32(const float* x, Py_ssize_t W, Py_ssize_t C, Py_ssize_t groups,
                                  Py_ssize_t Kg, const Py_ssize_t* hrow, Py_ssize_t dh,
                                  Py_ssize_t R, Py_ssize_t S, const Py_ssize_t* wmap,
@@ -105,6 +124,11 @@ GROUPED_VECTOR_BYTES = 32
 # 5x5 kernel run a band of rows a vector of channels at a time
 # (CONVCPU_DW_FIXED); False: the row kernel, every channel of a row at once.
 USE_DW_FIXED = True
+
+# Channels-first depthwise convolutions with a multiplier of 1, a 3x3 or 5x5
+# kernel, strides 1 or 2 and output rows of at least a vector run a band of
+# rows of a plane on CONVCPU_DWC; False: the gathered band and the row kernel.
+USE_DWC_FIXED = True
 
 # A band's gathered tile stays within L2 (per thread).
 STENCIL_TILE_BYTES = 256 * 1024
@@ -203,6 +227,8 @@ cdef struct DirectPlan:
     Py_ssize_t band, n_bands, n_tasks, Lt, nq, cstride
     bint channels_last, separable
     int fixed                   # channels-last depthwise: 3 or 5 (CONVCPU_DW_FIXED), or 0
+    int dwc_k                   # channels-first depthwise: 3 or 5 (CONVCPU_DWC), or 0
+    convcpu_dwc_geom dwc        # and its geometry
     Py_ssize_t P                # separable: pointwise output channels
     const Py_ssize_t* hmap
     const Py_ssize_t* wmap
@@ -258,6 +284,20 @@ cdef void _direct_rows(const DirectPlan* p, const floating* ws, const floating* 
             else:
                 convcpu_direct_row_w32_f64(ws + ii * p.sh * row, p.off, p.ntap, w, bias, kn,
                                            p.Wo, out + ii * p.Wo, ldo)
+
+
+cdef void _dwc_band(const DirectPlan* p, const floating* plane, Py_ssize_t i0, Py_ssize_t nrows,
+                    const floating* w, const floating* bias, floating* out,
+                    floating* ws) noexcept nogil:
+    """Output rows i0..i0+nrows-1 of one channel plane (CONVCPU_DWC) into out
+    (rows Wo apart); ws: the task's workspace, aligned here to 64 bytes."""
+    cdef floating* aligned = <floating*>((<uintptr_t>ws + 63) & ~(<uintptr_t>63))
+    if floating is float:
+        convcpu_dwc_f32(p.dwc_k, &p.dwc, plane, p.hmap + i0 * p.sh, p.sh, p.dh, nrows, p.wmap,
+                        p.dw, w, bias, out, aligned)
+    else:
+        convcpu_dwc_f64(p.dwc_k, &p.dwc, plane, p.hmap + i0 * p.sh, p.sh, p.dh, nrows, p.wmap,
+                        p.dw, w, bias, out, aligned)
 
 
 cdef void _rows_nhwc(const DirectPlan* p, Py_ssize_t n, Py_ssize_t i0, Py_ssize_t nrows,
@@ -326,6 +366,11 @@ cdef void _direct_task(const DirectPlan* p, Py_ssize_t t, floating* ws, floating
             return
         g = rest % p.groups
         n = rest // p.groups
+        if p.dwc_k:  # depthwise, multiplier 1: plane g into output plane g
+            _dwc_band(p, x + (n * p.C + g) * p.H * p.W, i0, nrows, w + g * p.R * p.S,
+                      bias + g if bias != NULL else NULL,
+                      out + (n * p.K + g) * HoWo + i0 * p.Wo, ws)
+            return
         for c in range(p.Cg):
             _gather(p, x + ((n * p.C + g * p.Cg + c) * p.H) * p.W, i0, nq, ws + c * p.cstride)
         _direct_rows(p, ws, w + g * p.Kg * p.Cg * p.R * p.S,
@@ -352,6 +397,10 @@ cdef void _direct_task(const DirectPlan* p, Py_ssize_t t, floating* ws, floating
                     dst[j * p.P + k] += pbias[k]
     else:
         for c in range(p.C):
+            if p.dwc_k:
+                _dwc_band(p, x + ((n * p.C + c) * p.H) * p.W, i0, nrows, w + c * p.R * p.S,
+                          <const floating*>NULL, tile + c * p.tile_ld, ws)
+                continue
             _gather(p, x + ((n * p.C + c) * p.H) * p.W, i0, nq, ws)
             _direct_rows(p, ws, w + c * p.M * p.R * p.S, <const floating*>NULL, p.M, nrows,
                          tile + c * p.M * p.tile_ld, p.tile_ld)
@@ -512,6 +561,19 @@ def direct_conv(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
     else:
         p.ws_elems = p.cstride * (1 if p.separable else p.Cg)
         p.scratch_elems = 0
+    p.dwc_k = 0
+    if (not channels_last and USE_DWC_FIXED and p.Cg == 1 and p.M == 1 and p.R == p.S
+            and p.R in (3, 5)):
+        if x.dtype.num == cnp.NPY_FLOAT:
+            status = convcpu_dwc_geom_f32(&p.dwc, p.W, p.wmap, p.Wpad, p.pad_left, p.sw, p.S,
+                                          p.dw, p.Wo)
+        else:
+            status = convcpu_dwc_geom_f64(&p.dwc, p.W, p.wmap, p.Wpad, p.pad_left, p.sw, p.S,
+                                          p.dw, p.Wo)
+        if status == 0:
+            p.dwc_k = p.R
+            p.ws_elems = max(p.ws_elems, convcpu_dwc_ws_elems(&p.dwc, p.nq, x.itemsize))
+        status = 0
     p.tile_elems = band * p.Wo * p.K if p.separable else 0
     p.tile_ld = 0
     p.pw_off = NULL

@@ -773,6 +773,334 @@ CONVCPU_STENCIL(convcpu_stencil_f64, double)
                        int_hi, w, bias, out, Wo);                                         \
     }
 
+/* The geometry of a channels-first depthwise band kernel (CONVCPU_DWC), set
+ * once per call by convcpu_dwc_geom_f32 / _f64.  The kernel gathers each row
+ * of the padded plane it needs into its workspace, split by column phase:
+ * ws + q*sw*Lt + ph*Lt + t holds column t*sw + ph of the band's padded row q
+ * (plane row hrow[q], column wmap[t*sw + ph]; -1, or past Wpad: zero), in
+ * whole aligned vectors (strides 1 and 2 only, and W >= sw*L): an inner vector is one unaligned load of the plane row (stride 1) or two,
+ * split into both phases by a shuffle (stride 2); each of the few vectors at
+ * the image's edges takes its cells from a window inside the row
+ * (CONVCPU_DWC_EDGES of them: a permutation and a mask); other vectors are
+ * zeros.  Padding modes other than zeros then set the padding's own cells one
+ * at a time. */
+#define CONVCPU_DWC_EDGES 8
+typedef struct {
+    Py_ssize_t W, Wpad, pad_left, sw, Wo, npos, rem, Lt, nv, v_lo, v_hi, nedge;
+    Py_ssize_t lo[2], hi[2];      /* per phase: the image's own cells [lo, hi) */
+    int zero_pad;
+    Py_ssize_t ev[CONVCPU_DWC_EDGES], eb[CONVCPU_DWC_EDGES]; /* edge vector, window */
+    Py_ssize_t nzero, zv[CONVCPU_DWC_EDGES];                 /* vectors of zeros */
+    unsigned char eidx[CONVCPU_DWC_EDGES][2][64], emask[CONVCPU_DWC_EDGES][2][64];
+    unsigned char even[64];       /* stride 2: the even lanes of a pair of vectors */
+} convcpu_dwc_geom;
+
+/* Fill g for a plane W wide (wmap: Wpad padded columns, pad_left of them
+ * left of the image), output rows Wo wide, stride sw and KS taps dw apart,
+ * and vectors V of T with index vectors M (as wide); 0 when the kernel runs
+ * it, -1 when not (Wo < L, a stride other than 1 and 2, W < sw*L, or more
+ * than CONVCPU_DWC_EDGES edge or zero vectors). */
+#define CONVCPU_DWC_GEOM(NAME, T, V, M)                                                   \
+    CONVCPU_KERNEL int NAME(convcpu_dwc_geom *g, Py_ssize_t W, const Py_ssize_t *wmap,    \
+                            Py_ssize_t Wpad, Py_ssize_t pad_left, Py_ssize_t sw,          \
+                            Py_ssize_t KS, Py_ssize_t dw, Py_ssize_t Wo)                  \
+    {                                                                                     \
+        enum { L = sizeof(V) / sizeof(T) };                                               \
+        typedef __typeof__(((M){0})[0]) IT;                                               \
+        memset(g, 0, sizeof(*g));                                                         \
+        if (Wo < L || sw < 1 || W < 1) return -1;                                         \
+        g->W = W; g->Wpad = Wpad; g->pad_left = pad_left; g->sw = sw; g->Wo = Wo;         \
+        g->npos = (Wo + L - 1) / L;                                                       \
+        g->rem = Wo % L;                                                                  \
+        const Py_ssize_t maxoff = ((KS - 1) * dw) / sw;                                   \
+        g->Lt = (g->npos * L + maxoff + L - 1) / L * L + L;                               \
+        g->nv = g->Lt / L;                                                                \
+        g->zero_pad = 1;                                                                  \
+        for (Py_ssize_t c = 0; c < Wpad; c++)                                             \
+            if ((c < pad_left || c >= pad_left + W) && wmap[c] >= 0) g->zero_pad = 0;     \
+        for (Py_ssize_t ph = 0; ph < sw && ph < 2; ph++) {                                \
+            Py_ssize_t a = pad_left > ph ? (pad_left - ph + sw - 1) / sw : 0;             \
+            Py_ssize_t b = pad_left + W > ph ? (pad_left + W - ph + sw - 1) / sw : 0;     \
+            g->lo[ph] = a < g->Lt ? a : g->Lt;                                            \
+            g->hi[ph] = b < g->Lt ? (b > g->lo[ph] ? b : g->lo[ph]) : g->Lt;              \
+        }                                                                                 \
+        M even;                                                                           \
+        for (int l = 0; l < L; l++) even[l] = (IT)(2 * l);                                 \
+        memcpy(g->even, &even, sizeof(M));                                                \
+        if ((sw != 1 && sw != 2) || W < sw * L) return -1;                                \
+        for (Py_ssize_t v = 0; v < g->nv; v++) {                                          \
+            const Py_ssize_t u = v * L * sw - pad_left; /* the window's first column */  \
+            if (u >= 0 && u <= W - sw * L) { /* inner */                                 \
+                if (g->v_hi == g->v_lo) g->v_lo = v;                                      \
+                g->v_hi = v + 1;                                                          \
+                continue;                                                                 \
+            }                                                                             \
+            if (u + sw * L <= 0 || u >= W) { /* zeros */                                  \
+                if (g->nzero == CONVCPU_DWC_EDGES) return -1;                            \
+                g->zv[g->nzero++] = v;                                                    \
+                continue;                                                                 \
+            }                                                                             \
+            if (g->nedge == CONVCPU_DWC_EDGES) return -1;                                \
+            const Py_ssize_t e = g->nedge++, b = u < 0 ? 0 : W - sw * L;                  \
+            g->ev[e] = v;                                                                 \
+            g->eb[e] = b;                                                                 \
+            for (Py_ssize_t ph = 0; ph < sw; ph++) {                                      \
+                M idx, mask;                                                              \
+                for (int l = 0; l < L; l++) {                                             \
+                    const Py_ssize_t c = u + ph + sw * l;                                 \
+                    const int in = c >= 0 && c < W;                                       \
+                    idx[l] = (IT)(in ? c - b : 0);                                         \
+                    mask[l] = (IT)(in ? -1 : 0);                                           \
+                }                                                                         \
+                memcpy(g->eidx[e][ph], &idx, sizeof(M));                                  \
+                memcpy(g->emask[e][ph], &mask, sizeof(M));                                \
+            }                                                                             \
+        }                                                                                 \
+        return 0;                                                                         \
+    }
+
+/* The workspace of a band of nq gathered rows, in elements of itemsize
+ * bytes, with room to align it to 64 bytes. */
+CONVCPU_KERNEL Py_ssize_t convcpu_dwc_ws_elems(const convcpu_dwc_geom *g, Py_ssize_t nq,
+                                               Py_ssize_t itemsize)
+{
+    return nq * g->sw * g->Lt + 64 / itemsize;
+}
+
+/* Row `line` of the plane (NULL: a row of zeros) into d as gathered (see
+ * convcpu_dwc_geom), at stride SW (1 or 2). */
+#define CONVCPU_DWC_GATHER(NAME, T, V, M, SW)                                             \
+    static inline __attribute__((always_inline)) void NAME(                               \
+        const convcpu_dwc_geom *g, const T *restrict line, const Py_ssize_t *wmap,        \
+        T *restrict d)                                                                    \
+    {                                                                                     \
+        enum { L = sizeof(V) / sizeof(T) };                                               \
+        const V z = {0};                                                                  \
+        const Py_ssize_t sw = SW, Lt = g->Lt;                                             \
+        if (line == NULL) {                                                               \
+            for (Py_ssize_t t = 0; t < sw * Lt; t += L) memcpy(d + t, &z, sizeof(V));     \
+            return;                                                                       \
+        }                                                                                 \
+        const T *restrict src = line - g->pad_left;                                       \
+        for (Py_ssize_t v = g->v_lo; v < g->v_hi; v++) { /* inner vectors */             \
+            V a;                                                                          \
+            const T *sp = src + v * L * SW;                                               \
+            CONVCPU_OPAQUE(sp); /* not a call of memmove: W is small */                   \
+            memcpy(&a, sp, sizeof(V));                                                    \
+            if (SW == 1) {                                                                \
+                memcpy(d + v * L, &a, sizeof(V));                                         \
+            } else {                                                                      \
+                V b;                                                                      \
+                M even;                                                                   \
+                memcpy(&even, g->even, sizeof(M));                                        \
+                memcpy(&b, src + v * L * 2 + L, sizeof(V));                               \
+                const V ev = __builtin_shuffle(a, b, even);                               \
+                const V od = __builtin_shuffle(a, b, even + 1);                           \
+                memcpy(d + v * L, &ev, sizeof(V));                                        \
+                memcpy(d + Lt + v * L, &od, sizeof(V));                                   \
+            }                                                                             \
+        }                                                                                 \
+        for (Py_ssize_t e = 0; e < g->nedge; e++) { /* the edges' vectors */             \
+            V a, b = z;                                                                   \
+            memcpy(&a, line + g->eb[e], sizeof(V));                                       \
+            if (SW == 2) memcpy(&b, line + g->eb[e] + L, sizeof(V));                      \
+            for (Py_ssize_t ph = 0; ph < SW; ph++) {                                      \
+                M idx, mask, bits;                                                        \
+                memcpy(&idx, g->eidx[e][ph], sizeof(M));                                  \
+                memcpy(&mask, g->emask[e][ph], sizeof(M));                                \
+                const V r = __builtin_shuffle(a, b, idx);                                 \
+                memcpy(&bits, &r, sizeof(M));                                             \
+                bits &= mask;                                                             \
+                memcpy(d + ph * Lt + g->ev[e] * L, &bits, sizeof(V));                     \
+            }                                                                             \
+        }                                                                                 \
+        for (Py_ssize_t e = 0; e < g->nzero; e++) /* vectors of padding */               \
+            for (Py_ssize_t ph = 0; ph < SW; ph++)                                        \
+                memcpy(d + ph * Lt + g->zv[e] * L, &z, sizeof(V));                        \
+        if (g->zero_pad) return;                                                          \
+        /* the padding's own cells (reflect, replicate, circular) */                     \
+        for (Py_ssize_t ph = 0; ph < SW; ph++)                                            \
+            for (Py_ssize_t t = 0; t < Lt; t++) {                                         \
+                if (t == g->lo[ph]) t = g->hi[ph];                                        \
+                const Py_ssize_t c = t * SW + ph;                                         \
+                if (t < Lt && c < g->Wpad && wmap[c] >= 0) d[ph * Lt + t] = line[wmap[c]]; \
+            }                                                                             \
+    }
+
+/* Output rows [i, i + NR) of the band at the JB output vectors from v on
+ * (stride SH x SW and dilation 1, at compile time): every row of the gathered
+ * band they read is loaded once per phase, JB + 1 aligned vectors, and the
+ * taps' shifted vectors are shuffles of them; each output sums bias, then its
+ * taps in (r, s) order. */
+#define CONVCPU_DWC_RUN(T, V, IOTA, KR, KS, SH, SW, NR, JB, PART)                        \
+    do {                                                                                  \
+        V acc[NR][JB];                                                                    \
+        _Pragma("GCC unroll 8") for (int p = 0; p < NR; p++)                              \
+            _Pragma("GCC unroll 4") for (int jb = 0; jb < JB; jb++) acc[p][jb] = bv;       \
+        const T *q = ws + i * SH * rl + v * L;                                            \
+        CONVCPU_OPAQUE(q);                                                                \
+        _Pragma("GCC unroll 16") for (int k = 0; k < (NR - 1) * SH + KR; k++, q += rl) {  \
+            V y[SW][JB + 1];                                                              \
+            _Pragma("GCC unroll 2") for (int ph = 0; ph < SW; ph++)                       \
+                _Pragma("GCC unroll 5") for (int jb = 0; jb <= JB; jb++) {                \
+                    if (jb == JB && (KS - 1 - ph) / SW == 0) continue; /* no shift */     \
+                    memcpy(&y[ph][jb], q + ph * Lt + jb * L, sizeof(V));                  \
+                }                                                                         \
+            _Pragma("GCC unroll 5") for (int s = 0; s < KS; s++) {                        \
+                const int ph = s % SW, off = s / SW;                                      \
+                V xv[JB];                                                                 \
+                _Pragma("GCC unroll 4") for (int jb = 0; jb < JB; jb++)                   \
+                    xv[jb] = off == 0 ? y[ph][jb]                                         \
+                                      : __builtin_shuffle(y[ph][jb], y[ph][jb + 1],       \
+                                                          IOTA + off);                    \
+                _Pragma("GCC unroll 8") for (int p = 0; p < NR; p++) {                    \
+                    const int r = k - p * SH;                                             \
+                    if (r >= 0 && r < KR)                                                 \
+                        _Pragma("GCC unroll 4") for (int jb = 0; jb < JB; jb++)           \
+                            acc[p][jb] += xv[jb] * wv[r * KS + s];                        \
+                }                                                                         \
+            }                                                                             \
+        }                                                                                 \
+        T *o = out + i * Wo + v * L;                                                      \
+        CONVCPU_OPAQUE(o);                                                                \
+        _Pragma("GCC unroll 8") for (int p = 0; p < NR; p++, o += Wo)                     \
+            _Pragma("GCC unroll 4") for (int jb = 0; jb < JB; jb++)                       \
+                CONVCPU_DWC_STORE(T, V, o + jb * L, acc[p][jb],                           \
+                                  PART && jb == JB - 1 ? rem : 0);                        \
+    } while (0)
+
+/* As CONVCPU_DWC_RUN, one output row at any stride and dilation (tap s at
+ * soff[s] in a gathered row), one output vector at a time. */
+#define CONVCPU_DWC_TAPS(T, V, KR, KS)                                                    \
+    do {                                                                                  \
+        V acc = bv;                                                                       \
+        _Pragma("GCC unroll 5") for (int r = 0; r < KR; r++) {                            \
+            const T *gr = ws + (ii * sh + r * dh) * rl + v * L;                           \
+            _Pragma("GCC unroll 5") for (int s = 0; s < KS; s++) {                        \
+                V xv;                                                                     \
+                memcpy(&xv, gr + soff[s], sizeof(V));                                     \
+                acc += xv * wv[r * KS + s];                                               \
+            }                                                                             \
+        }                                                                                 \
+        CONVCPU_DWC_STORE(T, V, out + ii * Wo + v * L, acc, v == npos - 1 ? rem : 0);     \
+    } while (0)
+
+/* Store a vector, or (part: 0 < part < L) its first part lanes. */
+#define CONVCPU_DWC_STORE(T, V, o, a, part)                                               \
+    do {                                                                                  \
+        const Py_ssize_t n_ = (part);                                                     \
+        if (n_ == 0) {                                                                    \
+            memcpy((o), &(a), sizeof(V));                                                 \
+        } else {                                                                          \
+            T t_[sizeof(V) / sizeof(T)];                                                  \
+            memcpy(t_, &(a), sizeof(V));                                                  \
+            Py_ssize_t j_ = 0;                                                            \
+            if (n_ & (L / 2)) { memcpy((o), t_, L / 2 * sizeof(T)); j_ = L / 2; }         \
+            if (L >= 4 && (n_ & (L / 4))) {                                               \
+                memcpy((o) + j_, t_ + j_, L / 4 * sizeof(T));                             \
+                j_ += L / 4;                                                              \
+            }                                                                             \
+            if (L >= 8 && (n_ & (L / 8))) {                                               \
+                memcpy((o) + j_, t_ + j_, L / 8 * sizeof(T));                             \
+                j_ += L / 8;                                                              \
+            }                                                                             \
+            if (L >= 16 && (n_ & (L / 16)))                                               \
+                (o)[j_] = t_[j_];                                                         \
+        }                                                                                 \
+    } while (0)
+
+/* Rows [i, i + NR) of the band, every output vector, JB at a time. */
+#define CONVCPU_DWC_ROWS(T, V, IOTA, KR, KS, SH, SW, NR, JB)                              \
+    do {                                                                                  \
+        const Py_ssize_t nfull = rem ? npos - 1 : npos;                                   \
+        Py_ssize_t v = 0;                                                                 \
+        for (; v + JB <= nfull; v += JB)                                                  \
+            CONVCPU_DWC_RUN(T, V, IOTA, KR, KS, SH, SW, NR, JB, 0);                    \
+        if (rem && v + JB == npos) {                                                      \
+            CONVCPU_DWC_RUN(T, V, IOTA, KR, KS, SH, SW, NR, JB, 1);                    \
+            v += JB;                                                                      \
+        }                                                                                 \
+        for (; v < nfull; v++)                                                            \
+            CONVCPU_DWC_RUN(T, V, IOTA, KR, KS, SH, SW, NR, 1, 0);                     \
+        if (v < npos)                                                                     \
+            CONVCPU_DWC_RUN(T, V, IOTA, KR, KS, SH, SW, NR, 1, 1);                     \
+    } while (0)
+
+#define CONVCPU_DWC_ARGS(T)                                                               \
+    const convcpu_dwc_geom *g, const T *restrict plane, const Py_ssize_t *hrow,           \
+        Py_ssize_t sh, Py_ssize_t dh, Py_ssize_t nrows, const Py_ssize_t *wmap,           \
+        Py_ssize_t dw, const T *restrict w, const T *bias, T *restrict out,               \
+        T *restrict ws
+
+/* A band of output rows of a depthwise convolution, channels first, with a
+ * KR x KS kernel known at compile time: out[i*Wo + j] = bias + sum_{r,s}
+ * w[r*KS + s] * P[hrow[i*sh + r*dh], j*sw + s*dw] for i < nrows, j < Wo (P
+ * the padded plane, g its geometry; a padding cell is a zero whose product
+ * is added, as the gathered kernels do: the same sums in the same order, so
+ * the same bits as CONVCPU_DIRECT_ROW on CONVCPU_GATHER's bands).  ws: the
+ * gathered band (see convcpu_dwc_geom), ((nrows - 1)*sh + (KR - 1)*dh + 1)
+ * * sw * Lt elements, 64-byte aligned; its rows are gathered as the output
+ * rows come to need them, so they are still in L1 when read.  The weights
+ * stay in registers; at dilation 1 and strides 1 and 2, NR output rows x JB
+ * vectors at a time share the loads of their input rows (CONVCPU_DWC_RUN). */
+#define CONVCPU_DWC(NAME, T, V, M, IOTA, KR, KS, NR, JB)                                  \
+    CONVCPU_DWC_GATHER(NAME##_gather1, T, V, M, 1)                                        \
+    CONVCPU_DWC_GATHER(NAME##_gather2, T, V, M, 2)                                        \
+    CONVCPU_CLONES CONVCPU_KERNEL void NAME(CONVCPU_DWC_ARGS(T))                          \
+    {                                                                                     \
+        enum { L = sizeof(V) / sizeof(T) };                                               \
+        const Py_ssize_t sw = g->sw, Lt = g->Lt, rl = sw * Lt, Wo = g->Wo;                \
+        const Py_ssize_t npos = g->npos, rem = g->rem;                                    \
+        Py_ssize_t soff[KS];                                                              \
+        for (int s = 0; s < KS; s++) soff[s] = ((s * dw) % sw) * Lt + (s * dw) / sw;      \
+        V wv[KR * KS], bv = {0};                                                          \
+        for (int t = 0; t < KR * KS; t++)                                                 \
+            for (int l = 0; l < L; l++) wv[t][l] = w[t];                                  \
+        bv += bias != NULL ? *bias : (T)0;                                                \
+        const Py_ssize_t nq = (nrows - 1) * sh + (KR - 1) * dh + 1;                       \
+        Py_ssize_t done = 0; /* rows gathered */                                          \
+        for (Py_ssize_t i = 0; i < nrows;) {                                              \
+            const Py_ssize_t nr = nrows - i >= NR ? NR : 1;                               \
+            Py_ssize_t need = (i + nr - 1) * sh + (KR - 1) * dh + 1;                      \
+            if (need > nq) need = nq;                                                     \
+            for (; done < need; done++) {                                                 \
+                const Py_ssize_t src = hrow[done];                                        \
+                const T *line = src >= 0 ? plane + src * g->W : NULL;                     \
+                if (sw == 1)                                                              \
+                    NAME##_gather1(g, line, wmap, ws + done * rl);                        \
+                else                                                                      \
+                    NAME##_gather2(g, line, wmap, ws + done * rl);                        \
+            }                                                                             \
+            if (dh == 1 && dw == 1 && sh == 1 && sw == 1 && nr == NR)                     \
+                CONVCPU_DWC_ROWS(T, V, IOTA, KR, KS, 1, 1, NR, JB);                       \
+            else if (dh == 1 && dw == 1 && sh == 2 && sw == 2 && nr == NR)                \
+                CONVCPU_DWC_ROWS(T, V, IOTA, KR, KS, 2, 2, NR, JB);                       \
+            else if (dh == 1 && dw == 1 && sh == 1 && sw == 1)                            \
+                CONVCPU_DWC_ROWS(T, V, IOTA, KR, KS, 1, 1, 1, 4);                         \
+            else if (dh == 1 && dw == 1 && sh == 2 && sw == 2)                            \
+                CONVCPU_DWC_ROWS(T, V, IOTA, KR, KS, 2, 2, 1, 4);                         \
+            else                                                                          \
+                for (Py_ssize_t ii = i; ii < i + nr; ii++)                                \
+                    for (Py_ssize_t v = 0; v < npos; v++)                                 \
+                        CONVCPU_DWC_TAPS(T, V, KR, KS);                                   \
+            i += nr;                                                                      \
+        }                                                                                 \
+    }
+
+/* CONVCPU_DWC for a k x k kernel, k = 3 or 5 (4 output rows x 2 vectors at a
+ * time: 144ch @56 and 96ch @112 stride 2, one thread, against 8 x 1, 6 x 2,
+ * 4 x 3 and 2 x 4). */
+#define CONVCPU_DWC_SIZES(NAME, T, V, M, IOTA)                                            \
+    CONVCPU_DWC(NAME##_3x3, T, V, M, IOTA, 3, 3, 4, 2)                                    \
+    CONVCPU_DWC(NAME##_5x5, T, V, M, IOTA, 5, 5, 4, 2)                                    \
+    CONVCPU_KERNEL void NAME(int k, CONVCPU_DWC_ARGS(T))                                  \
+    {                                                                                     \
+        if (k == 3)                                                                       \
+            NAME##_3x3(g, plane, hrow, sh, dh, nrows, wmap, dw, w, bias, out, ws);        \
+        else                                                                              \
+            NAME##_5x5(g, plane, hrow, sh, dh, nrows, wmap, dw, w, bias, out, ws);        \
+    }
+
 /* One output row of a grouped convolution, channels last, with few channels
  * per group: out[ow*ldo + g*Kg + k] = bias[g*Kg + k] + sum over r, s, ci (in
  * that order) of x[hrow[r*dh], wmap[ow*sw + s*dw], g*Cg + ci] *
@@ -1308,6 +1636,12 @@ CONVCPU_DW_ROW(convcpu_dw_row_f32, float, convcpu_vf)
 CONVCPU_DW_ROW(convcpu_dw_row_f64, double, convcpu_vd)
 CONVCPU_DW_FIXED_SIZES(convcpu_dw_fixed_f32, float, convcpu_vf, convcpu_vf32, convcpu_vf16)
 CONVCPU_DW_FIXED_SIZES(convcpu_dw_fixed_f64, double, convcpu_vd, convcpu_vd32, convcpu_vd16)
+#define CONVCPU_IOTA16 ((convcpu_vi){0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15})
+#define CONVCPU_IOTA8 ((convcpu_vl){0, 1, 2, 3, 4, 5, 6, 7})
+CONVCPU_DWC_GEOM(convcpu_dwc_geom_f32, float, convcpu_vf, convcpu_vi)
+CONVCPU_DWC_GEOM(convcpu_dwc_geom_f64, double, convcpu_vd, convcpu_vl)
+CONVCPU_DWC_SIZES(convcpu_dwc_f32, float, convcpu_vf, convcpu_vi, CONVCPU_IOTA16)
+CONVCPU_DWC_SIZES(convcpu_dwc_f64, double, convcpu_vd, convcpu_vl, CONVCPU_IOTA8)
 CONVCPU_GROUPED_ROW(convcpu_grouped_row_f32, float, convcpu_vf32, convcpu_vf, convcpu_vi)
 CONVCPU_GROUPED_ROW(convcpu_grouped_row_f64, double, convcpu_vd32, convcpu_vd, convcpu_vl)
 CONVCPU_DEFORM_VECTOR(convcpu_deform_vector_f32, float, convcpu_vf)
