@@ -6,8 +6,11 @@
 #   group, band of output rows); the band of the group's input planes is
 #   gathered (padding and column phases resolved) into a per-thread tile, and
 #   register blocks of output channels x output columns sum their taps there.
-# - Depthwise convolution, channels last: a task is (sample, output row),
-#   vectors over channels, read straight from the input.
+#   Depthwise with a multiplier of 1 and a 3x3 / 5x5 kernel at strides 1 and 2
+#   gathers the band's rows in aligned vectors as it goes and sums its taps
+#   from shuffles of them, the weights in registers (CONVCPU_DWC).
+# - Depthwise convolution, channels last: a task is (sample, band of output
+#   rows), vectors over channels, read straight from the input.
 # - Separable convolution: a task is (sample, band of output rows); its
 #   depthwise result goes to a per-thread tile that the pointwise step (the
 #   same register-blocked row kernel, as a small GEMM) turns into output rows
