@@ -262,6 +262,18 @@ def _at_offset(shape, dtype, offset, rng):
     return x
 
 
+def _band_operands(rng, shape, channels, k, dtype, offset, trial):
+    """x of `shape` starting `offset` bytes past a line (an inf and a NaN when
+    trial % 6 == 0), a (k, k, channels, 1) weight, and a bias on odd trials."""
+    x = _at_offset(shape, dtype, offset, rng)
+    if trial % 6 == 0:
+        x[0, 0, 0, 0] = np.inf
+        x[-1, -1, -1, -1] = np.nan
+    w = rng.standard_normal((k, k, channels, 1)).astype(dtype)
+    b = rng.standard_normal(channels).astype(dtype) if trial % 2 else None
+    return x, w, b
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_depthwise_band_kernel_is_the_row_sum(dtype, monkeypatch):
     """Channels-last depthwise convolutions with a multiplier of 1 and a 3x3
@@ -289,12 +301,8 @@ def test_depthwise_band_kernel_is_the_row_sum(dtype, monkeypatch):
         if pads != "same" and any(n + sum(p) < (k - 1) * d + 1
                                   for n, p, d in zip((H, W), pads, dilation)):
             continue
-        x = _at_offset((int(rng.integers(1, 3)), H, W, C), dtype, offset, rng)
-        if trial % 6 == 0:
-            x[0, 0, 0, 0] = np.inf
-            x[-1, -1, -1, -1] = np.nan
-        w = rng.standard_normal((k, k, C, 1)).astype(dtype)
-        b = rng.standard_normal(C).astype(dtype) if trial % 2 else None
+        x, w, b = _band_operands(rng, (int(rng.integers(1, 3)), H, W, C), C, k, dtype, offset,
+                                 trial)
         x_before = x.copy()
         args = dict(stride=stride, padding=pads, dilation=dilation)
         band = convcpu.depthwise_conv2d(x, w, b, **args)
@@ -348,13 +356,8 @@ def test_depthwise_plane_kernel_is_the_gathered_sum(dtype, monkeypatch):
                                   for n, p, d in zip((H, W), pads, dilation)):
             continue
         C = int(rng.integers(1, 5))
-        x = _at_offset((int(rng.integers(1, 3)), C, H, W), dtype, (0, 1, 2, 7)[trial % 4] * itemsize,
-                      rng)
-        if trial % 6 == 0:
-            x[0, 0, 0, 0] = np.inf
-            x[-1, -1, -1, -1] = np.nan
-        w = rng.standard_normal((k, k, C, 1)).astype(dtype)
-        b = rng.standard_normal(C).astype(dtype) if trial % 2 else None
+        x, w, b = _band_operands(rng, (int(rng.integers(1, 3)), C, H, W), C, k, dtype,
+                                 (0, 1, 2, 7)[trial % 4] * itemsize, trial)
         x_before = x.copy()
         args = dict(stride=stride, padding=pads, dilation=dilation, data_format="NCHW",
                     padding_mode=mode, num_threads=1 + trial % 2)
