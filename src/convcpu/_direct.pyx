@@ -495,7 +495,7 @@ def direct_conv(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
     dtype; hmap / wmap as for _core.conv_forward.
     """
     cdef DirectPlan p
-    cdef Py_ssize_t c, r, s, L
+    cdef Py_ssize_t c, r, s, L, fixed_size
     cdef int status = 0
     cdef cnp.ndarray arr
     cdef cnp.ndarray offsets
@@ -554,10 +554,9 @@ def direct_conv(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
             p.Kg % (GROUPED_VECTOR_BYTES // x.itemsize) != 0:
         raise ValueError("convcpu: grouped channels-last direct kernel needs whole vectors "
                          f"of output channels per group, got {p.Kg}")
-    p.fixed = 0
-    if (channels_last and USE_DW_FIXED and p.Cg == 1 and p.M == 1 and p.R == p.S
-            and p.R in (3, 5)):
-        p.fixed = p.R
+    # Depthwise, multiplier 1, a 3x3 or 5x5 kernel: the band kernels' size, or 0.
+    fixed_size = p.R if (p.Cg == 1 and p.M == 1 and p.R == p.S and p.R in (3, 5)) else 0
+    p.fixed = fixed_size if (channels_last and USE_DW_FIXED) else 0
     if channels_last:
         p.ws_elems = 0
         p.scratch_elems = 2 * p.R + p.S * p.Wo
@@ -565,8 +564,7 @@ def direct_conv(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
         p.ws_elems = p.cstride * (1 if p.separable else p.Cg)
         p.scratch_elems = 0
     p.dwc_k = 0
-    if (not channels_last and USE_DWC_FIXED and p.Cg == 1 and p.M == 1 and p.R == p.S
-            and p.R in (3, 5)):
+    if fixed_size and not channels_last and USE_DWC_FIXED:
         if x.dtype.num == cnp.NPY_FLOAT:
             status = convcpu_dwc_geom_f32(&p.dwc, p.W, p.wmap, p.Wpad, p.pad_left, p.sw, p.S,
                                           p.dw, p.Wo)
@@ -574,7 +572,7 @@ def direct_conv(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
             status = convcpu_dwc_geom_f64(&p.dwc, p.W, p.wmap, p.Wpad, p.pad_left, p.sw, p.S,
                                           p.dw, p.Wo)
         if status == 0:
-            p.dwc_k = p.R
+            p.dwc_k = fixed_size
             p.ws_elems = max(p.ws_elems, convcpu_dwc_ws_elems(&p.dwc, p.nq, x.itemsize))
         status = 0
     p.tile_elems = band * p.Wo * p.K if p.separable else 0

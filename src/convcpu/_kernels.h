@@ -160,6 +160,20 @@ CONVCPU_STENCIL(convcpu_stencil_f64, double)
  * picks by shape (measured in docs/BENCHMARKS.md). */
 #define CONVCPU_VBYTES 64
 
+/* The cells t < Lt of column phase ph (stride sw) whose column t*sw + ph lies
+ * in [pad_left, pad_left + W), the image's own columns: [*lo, *hi). */
+static inline void convcpu_phase_bounds(Py_ssize_t pad_left, Py_ssize_t W, Py_ssize_t ph,
+                                        Py_ssize_t sw, Py_ssize_t Lt, Py_ssize_t *lo,
+                                        Py_ssize_t *hi)
+{
+    Py_ssize_t a = pad_left > ph ? (pad_left - ph + sw - 1) / sw : 0;
+    Py_ssize_t b = pad_left + W > ph ? (pad_left + W - ph + sw - 1) / sw : 0;
+    if (a > Lt) a = Lt;
+    if (b > Lt) b = Lt;
+    *lo = a;
+    *hi = b < a ? a : b;
+}
+
 /* ws[q][ph][t] = P[q0 + q, t*sw + ph] for q < nq, ph < sw, t < Lt: a band of
  * rows of the padded plane P (row p = plane row hmap[p], column c = plane
  * column wmap[c], -1 or beyond the Wpad padded columns: zero), split by
@@ -182,11 +196,8 @@ CONVCPU_STENCIL(convcpu_stencil_f64, double)
             for (Py_ssize_t ph = 0; ph < sw; ph++) {                                      \
                 T *restrict d = dst + ph * Lt;                                            \
                 /* t*sw + ph inside [pad_left, pad_left + W): a plain copy */             \
-                Py_ssize_t lo = pad_left > ph ? (pad_left - ph + sw - 1) / sw : 0;        \
-                Py_ssize_t hi = pad_left + W > ph ? (pad_left + W - ph + sw - 1) / sw : 0; \
-                if (lo > Lt) lo = Lt;                                                     \
-                if (hi > Lt) hi = Lt;                                                     \
-                if (hi < lo) hi = lo;                                                     \
+                Py_ssize_t lo, hi;                                                        \
+                convcpu_phase_bounds(pad_left, W, ph, sw, Lt, &lo, &hi);                  \
                 for (Py_ssize_t t = 0; t < lo; t++) {                                     \
                     const Py_ssize_t c = t * sw + ph;                                     \
                     d[t] = (c < Wpad && wmap[c] >= 0) ? line[wmap[c]] : (T)0;             \
@@ -778,21 +789,21 @@ CONVCPU_STENCIL(convcpu_stencil_f64, double)
  * of the padded plane it needs into its workspace, split by column phase:
  * ws + q*sw*Lt + ph*Lt + t holds column t*sw + ph of the band's padded row q
  * (plane row hrow[q], column wmap[t*sw + ph]; -1, or past Wpad: zero), in
- * whole aligned vectors (strides 1 and 2 only, and W >= sw*L): an inner vector is one unaligned load of the plane row (stride 1) or two,
- * split into both phases by a shuffle (stride 2); each of the few vectors at
+ * whole aligned vectors (strides 1 and 2 only, and W >= sw*L): an inner
+ * vector is one unaligned load of the plane row (stride 1) or two, split
+ * into both phases by a shuffle (stride 2); each of the few vectors at
  * the image's edges takes its cells from a window inside the row
  * (CONVCPU_DWC_EDGES of them: a permutation and a mask); other vectors are
  * zeros.  Padding modes other than zeros then set the padding's own cells one
  * at a time. */
 #define CONVCPU_DWC_EDGES 8
 typedef struct {
-    Py_ssize_t W, Wpad, pad_left, sw, Wo, npos, rem, Lt, nv, v_lo, v_hi, nedge;
+    Py_ssize_t W, Wpad, pad_left, sw, Wo, npos, rem, Lt, v_lo, v_hi, nedge;
     Py_ssize_t lo[2], hi[2];      /* per phase: the image's own cells [lo, hi) */
     int zero_pad;
     Py_ssize_t ev[CONVCPU_DWC_EDGES], eb[CONVCPU_DWC_EDGES]; /* edge vector, window */
     Py_ssize_t nzero, zv[CONVCPU_DWC_EDGES];                 /* vectors of zeros */
     unsigned char eidx[CONVCPU_DWC_EDGES][2][64], emask[CONVCPU_DWC_EDGES][2][64];
-    unsigned char even[64];       /* stride 2: the even lanes of a pair of vectors */
 } convcpu_dwc_geom;
 
 /* Fill g for a plane W wide (wmap: Wpad padded columns, pad_left of them
@@ -814,33 +825,25 @@ typedef struct {
         g->rem = Wo % L;                                                                  \
         const Py_ssize_t maxoff = ((KS - 1) * dw) / sw;                                   \
         g->Lt = (g->npos * L + maxoff + L - 1) / L * L + L;                               \
-        g->nv = g->Lt / L;                                                                \
         g->zero_pad = 1;                                                                  \
         for (Py_ssize_t c = 0; c < Wpad; c++)                                             \
             if ((c < pad_left || c >= pad_left + W) && wmap[c] >= 0) g->zero_pad = 0;     \
-        for (Py_ssize_t ph = 0; ph < sw && ph < 2; ph++) {                                \
-            Py_ssize_t a = pad_left > ph ? (pad_left - ph + sw - 1) / sw : 0;             \
-            Py_ssize_t b = pad_left + W > ph ? (pad_left + W - ph + sw - 1) / sw : 0;     \
-            g->lo[ph] = a < g->Lt ? a : g->Lt;                                            \
-            g->hi[ph] = b < g->Lt ? (b > g->lo[ph] ? b : g->lo[ph]) : g->Lt;              \
-        }                                                                                 \
-        M even;                                                                           \
-        for (int l = 0; l < L; l++) even[l] = (IT)(2 * l);                                 \
-        memcpy(g->even, &even, sizeof(M));                                                \
         if ((sw != 1 && sw != 2) || W < sw * L) return -1;                                \
-        for (Py_ssize_t v = 0; v < g->nv; v++) {                                          \
-            const Py_ssize_t u = v * L * sw - pad_left; /* the window's first column */  \
-            if (u >= 0 && u <= W - sw * L) { /* inner */                                 \
+        for (Py_ssize_t ph = 0; ph < sw; ph++)                                            \
+            convcpu_phase_bounds(pad_left, W, ph, sw, g->Lt, &g->lo[ph], &g->hi[ph]);     \
+        for (Py_ssize_t v = 0; v < g->Lt / L; v++) {                                      \
+            const Py_ssize_t u = v * L * sw - pad_left; /* the window's first column */   \
+            if (u >= 0 && u <= W - sw * L) { /* inner */                                  \
                 if (g->v_hi == g->v_lo) g->v_lo = v;                                      \
                 g->v_hi = v + 1;                                                          \
                 continue;                                                                 \
             }                                                                             \
             if (u + sw * L <= 0 || u >= W) { /* zeros */                                  \
-                if (g->nzero == CONVCPU_DWC_EDGES) return -1;                            \
+                if (g->nzero == CONVCPU_DWC_EDGES) return -1;                             \
                 g->zv[g->nzero++] = v;                                                    \
                 continue;                                                                 \
             }                                                                             \
-            if (g->nedge == CONVCPU_DWC_EDGES) return -1;                                \
+            if (g->nedge == CONVCPU_DWC_EDGES) return -1;                                 \
             const Py_ssize_t e = g->nedge++, b = u < 0 ? 0 : W - sw * L;                  \
             g->ev[e] = v;                                                                 \
             g->eb[e] = b;                                                                 \
@@ -849,8 +852,8 @@ typedef struct {
                 for (int l = 0; l < L; l++) {                                             \
                     const Py_ssize_t c = u + ph + sw * l;                                 \
                     const int in = c >= 0 && c < W;                                       \
-                    idx[l] = (IT)(in ? c - b : 0);                                         \
-                    mask[l] = (IT)(in ? -1 : 0);                                           \
+                    idx[l] = (IT)(in ? c - b : 0);                                        \
+                    mask[l] = (IT)(in ? -1 : 0);                                          \
                 }                                                                         \
                 memcpy(g->eidx[e][ph], &idx, sizeof(M));                                  \
                 memcpy(g->emask[e][ph], &mask, sizeof(M));                                \
@@ -868,21 +871,21 @@ CONVCPU_KERNEL Py_ssize_t convcpu_dwc_ws_elems(const convcpu_dwc_geom *g, Py_ssi
 }
 
 /* Row `line` of the plane (NULL: a row of zeros) into d as gathered (see
- * convcpu_dwc_geom), at stride SW (1 or 2). */
-#define CONVCPU_DWC_GATHER(NAME, T, V, M, SW)                                             \
+ * convcpu_dwc_geom), at stride SW (1 or 2); IOTA: the lane indices (M). */
+#define CONVCPU_DWC_GATHER(NAME, T, V, M, IOTA, SW)                                       \
     static inline __attribute__((always_inline)) void NAME(                               \
         const convcpu_dwc_geom *g, const T *restrict line, const Py_ssize_t *wmap,        \
         T *restrict d)                                                                    \
     {                                                                                     \
         enum { L = sizeof(V) / sizeof(T) };                                               \
         const V z = {0};                                                                  \
-        const Py_ssize_t sw = SW, Lt = g->Lt;                                             \
+        const Py_ssize_t Lt = g->Lt;                                                      \
         if (line == NULL) {                                                               \
-            for (Py_ssize_t t = 0; t < sw * Lt; t += L) memcpy(d + t, &z, sizeof(V));     \
+            for (Py_ssize_t t = 0; t < SW * Lt; t += L) memcpy(d + t, &z, sizeof(V));     \
             return;                                                                       \
         }                                                                                 \
         const T *restrict src = line - g->pad_left;                                       \
-        for (Py_ssize_t v = g->v_lo; v < g->v_hi; v++) { /* inner vectors */             \
+        for (Py_ssize_t v = g->v_lo; v < g->v_hi; v++) { /* inner vectors */              \
             V a;                                                                          \
             const T *sp = src + v * L * SW;                                               \
             CONVCPU_OPAQUE(sp); /* not a call of memmove: W is small */                   \
@@ -891,16 +894,14 @@ CONVCPU_KERNEL Py_ssize_t convcpu_dwc_ws_elems(const convcpu_dwc_geom *g, Py_ssi
                 memcpy(d + v * L, &a, sizeof(V));                                         \
             } else {                                                                      \
                 V b;                                                                      \
-                M even;                                                                   \
-                memcpy(&even, g->even, sizeof(M));                                        \
                 memcpy(&b, src + v * L * 2 + L, sizeof(V));                               \
-                const V ev = __builtin_shuffle(a, b, even);                               \
-                const V od = __builtin_shuffle(a, b, even + 1);                           \
+                const V ev = __builtin_shuffle(a, b, IOTA + IOTA);                        \
+                const V od = __builtin_shuffle(a, b, IOTA + IOTA + 1);                    \
                 memcpy(d + v * L, &ev, sizeof(V));                                        \
                 memcpy(d + Lt + v * L, &od, sizeof(V));                                   \
             }                                                                             \
         }                                                                                 \
-        for (Py_ssize_t e = 0; e < g->nedge; e++) { /* the edges' vectors */             \
+        for (Py_ssize_t e = 0; e < g->nedge; e++) { /* the edges' vectors */              \
             V a, b = z;                                                                   \
             memcpy(&a, line + g->eb[e], sizeof(V));                                       \
             if (SW == 2) memcpy(&b, line + g->eb[e] + L, sizeof(V));                      \
@@ -914,11 +915,11 @@ CONVCPU_KERNEL Py_ssize_t convcpu_dwc_ws_elems(const convcpu_dwc_geom *g, Py_ssi
                 memcpy(d + ph * Lt + g->ev[e] * L, &bits, sizeof(V));                     \
             }                                                                             \
         }                                                                                 \
-        for (Py_ssize_t e = 0; e < g->nzero; e++) /* vectors of padding */               \
+        for (Py_ssize_t e = 0; e < g->nzero; e++) /* vectors of padding */                \
             for (Py_ssize_t ph = 0; ph < SW; ph++)                                        \
                 memcpy(d + ph * Lt + g->zv[e] * L, &z, sizeof(V));                        \
         if (g->zero_pad) return;                                                          \
-        /* the padding's own cells (reflect, replicate, circular) */                     \
+        /* the padding's own cells (reflect, replicate, circular) */                      \
         for (Py_ssize_t ph = 0; ph < SW; ph++)                                            \
             for (Py_ssize_t t = 0; t < Lt; t++) {                                         \
                 if (t == g->lo[ph]) t = g->hi[ph];                                        \
@@ -932,7 +933,7 @@ CONVCPU_KERNEL Py_ssize_t convcpu_dwc_ws_elems(const convcpu_dwc_geom *g, Py_ssi
  * band they read is loaded once per phase, JB + 1 aligned vectors, and the
  * taps' shifted vectors are shuffles of them; each output sums bias, then its
  * taps in (r, s) order. */
-#define CONVCPU_DWC_RUN(T, V, IOTA, KR, KS, SH, SW, NR, JB, PART)                        \
+#define CONVCPU_DWC_RUN(T, V, IOTA, KR, KS, SH, SW, NR, JB, PART)                         \
     do {                                                                                  \
         V acc[NR][JB];                                                                    \
         _Pragma("GCC unroll 8") for (int p = 0; p < NR; p++)                              \
@@ -1015,15 +1016,15 @@ CONVCPU_KERNEL Py_ssize_t convcpu_dwc_ws_elems(const convcpu_dwc_geom *g, Py_ssi
         const Py_ssize_t nfull = rem ? npos - 1 : npos;                                   \
         Py_ssize_t v = 0;                                                                 \
         for (; v + JB <= nfull; v += JB)                                                  \
-            CONVCPU_DWC_RUN(T, V, IOTA, KR, KS, SH, SW, NR, JB, 0);                    \
+            CONVCPU_DWC_RUN(T, V, IOTA, KR, KS, SH, SW, NR, JB, 0);                       \
         if (rem && v + JB == npos) {                                                      \
-            CONVCPU_DWC_RUN(T, V, IOTA, KR, KS, SH, SW, NR, JB, 1);                    \
+            CONVCPU_DWC_RUN(T, V, IOTA, KR, KS, SH, SW, NR, JB, 1);                       \
             v += JB;                                                                      \
         }                                                                                 \
         for (; v < nfull; v++)                                                            \
-            CONVCPU_DWC_RUN(T, V, IOTA, KR, KS, SH, SW, NR, 1, 0);                     \
+            CONVCPU_DWC_RUN(T, V, IOTA, KR, KS, SH, SW, NR, 1, 0);                        \
         if (v < npos)                                                                     \
-            CONVCPU_DWC_RUN(T, V, IOTA, KR, KS, SH, SW, NR, 1, 1);                     \
+            CONVCPU_DWC_RUN(T, V, IOTA, KR, KS, SH, SW, NR, 1, 1);                        \
     } while (0)
 
 #define CONVCPU_DWC_ARGS(T)                                                               \
@@ -1044,8 +1045,8 @@ CONVCPU_KERNEL Py_ssize_t convcpu_dwc_ws_elems(const convcpu_dwc_geom *g, Py_ssi
  * stay in registers; at dilation 1 and strides 1 and 2, NR output rows x JB
  * vectors at a time share the loads of their input rows (CONVCPU_DWC_RUN). */
 #define CONVCPU_DWC(NAME, T, V, M, IOTA, KR, KS, NR, JB)                                  \
-    CONVCPU_DWC_GATHER(NAME##_gather1, T, V, M, 1)                                        \
-    CONVCPU_DWC_GATHER(NAME##_gather2, T, V, M, 2)                                        \
+    CONVCPU_DWC_GATHER(NAME##_gather1, T, V, M, IOTA, 1)                                  \
+    CONVCPU_DWC_GATHER(NAME##_gather2, T, V, M, IOTA, 2)                                  \
     CONVCPU_CLONES CONVCPU_KERNEL void NAME(CONVCPU_DWC_ARGS(T))                          \
     {                                                                                     \
         enum { L = sizeof(V) / sizeof(T) };                                               \

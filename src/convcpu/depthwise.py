@@ -221,18 +221,19 @@ def run_direct(xb, w, bias, result_b, window, channels, out_channels, groups, la
 def _band(window, n_batch, in_per_group, groups, out_channels, itemsize, last, separable):
     """Output rows per task, from the shape alone: a task's working set
     (gathered input band, or separable tile) within BAND_BYTES, and enough
-    tasks for every core (the row split costs a little halo)."""
+    tasks for every core (the row split costs a little halo); one band per
+    core for channels-last depthwise and channels-first separable."""
     Ho, Wo = window.Ho, window.Wo
     sh, sw = window._strides2
     dh, dw = window._dilations2
+    per_core = min(Ho, -(-(_core.MIN_TASKS // 2) // n_batch))  # bands for one per core
     if last and not separable:
         if in_per_group > 1 or out_channels != groups:
             return 1  # one output row per task, read in place
         # Depthwise, multiplier 1: a band of rows per task (a vector of channels
         # at a time through it on 3x3 and 5x5); one band per core (144ch
         # @56, 2 threads: 28 rows 0.060 ms, 14 rows 0.074, 4 rows 0.086).
-        n_bands = min(Ho, -(-(_core.MIN_TASKS // 2) // n_batch))
-        return -(-Ho // n_bands)
+        return -(-Ho // per_core)
     lanes = _direct.VECTOR_BYTES // itemsize
     row_elems = sw * (-(-Wo // lanes) * lanes + ((window.S - 1) * dw) // sw)
     if separable and not last:
@@ -242,10 +243,9 @@ def _band(window, n_batch, in_per_group, groups, out_channels, itemsize, last, s
         # 0.161-0.180; unfused 0.153-0.184).
         per_row = Wo * out_channels + sh * row_elems
         max_band = max(1, L2_BYTES // (per_row * itemsize))
-        n_bands = max(-(-Ho // max_band), min(Ho, -(-(_core.MIN_TASKS // 2) // n_batch)))
-        return -(-Ho // n_bands)
-    if separable:
-        per_row = Wo * out_channels + (0 if last else sh * row_elems)
+        return -(-Ho // max(-(-Ho // max_band), per_core))
+    if separable:  # channels last
+        per_row = Wo * out_channels
         max_band = max(1, BAND_BYTES // (per_row * itemsize))
         parallel = n_batch
     else:
