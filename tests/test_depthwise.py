@@ -87,12 +87,13 @@ def test_separable_matches_reference(geometry, channels_last, dtype):
     assert_close(got, expected, dtype)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("geometry", GEOMETRIES)
-def test_fused_separable_is_the_unfused_sum_bit_for_bit(geometry):
-    """NCHW float32 on the own GEMM: the fused separable conv's pointwise step
-    runs the GEMM on its depthwise tile, the same chains (bias, then the
-    channels in order) as a 1x1 conv2d on the depthwise output, so the same
-    bits as the two ops called one after the other."""
+def test_fused_separable_is_the_unfused_sum_bit_for_bit(geometry, channels_last):
+    """Float32 on the own GEMM, both layouts: the fused separable conv's
+    pointwise step runs the GEMM on its depthwise tile, the same chains (bias,
+    then the channels in order) as a 1x1 conv2d on the depthwise output, so
+    the same bits as the two ops called one after the other."""
     from convcpu import _core
     if _core.gemm_backend() != "convcpu":
         pytest.skip("float32 products run on BLAS on this CPU")
@@ -102,10 +103,14 @@ def test_fused_separable_is_the_unfused_sum_bit_for_bit(geometry):
     wp = rng.standard_normal((w.shape[2] * w.shape[3], k)).astype(np.float32)
     bias = rng.standard_normal(k).astype(np.float32)
     stride, padding, dilation = geometry[5:]
+    layout = "NHWC" if channels_last else "NCHW"
+    if channels_last:
+        x = to_channels_last(x)
     fused = convcpu.separable_conv2d(x, w, wp, bias, stride, padding, dilation,
-                                     data_format="NCHW")
-    mid = convcpu.depthwise_conv2d(x, w, None, stride, padding, dilation, data_format="NCHW")
-    unfused = convcpu.conv2d(mid, np.ascontiguousarray(wp.T)[:, :, None, None], bias)
+                                     data_format=layout)
+    mid = convcpu.depthwise_conv2d(x, w, None, stride, padding, dilation, data_format=layout)
+    pointwise = wp[None, None] if channels_last else np.ascontiguousarray(wp.T)[:, :, None, None]
+    unfused = convcpu.conv2d(mid, pointwise, bias, data_format=layout)
     np.testing.assert_array_equal(fused.view(np.uint32), unfused.view(np.uint32))
 
 

@@ -246,6 +246,7 @@ cdef struct DirectPlan:
     Py_ssize_t ws_elems, tile_elems, scratch_elems
     Py_ssize_t tile_ld          # separable, channels first: tile row stride
     Py_ssize_t* pw_off          # separable, channels first: c * tile_ld
+    Py_ssize_t pw_ld            # separable, channels last: pw's row stride
 
 
 cdef inline Py_ssize_t _cdiv(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
@@ -384,11 +385,20 @@ cdef void _direct_task(const DirectPlan* p, Py_ssize_t t, floating* ws, floating
     n = rest
     if p.channels_last:
         _rows_nhwc(p, n, i0, nrows, tile, scratch)
-        # Pointwise: out[pix, k] = sum_c tile[pix, c] * pw[c, k] is a direct
-        # row of P columns for each "channel" pix, tap c reading pw row c
-        # (pw: (C*M, pw_ld), rows padded with zeros by the caller).
+        # Pointwise: out[pix, k] = sum_c tile[pix, c] * pw[c, k] (pw: (C*M,
+        # pw_ld), rows padded with zeros by the caller).  Float32: on the own
+        # GEMM when it runs, bias first, then the channels in order (the
+        # chains of a 1x1 conv2d on the depthwise output: the unfused ops'
+        # bits; as fast as the row below on 144 -> 24 @56).  Else a direct row
+        # of P columns for each "channel" pix, tap c reading pw row c.
         dst = out + (n * HoWo + i0 * p.Wo) * p.P
         if floating is float:
+            for j in range(npix):
+                for k in range(p.P):
+                    dst[j * p.P + k] = pbias[k] if pbias != NULL else 0
+            if convcpu_sgemm(npix, p.P, p.K, tile, p.K, 1, <const float*>p.pw, p.pw_ld, 1, 1,
+                             dst, p.P):
+                return
             convcpu_direct_row_f32(<const float*>p.pw, p.pw_off, p.K, tile, NULL, npix, p.P,
                                    dst, p.P)
         else:
@@ -578,8 +588,10 @@ def direct_conv(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
     p.tile_elems = band * p.Wo * p.K if p.separable else 0
     p.tile_ld = 0
     p.pw_off = NULL
+    p.pw_ld = 0
     if p.separable and channels_last:
         p.P = pointwise_cols
+        p.pw_ld = pw_ld
         pw_offsets = np.arange(p.K, dtype=np.intp) * pw_ld
         p.pw_off = <Py_ssize_t*>cnp.PyArray_DATA(pw_offsets)
     if p.separable and not channels_last:
