@@ -7,8 +7,8 @@ memory speed.  ``conv2d`` / ``conv1d`` route here when every group has one
 input channel (any multiplier), and grouped convolutions with few channels
 per group, in both layouts (see `use_direct`); the separable convolution
 feeds the depthwise result of each band of output rows to the pointwise
-product (the same register-blocked kernel: a small GEMM) while it is in
-cache, with no whole intermediate tensor.
+product (float32: the own GEMM's kernels when they run, else the direct row
+kernel) while it is in cache, with no whole intermediate tensor.
 """
 import numpy as np
 
@@ -116,9 +116,11 @@ def separable_conv2d(x, depthwise_weight, pointwise_weight, bias=None, stride=1,
 
     Each band of output rows is computed depthwise into a per-thread tile
     (<= 256 KB) and multiplied by the pointwise weight straight into the
-    output; the (N, H_out, W_out, C*M) intermediate is never built.  The
-    bias is added after the pointwise sum (channels last) or starts it
-    (channels first); the two layouts may differ in the last bit.
+    output; the (N, H_out, W_out, C*M) intermediate is never built.  In
+    float32 on the own GEMM (AVX-512 CPUs) the bias starts each pointwise
+    sum in both layouts: the same bits as `depthwise_conv2d` followed by a
+    1x1 `conv2d`.  Otherwise channels last adds it after the sum, and the two
+    layouts may differ in the last bit.
     """
     last = _geometry.channels_last(data_format, 2)
     x = _arrays.as_array(x, "x")
