@@ -43,6 +43,25 @@ cdef enum:
     BLAS_BLOCK = 1073741824
 
 
+cdef inline void _fill_bias(floating* c, Py_ssize_t row_stride, Py_ssize_t col_stride,
+                            const floating* bias, Py_ssize_t rows,
+                            Py_ssize_t cols) noexcept nogil:
+    """c[r*row_stride + j*col_stride] = bias[r] (0 when bias is NULL) for r < rows,
+    j < cols: the bias rows a GEMM then adds onto (contiguous rows vectorise)."""
+    cdef Py_ssize_t r, j
+    cdef floating v
+    cdef floating* row
+    for r in range(rows):
+        v = bias[r] if bias != NULL else 0
+        row = c + r * row_stride
+        if col_stride == 1:
+            for j in range(cols):
+                row[j] = v
+        else:
+            for j in range(cols):
+                row[j * col_stride] = v
+
+
 cdef inline void _gemm_call(char transa, char transb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                             const floating* a, Py_ssize_t lda, const floating* b, Py_ssize_t ldb,
                             floating beta, floating* c, Py_ssize_t ldc) noexcept nogil:

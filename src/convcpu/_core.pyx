@@ -25,7 +25,8 @@ cimport numpy as cnp
 
 from convcpu._blas cimport (CONVCPU_GEMM_PANEL, convcpu_gemm_get, convcpu_gemm_set,
                             convcpu_im2col_panels, convcpu_sconv_implicit,
-                            convcpu_sgemm_panels, floating, gemm_colmajor, gemm_trans)
+                            convcpu_sgemm_panels, floating, gemm_colmajor, gemm_trans,
+                            _fill_bias)
 from convcpu._openmp cimport (CONVCPU_OPENMP, convcpu_region, convcpu_region_enter,
                               convcpu_region_init, convcpu_region_leave,
                               convcpu_region_take, omp_get_max_threads)
@@ -496,25 +497,6 @@ cdef void _store_tile(const ConvPlan* p, const floating* tile, Py_ssize_t n0,
                         for pix in range(run):
                             dst[pix * p.osw] = src[pix]
             j += run
-
-
-cdef inline void _fill_bias(floating* c, Py_ssize_t row_stride, Py_ssize_t col_stride,
-                            const floating* bias, Py_ssize_t rows,
-                            Py_ssize_t cols) noexcept nogil:
-    """c[r*row_stride + j*col_stride] = bias[r] (0 when bias is NULL) for r < rows,
-    j < cols: the bias rows a GEMM then adds onto (contiguous rows vectorise)."""
-    cdef Py_ssize_t r, j
-    cdef floating v
-    cdef floating* row
-    for r in range(rows):
-        v = bias[r] if bias != NULL else 0
-        row = c + r * row_stride
-        if col_stride == 1:
-            for j in range(cols):
-                row[j] = v
-        else:
-            for j in range(cols):
-                row[j * col_stride] = v
 
 
 cdef inline Py_ssize_t _floor_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:

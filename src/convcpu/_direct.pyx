@@ -12,9 +12,9 @@
 # - Depthwise convolution, channels last: a task is (sample, band of output
 #   rows), vectors over channels, read straight from the input.
 # - Separable convolution: a task is (sample, band of output rows); its
-#   depthwise result goes to a per-thread tile that the pointwise step (the
-#   same register-blocked row kernel, as a small GEMM) turns into output rows
-#   while it is still in cache.
+#   depthwise result goes to a per-thread tile that the pointwise step (float32:
+#   the own GEMM when it runs, from the bias; else the register-blocked row
+#   kernel) turns into output rows while it is still in cache.
 from libc.stdint cimport uintptr_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
@@ -22,7 +22,7 @@ from cython.parallel cimport parallel
 
 cimport numpy as cnp
 
-from convcpu._blas cimport convcpu_sgemm, floating
+from convcpu._blas cimport _fill_bias, convcpu_sgemm, floating
 from convcpu._openmp cimport (CONVCPU_OPENMP, convcpu_region, convcpu_region_enter,
                               convcpu_region_init, convcpu_region_leave,
                               convcpu_region_take)
@@ -393,7 +393,7 @@ cdef void _direct_task(const DirectPlan* p, Py_ssize_t t, floating* ws, floating
         # of P columns for each "channel" pix, tap c reading pw row c.
         dst = out + (n * HoWo + i0 * p.Wo) * p.P
         if floating is float:
-            for j in range(npix):
+            for j in range(npix):  # bias along the rows (_fill_bias would stride)
                 for k in range(p.P):
                     dst[j * p.P + k] = pbias[k] if pbias != NULL else 0
             if convcpu_sgemm(npix, p.P, p.K, tile, p.K, 1, <const float*>p.pw, p.pw_ld, 1, 1,
@@ -423,9 +423,7 @@ cdef void _direct_task(const DirectPlan* p, Py_ssize_t t, floating* ws, floating
         if floating is float:
             # On the own GEMM when it runs (the same chains: bias, then the
             # channels in order; 2-7% faster on 144 -> 24 @56), else the row.
-            for k in range(p.P):
-                for j in range(npix):
-                    dst[k * HoWo + j] = pbias[k] if pbias != NULL else 0
+            _fill_bias(dst, HoWo, 1, pbias, p.P, npix)
             if convcpu_sgemm(p.P, npix, p.K, <const float*>p.pw, p.K, 1, tile, p.tile_ld, 1, 1,
                              dst, HoWo):
                 return
