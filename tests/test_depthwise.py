@@ -384,6 +384,63 @@ def test_depthwise_plane_kernel_is_the_gathered_sum(dtype, monkeypatch):
             assert_close(plane, expected, dtype)
 
 
+def test_depthwise_masked_plane_kernel_is_the_gathered_sum(monkeypatch):
+    """Channels-first float32 depthwise convolutions with a 3x3 or 5x5 kernel
+    at strides 1x1 and 2x2, dilation 1 and columns padded with zeros run on
+    convcpu_dwc512 on AVX-512 CPUs: loads straight from the plane, the
+    image's edges masked out of them, rows of padding read from a row of
+    zeros.  The same bits as CONVCPU_DWC (or, where its geometry does not
+    fit, the gathered band on the row kernel) and as the row kernel, and the
+    reference's values: rows from 1 pixel to three vectors wide, padding wider
+    than a vector, "valid", rows padded by reflection (the columns then go
+    to the gathered kernels), inputs at odd offsets, bias or none, an inf and
+    a NaN, one or two threads, 1-pixel images, and the separable
+    convolution's depthwise step."""
+    rng = np.random.default_rng(1010)
+    for trial in range(72):
+        k = 3 if trial % 3 else 5
+        s = 1 + trial % 2
+        H, W = int(rng.integers(1, 12)), int(rng.integers(1, 3 * 16 * s + 6))
+        if trial % 9 == 4:
+            H = W = 1
+        if trial % 4 == 0:
+            pads = "same"
+        elif trial % 4 == 1:
+            pads = "valid"
+        else:
+            pads = tuple((int(rng.integers(0, 4)), int(rng.integers(0, 4))) for _ in range(2))
+            if trial % 8 == 2:
+                pads = (pads[0], (17, 19))
+        if pads != "same" and any(n + sum(p) < k for n, p in
+                                  zip((H, W), pads if pads != "valid" else ((0, 0),) * 2)):
+            continue
+        mode = "reflect" if trial % 10 == 7 and pads != "valid" and min(H, W) > 4 else "zeros"
+        C = int(rng.integers(1, 5))
+        x, w, b = _band_operands(rng, (int(rng.integers(1, 3)), C, H, W), C, k, np.float32,
+                                 (0, 1, 2, 7)[trial % 4] * 4, trial)
+        x_before = x.copy()
+        args = dict(stride=s, padding=pads, data_format="NCHW", padding_mode=mode,
+                    num_threads=1 + trial % 2)
+        if trial % 7 == 3:
+            pw = rng.standard_normal((C, 3)).astype(np.float32)
+            run = lambda: convcpu.separable_conv2d(x, w, pw, None, **args)  # noqa: E731
+        else:
+            run = lambda: convcpu.depthwise_conv2d(x, w, b, **args)  # noqa: E731
+        masked = run()
+        with monkeypatch.context() as m:
+            m.setattr(_direct, "USE_DWC512", False)
+            gathered = run()
+            m.setattr(_direct, "USE_DWC_FIXED", False)
+            row = run()
+        np.testing.assert_array_equal(x, x_before)
+        np.testing.assert_array_equal(masked.view(np.uint8), gathered.view(np.uint8))
+        np.testing.assert_array_equal(masked.view(np.uint8), row.view(np.uint8))
+        if trial % 6 and trial % 7 != 3:
+            expected = depthwise_reference(
+                x, w, b, s, explicit_pads(pads, (H, W), (k, k), (s, s), (1, 1)), 1, mode)
+            assert_close(masked, expected, np.float32)
+
+
 def test_conv1d_depthwise():
     rng = np.random.default_rng(4)
     x = rng.standard_normal((2, 6, 30))

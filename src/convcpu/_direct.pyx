@@ -66,8 +66,8 @@ cdef extern from "_kernels.h" nogil:
                             const float* w, const float* bias, float* out, Py_ssize_t Wo,
                             Py_ssize_t ldo, Py_ssize_t* scratch)
     void convcpu_direct_row_w32_f64(const double* ws, const Py_ssize_t* off, Py_ssize_t ntap,
-                                    const double* w, const double* bias, Py_ssize_t kn, Py_ssize_t Wo,
-                                    double* out, Py_ssize_t ldo)
+                                    const double* w, const double* bias, Py_ssize_t kn,
+                                    Py_ssize_t Wo, double* out, Py_ssize_t ldo)
     void convcpu_dw_row_f64(const double* x, Py_ssize_t W, Py_ssize_t C, Py_ssize_t M,
                             const Py_ssize_t* hrow, Py_ssize_t dh, Py_ssize_t R, Py_ssize_t S,
                             const Py_ssize_t* wmap, Py_ssize_t sw, Py_ssize_t dw,
@@ -104,6 +104,15 @@ cdef extern from "_kernels.h" nogil:
                          const Py_ssize_t* hrow, Py_ssize_t sh, Py_ssize_t dh, Py_ssize_t nrows,
                          const Py_ssize_t* wmap, Py_ssize_t dw, const double* w,
                          const double* bias, double* out, double* ws)
+
+cdef extern from "_dwc512.h" nogil:
+    int convcpu_dwc512_supported()
+    Py_ssize_t convcpu_dwc512_ws_bytes(Py_ssize_t W, Py_ssize_t Wo, Py_ssize_t sw)
+    int convcpu_dwc512(int k, int sw, const float* plane, Py_ssize_t W, const Py_ssize_t* hrow,
+                       Py_ssize_t nrows, Py_ssize_t pl, Py_ssize_t Wo, const float* w,
+                       const float* bias, float* out, void* ws)
+
+cdef extern from "_kernels.h" nogil:
     void convcpu_grouped_row_f32(const float* x, Py_ssize_t W, Py_ssize_t C, Py_ssize_t groups,
                                  Py_ssize_t Kg, const Py_ssize_t* hrow, Py_ssize_t dh,
                                  Py_ssize_t R, Py_ssize_t S, const Py_ssize_t* wmap,
@@ -132,6 +141,11 @@ USE_DW_FIXED = True
 # kernel, strides 1 or 2 and output rows of at least a vector run a band of
 # rows of a plane on CONVCPU_DWC; False: the gathered band and the row kernel.
 USE_DWC_FIXED = True
+
+# Of those, float32 ones at strides 1x1 and 2x2, dilation 1, with columns
+# padded by zeros, on AVX-512 CPUs: no gathered rows, the loads straight from
+# the plane with the edges masked (convcpu_dwc512, _dwc512.h; the same bits).
+USE_DWC512 = True
 
 # A band's gathered tile stays within L2 (per thread).
 STENCIL_TILE_BYTES = 256 * 1024
@@ -231,6 +245,7 @@ cdef struct DirectPlan:
     bint channels_last, separable
     int fixed                   # channels-last depthwise: 3 or 5 (CONVCPU_DW_FIXED), or 0
     int dwc_k                   # channels-first depthwise: 3 or 5 (CONVCPU_DWC), or 0
+    bint dwc512                 # and it runs on convcpu_dwc512
     convcpu_dwc_geom dwc        # and its geometry
     Py_ssize_t P                # separable: pointwise output channels
     const Py_ssize_t* hmap
@@ -251,6 +266,15 @@ cdef struct DirectPlan:
 
 cdef inline Py_ssize_t _cdiv(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     return (a + b - 1) // b
+
+
+cdef bint _columns_zero_padded(const DirectPlan* p) noexcept:
+    """Whether padded column c reads column c - pad_left, a zero outside the image."""
+    cdef Py_ssize_t c
+    for c in range(p.Wpad):
+        if p.wmap[c] != (c - p.pad_left if 0 <= c - p.pad_left < p.W else -1):
+            return False
+    return True
 
 
 cdef void _gather(const DirectPlan* p, const floating* plane, Py_ssize_t i0, Py_ssize_t nq,
@@ -297,6 +321,9 @@ cdef void _dwc_band(const DirectPlan* p, const floating* plane, Py_ssize_t i0, P
     (rows Wo apart); ws: the task's workspace, aligned here to 64 bytes."""
     cdef floating* aligned = <floating*>((<uintptr_t>ws + 63) & ~(<uintptr_t>63))
     if floating is float:
+        if p.dwc512 and convcpu_dwc512(p.dwc_k, p.sw, plane, p.W, p.hmap + i0 * p.sh, nrows,
+                                       p.pad_left, p.Wo, w, bias, out, ws):
+            return
         convcpu_dwc_f32(p.dwc_k, &p.dwc, plane, p.hmap + i0 * p.sh, p.sh, p.dh, nrows, p.wmap,
                         p.dw, w, bias, out, aligned)
     else:
@@ -572,7 +599,15 @@ def direct_conv(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
         p.ws_elems = p.cstride * (1 if p.separable else p.Cg)
         p.scratch_elems = 0
     p.dwc_k = 0
-    if fixed_size and not channels_last and USE_DWC_FIXED:
+    p.dwc512 = False
+    if (fixed_size and not channels_last and USE_DWC_FIXED and USE_DWC512
+            and x.dtype.num == cnp.NPY_FLOAT and p.sh == p.sw and p.sw in (1, 2)
+            and p.dh == 1 and p.dw == 1 and _columns_zero_padded(&p)
+            and convcpu_dwc512_supported()):
+        p.dwc_k = fixed_size
+        p.dwc512 = True
+        p.ws_elems = max(p.ws_elems, _cdiv(convcpu_dwc512_ws_bytes(p.W, p.Wo, p.sw), 4))
+    elif fixed_size and not channels_last and USE_DWC_FIXED:
         if x.dtype.num == cnp.NPY_FLOAT:
             status = convcpu_dwc_geom_f32(&p.dwc, p.W, p.wmap, p.Wpad, p.pad_left, p.sw, p.S,
                                           p.dw, p.Wo)
