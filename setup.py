@@ -71,7 +71,7 @@ class BuildExt(build_ext):
         opt = [] if self.compiler.compiler_type == "msvc" else ["-O3"]
         sanitize = os.environ.get("CONVCPU_SANITIZE")
         if sanitize:
-            opt = ["-O1", "-g", "-fno-omit-frame-pointer", f"-fsanitize={sanitize}",
+            opt = ["-O2", "-g", "-fno-omit-frame-pointer", f"-fsanitize={sanitize}",
                    "-fno-sanitize-recover=all"]
             link_flags = link_flags + [f"-fsanitize={sanitize}"]
         for ext in self.extensions:
