@@ -71,6 +71,8 @@ class BuildExt(build_ext):
         opt = [] if self.compiler.compiler_type == "msvc" else ["-O3"]
         sanitize = os.environ.get("CONVCPU_SANITIZE")
         if sanitize:
+            # -O2: below it GCC does not contract a*b + c into a fused multiply-add,
+            # and the portable kernels must give the AVX-512 kernels' bits.
             opt = ["-O2", "-g", "-fno-omit-frame-pointer", f"-fsanitize={sanitize}",
                    "-fno-sanitize-recover=all"]
             link_flags = link_flags + [f"-fsanitize={sanitize}"]
