@@ -124,3 +124,21 @@ def test_bad_environment_thread_count(monkeypatch):
     monkeypatch.setenv("CONVCPU_NUM_THREADS", "0")
     with pytest.raises(ValueError, match="CONVCPU_NUM_THREADS"):
         convcpu.conv2d(X, W)
+
+
+def test_window_cache_keys_tell_apart_what_the_checks_tell_apart():
+    """Geometry is cached under a key of Python ints, strings and sequences of
+    them; a bool, float or NumPy scalar (equal and hashing equal to an int)
+    gives no key, so its call goes through every check again."""
+    from convcpu._geometry import _freeze
+    assert _freeze((1, (2, 3), "same")) == _freeze([1, [2, 3], "same"]) == ("seq", 1,
+                                                                            ("seq", 2, 3), "same")
+    assert _freeze(((0, 1), (2, 3))) != _freeze((0, 1, 2, 3))
+    for value in (True, 1.0, np.int64(1), None, (1, True), ((0, 1), (0, np.int32(1))),
+                  [(1, 2), 1.5]):
+        assert _freeze(value) is None
+    convcpu.conv2d(X, W, stride=1, padding=1)
+    with pytest.raises(TypeError, match="stride"):
+        convcpu.conv2d(X, W, stride=True, padding=1)
+    with pytest.raises(TypeError, match="padding"):
+        convcpu.conv2d(X, W, stride=1, padding=((1, 1), (1, np.float64(1))))

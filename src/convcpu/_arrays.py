@@ -49,7 +49,11 @@ def compute_dtype(*arrays):
     float32 and float64 are computed natively; integers, bool and float16
     promote like NumPy (uint8 with float32 -> float32, int64 -> float64).
     """
-    dtype = np.promote_types(np.result_type(*[a.dtype for a in arrays if a is not None]), np.float32)
+    dtypes = [a.dtype for a in arrays if a is not None]
+    first = dtypes[0]
+    if first in _NATIVE and first.isnative and all(d == first for d in dtypes):
+        return first  # the common case, without NumPy's promotion machinery
+    dtype = np.promote_types(np.result_type(*dtypes), np.float32)
     if dtype not in _NATIVE:
         raise TypeError(f"convcpu computes in float32 or float64; inputs promote to {dtype}")
     return dtype
@@ -78,13 +82,14 @@ def check_out(out, shape, dtype, inputs):
         raise TypeError(f"out has dtype {out.dtype}, the result has dtype {dtype}")
     if out.shape != tuple(shape):
         raise ValueError(f"out has shape {out.shape}, the result has shape {tuple(shape)}")
-    if not out.flags.c_contiguous:
+    flags = out.flags
+    if not flags.c_contiguous:
         raise ValueError("out must be C-contiguous")
-    if not out.flags.writeable:
+    if not flags.writeable:
         raise ValueError("out must be writeable")
     if not out.dtype.isnative:
         raise ValueError("out must be in native byte order")
-    if not out.flags.aligned:
+    if not flags.aligned:
         raise ValueError("out must be aligned to its dtype (the kernels store whole floats)")
     for name, array in inputs.items():
         if array is not None and np.may_share_memory(out, array):
