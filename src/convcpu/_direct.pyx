@@ -8,7 +8,9 @@
 #   register blocks of output channels x output columns sum their taps there.
 #   Depthwise with a multiplier of 1 and a 3x3 / 5x5 kernel at strides 1 and 2
 #   gathers the band's rows in aligned vectors as it goes and sums its taps
-#   from shuffles of them, the weights in registers (CONVCPU_DWC).
+#   from shuffles of them, the weights in registers (CONVCPU_DWC). On AVX-512
+#   CPUs the float32 ones at dilation 1 with columns padded by zeros skip the
+#   row copy: masked loads straight from the plane (convcpu_dwc512, _dwc512.h).
 # - Depthwise convolution, channels last: a task is (sample, band of output
 #   rows), vectors over channels, read straight from the input.
 # - Separable convolution: a task is (sample, band of output rows); its
