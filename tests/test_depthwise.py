@@ -323,6 +323,16 @@ def test_depthwise_band_kernel_is_the_row_sum(dtype, monkeypatch):
             assert_close(np.moveaxis(band, -1, 1), expected, dtype)
 
 
+def _depthwise_or_separable(rng, trial, x, w, b, args):
+    """A call of the band tests: trial % 7 == 3 the separable convolution
+    (its depthwise step on the same kernels; pointwise to 3 channels, no
+    bias), else depthwise_conv2d."""
+    if trial % 7 == 3:
+        pw = rng.standard_normal((w.shape[2], 3)).astype(w.dtype)
+        return lambda: convcpu.separable_conv2d(x, w, pw, None, **args)
+    return lambda: convcpu.depthwise_conv2d(x, w, b, **args)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_depthwise_plane_kernel_is_the_gathered_sum(dtype, monkeypatch):
     """Channels-first depthwise convolutions with a multiplier of 1, a 3x3 or
@@ -366,11 +376,7 @@ def test_depthwise_plane_kernel_is_the_gathered_sum(dtype, monkeypatch):
         x_before = x.copy()
         args = dict(stride=stride, padding=pads, dilation=dilation, data_format="NCHW",
                     padding_mode=mode, num_threads=1 + trial % 2)
-        if trial % 7 == 3:
-            pw = rng.standard_normal((C, 3)).astype(dtype)
-            run = lambda: convcpu.separable_conv2d(x, w, pw, None, **args)  # noqa: E731
-        else:
-            run = lambda: convcpu.depthwise_conv2d(x, w, b, **args)  # noqa: E731
+        run = _depthwise_or_separable(rng, trial, x, w, b, args)
         plane = run()
         with monkeypatch.context() as m:
             m.setattr(_direct, "USE_DWC_FIXED", False)
@@ -421,11 +427,7 @@ def test_depthwise_masked_plane_kernel_is_the_gathered_sum(monkeypatch):
         x_before = x.copy()
         args = dict(stride=s, padding=pads, data_format="NCHW", padding_mode=mode,
                     num_threads=1 + trial % 2)
-        if trial % 7 == 3:
-            pw = rng.standard_normal((C, 3)).astype(np.float32)
-            run = lambda: convcpu.separable_conv2d(x, w, pw, None, **args)  # noqa: E731
-        else:
-            run = lambda: convcpu.depthwise_conv2d(x, w, b, **args)  # noqa: E731
+        run = _depthwise_or_separable(rng, trial, x, w, b, args)
         masked = run()
         with monkeypatch.context() as m:
             m.setattr(_direct, "USE_DWC512", False)
