@@ -323,8 +323,9 @@ cdef void _dwc_band(const DirectPlan* p, const floating* plane, Py_ssize_t i0, P
     (rows Wo apart); ws: the task's workspace, aligned here to 64 bytes."""
     cdef floating* aligned = <floating*>((<uintptr_t>ws + 63) & ~(<uintptr_t>63))
     if floating is float:
-        if p.dwc512 and convcpu_dwc512(p.dwc_k, p.sw, plane, p.W, p.hmap + i0 * p.sh, nrows,
-                                       p.pad_left, p.Wo, w, bias, out, ws):
+        if p.dwc512:  # set only where convcpu_dwc512_supported(): p.dwc is not filled in
+            convcpu_dwc512(p.dwc_k, p.sw, plane, p.W, p.hmap + i0 * p.sh, nrows, p.pad_left,
+                           p.Wo, w, bias, out, ws)
             return
         convcpu_dwc_f32(p.dwc_k, &p.dwc, plane, p.hmap + i0 * p.sh, p.sh, p.dh, nrows, p.wmap,
                         p.dw, w, bias, out, aligned)
