@@ -110,9 +110,9 @@ cdef extern from "_kernels.h" nogil:
 cdef extern from "_dwc512.h" nogil:
     int convcpu_dwc512_supported()
     Py_ssize_t convcpu_dwc512_ws_bytes(Py_ssize_t W, Py_ssize_t Wo, Py_ssize_t sw)
-    int convcpu_dwc512(int k, int sw, const float* plane, Py_ssize_t W, const Py_ssize_t* hrow,
-                       Py_ssize_t nrows, Py_ssize_t pl, Py_ssize_t Wo, const float* w,
-                       const float* bias, float* out, void* ws)
+    void convcpu_dwc512(int k, int sw, const float* plane, Py_ssize_t W, const Py_ssize_t* hrow,
+                        Py_ssize_t nrows, Py_ssize_t pl, Py_ssize_t Wo, const float* w,
+                        const float* bias, float* out, void* ws)
 
 cdef extern from "_kernels.h" nogil:
     void convcpu_grouped_row_f32(const float* x, Py_ssize_t W, Py_ssize_t C, Py_ssize_t groups,

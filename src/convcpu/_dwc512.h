@@ -6,7 +6,7 @@
  * sums its taps from shuffles of aligned loads of that copy.  Here the loads
  * come straight from the plane, with the image's edges masked out of them
  * (AVX-512 masked loads read no memory in masked lanes), so the copy goes:
- * 144ch @56 stride 1, one thread: 0.090 -> 0.069 ms; 96ch @112 stride 2:
+ * 144ch @56 stride 1, one thread: 0.094 -> 0.069 ms; 96ch @112 stride 2:
  * 0.160 -> 0.103 ms (docs/BENCHMARKS.md, issue 3).
  *
  * The sums are CONVCPU_DWC's: each output starts at the bias and adds its
@@ -171,27 +171,25 @@ DW5_TARGET static void dw5_plane(int k, int sw, const float *plane, Py_ssize_t W
  * for i < nrows, j < Wo: a k x k kernel (3 or 5) at stride sw x sw (1 or 2)
  * on a plane W wide whose columns are padded with zeros (pl of them on the
  * left; P[-1, .] is a row of zeros); ws: convcpu_dwc512_ws_bytes(W, Wo, sw)
- * bytes.  Returns 0 (and does nothing) when the CPU has no AVX-512. */
-CONVCPU_GEMM_API int convcpu_dwc512(int k, int sw, const float *plane, Py_ssize_t W,
+ * bytes.  Only where convcpu_dwc512_supported(): the caller's plan checks it
+ * once, not every band. */
+CONVCPU_GEMM_API void convcpu_dwc512(int k, int sw, const float *plane, Py_ssize_t W,
                                     const Py_ssize_t *hrow, Py_ssize_t nrows, Py_ssize_t pl,
                                     Py_ssize_t Wo, const float *w, const float *bias,
                                     float *out, void *ws)
 {
-    if (!convcpu_gemm_supported()) return 0;
     dw5_plane(k, sw, plane, W, hrow, nrows, pl, Wo, w, bias, out, ws);
-    return 1;
 }
 
-#else
+#else /* never called: convcpu_dwc512_supported() is 0 */
 
-CONVCPU_GEMM_API int convcpu_dwc512(int k, int sw, const float *plane, Py_ssize_t W,
+CONVCPU_GEMM_API void convcpu_dwc512(int k, int sw, const float *plane, Py_ssize_t W,
                                     const Py_ssize_t *hrow, Py_ssize_t nrows, Py_ssize_t pl,
                                     Py_ssize_t Wo, const float *w, const float *bias,
                                     float *out, void *ws)
 {
     (void)k, (void)sw, (void)plane, (void)W, (void)hrow, (void)nrows, (void)pl, (void)Wo;
     (void)w, (void)bias, (void)out, (void)ws;
-    return 0;
 }
 
 #endif /* CONVCPU_OWN_GEMM */
