@@ -43,6 +43,22 @@ cdef enum:
     BLAS_BLOCK = 1073741824
 
 
+# The own kernels that load straight from the input (convcpu_sconv_implicit,
+# _dwc512.h's convcpu_dwc512) mask the image's edges out of their loads, so
+# they take zero padding only.
+cdef inline bint _zero_padding(const Py_ssize_t* index, Py_ssize_t n, Py_ssize_t pad,
+                               Py_ssize_t size) noexcept nogil:
+    """Whether an index table (hmap / wmap) of n padded coordinates is zero
+    padding: padded q reads input q - pad, or a zero outside [0, size) (not
+    reflect / replicate / circular)."""
+    cdef Py_ssize_t q, i
+    for q in range(n):
+        i = q - pad
+        if index[q] != (i if 0 <= i < size else -1):
+            return False
+    return True
+
+
 cdef inline void _fill_bias(floating* c, Py_ssize_t row_stride, Py_ssize_t col_stride,
                             const floating* bias, Py_ssize_t rows,
                             Py_ssize_t cols) noexcept nogil:

@@ -26,7 +26,7 @@ cimport numpy as cnp
 from convcpu._blas cimport (CONVCPU_GEMM_PANEL, convcpu_gemm_get, convcpu_gemm_set,
                             convcpu_im2col_panels, convcpu_sconv_implicit,
                             convcpu_sgemm_panels, floating, gemm_colmajor, gemm_trans,
-                            _fill_bias)
+                            _fill_bias, _zero_padding)
 from convcpu._openmp cimport (CONVCPU_OPENMP, convcpu_region, convcpu_region_enter,
                               convcpu_region_init, convcpu_region_leave,
                               convcpu_region_take, omp_get_max_threads)
@@ -1060,19 +1060,6 @@ cdef int _run_plan(const ConvPlan* p, floating* out, int num_threads,
         free(ws)
         free(out_tile)
     return -1 if failed else 0
-
-
-cdef bint _zero_padding(const Py_ssize_t* index, Py_ssize_t n, Py_ssize_t pad,
-                        Py_ssize_t size) noexcept nogil:
-    """Whether an index table (hmap / wmap) of n padded coordinates is zero
-    padding: padded q reads input q - pad, or a zero outside [0, size) (not
-    reflect / replicate / circular)."""
-    cdef Py_ssize_t q, i
-    for q in range(n):
-        i = q - pad
-        if index[q] != (i if 0 <= i < size else -1):
-            return False
-    return True
 
 
 cdef bint _zero_padded_columns(const ConvPlan* p) noexcept nogil:

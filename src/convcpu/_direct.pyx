@@ -24,7 +24,7 @@ from cython.parallel cimport parallel
 
 cimport numpy as cnp
 
-from convcpu._blas cimport _fill_bias, convcpu_sgemm, floating
+from convcpu._blas cimport _fill_bias, _zero_padding, convcpu_sgemm, floating
 from convcpu._openmp cimport (CONVCPU_OPENMP, convcpu_region, convcpu_region_enter,
                               convcpu_region_init, convcpu_region_leave,
                               convcpu_region_take)
@@ -268,15 +268,6 @@ cdef struct DirectPlan:
 
 cdef inline Py_ssize_t _cdiv(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     return (a + b - 1) // b
-
-
-cdef bint _columns_zero_padded(const DirectPlan* p) noexcept:
-    """Whether padded column c reads column c - pad_left, a zero outside the image."""
-    cdef Py_ssize_t c
-    for c in range(p.Wpad):
-        if p.wmap[c] != (c - p.pad_left if 0 <= c - p.pad_left < p.W else -1):
-            return False
-    return True
 
 
 cdef void _gather(const DirectPlan* p, const floating* plane, Py_ssize_t i0, Py_ssize_t nq,
@@ -605,7 +596,7 @@ def direct_conv(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
     p.dwc512 = False
     if (fixed_size and not channels_last and USE_DWC_FIXED and USE_DWC512
             and x.dtype.num == cnp.NPY_FLOAT and p.sh == p.sw and p.sw in (1, 2)
-            and p.dh == 1 and p.dw == 1 and _columns_zero_padded(&p)
+            and p.dh == 1 and p.dw == 1 and _zero_padding(p.wmap, p.Wpad, p.pad_left, p.W)
             and convcpu_dwc512_supported()):
         p.dwc_k = fixed_size
         p.dwc512 = True
