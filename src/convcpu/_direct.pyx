@@ -106,15 +106,6 @@ cdef extern from "_kernels.h" nogil:
                          const Py_ssize_t* hrow, Py_ssize_t sh, Py_ssize_t dh, Py_ssize_t nrows,
                          const Py_ssize_t* wmap, Py_ssize_t dw, const double* w,
                          const double* bias, double* out, double* ws)
-
-cdef extern from "_dwc512.h" nogil:
-    int convcpu_dwc512_supported()
-    Py_ssize_t convcpu_dwc512_ws_bytes(Py_ssize_t W, Py_ssize_t Wo, Py_ssize_t sw)
-    void convcpu_dwc512(int k, int sw, const float* plane, Py_ssize_t W, const Py_ssize_t* hrow,
-                        Py_ssize_t nrows, Py_ssize_t pl, Py_ssize_t Wo, const float* w,
-                        const float* bias, float* out, void* ws)
-
-cdef extern from "_kernels.h" nogil:
     void convcpu_grouped_row_f32(const float* x, Py_ssize_t W, Py_ssize_t C, Py_ssize_t groups,
                                  Py_ssize_t Kg, const Py_ssize_t* hrow, Py_ssize_t dh,
                                  Py_ssize_t R, Py_ssize_t S, const Py_ssize_t* wmap,
@@ -129,6 +120,13 @@ cdef extern from "_kernels.h" nogil:
                                  Py_ssize_t int_lo, Py_ssize_t int_hi, const double* w,
                                  const double* bias, double* out, Py_ssize_t Wo, Py_ssize_t ldo,
                                  Py_ssize_t* scratch)
+
+cdef extern from "_dwc512.h" nogil:
+    int convcpu_dwc512_supported()
+    Py_ssize_t convcpu_dwc512_ws_bytes(Py_ssize_t W, Py_ssize_t Wo, Py_ssize_t sw)
+    void convcpu_dwc512(int k, int sw, const float* plane, Py_ssize_t W, const Py_ssize_t* hrow,
+                        Py_ssize_t nrows, Py_ssize_t pl, Py_ssize_t Wo, const float* w,
+                        const float* bias, float* out, void* ws)
 
 # Grouped channels-last convolutions on the direct kernel take output channels
 # of a group in vectors of this many bytes (a group's Kg is a multiple of them).

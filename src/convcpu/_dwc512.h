@@ -149,10 +149,17 @@ DW5_KERNEL(dw5_3x3_s2, 3, 2)
 DW5_KERNEL(dw5_5x5_s1, 5, 1)
 DW5_KERNEL(dw5_5x5_s2, 5, 2)
 
-DW5_TARGET static void dw5_plane(int k, int sw, const float *plane, Py_ssize_t W,
-                                 const Py_ssize_t *hrow, Py_ssize_t nrows, Py_ssize_t pl,
-                                 Py_ssize_t Wo, const float *w, const float *bias, float *out,
-                                 void *ws)
+/* out[i*Wo + j] = bias + sum_{r,s} w[r*k + s] * P[hrow[i*sw + r], j*sw + s - pl]
+ * for i < nrows, j < Wo: a k x k kernel (3 or 5) at stride sw x sw (1 or 2)
+ * on a plane W wide whose columns are padded with zeros (pl of them on the
+ * left; P[-1, .] is a row of zeros); ws: convcpu_dwc512_ws_bytes(W, Wo, sw)
+ * bytes.  Only where convcpu_dwc512_supported(): the caller's plan checks it
+ * once, not every band. */
+CONVCPU_GEMM_API DW5_TARGET void convcpu_dwc512(int k, int sw, const float *plane,
+                                               Py_ssize_t W, const Py_ssize_t *hrow,
+                                               Py_ssize_t nrows, Py_ssize_t pl, Py_ssize_t Wo,
+                                               const float *w, const float *bias, float *out,
+                                               void *ws)
 {
     float *zrow = (float *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
     __mmask16 *mk = (__mmask16 *)(zrow + (W + 15) / 16 * 16);
@@ -165,20 +172,6 @@ DW5_TARGET static void dw5_plane(int k, int sw, const float *plane, Py_ssize_t W
     else if (k == 3) dw5_3x3_s2(plane, W, hrow, nrows, pl, Wo, wv, bv, out, zrow, mk);
     else if (sw == 1) dw5_5x5_s1(plane, W, hrow, nrows, pl, Wo, wv, bv, out, zrow, mk);
     else dw5_5x5_s2(plane, W, hrow, nrows, pl, Wo, wv, bv, out, zrow, mk);
-}
-
-/* out[i*Wo + j] = bias + sum_{r,s} w[r*k + s] * P[hrow[i*sw + r], j*sw + s - pl]
- * for i < nrows, j < Wo: a k x k kernel (3 or 5) at stride sw x sw (1 or 2)
- * on a plane W wide whose columns are padded with zeros (pl of them on the
- * left; P[-1, .] is a row of zeros); ws: convcpu_dwc512_ws_bytes(W, Wo, sw)
- * bytes.  Only where convcpu_dwc512_supported(): the caller's plan checks it
- * once, not every band. */
-CONVCPU_GEMM_API void convcpu_dwc512(int k, int sw, const float *plane, Py_ssize_t W,
-                                    const Py_ssize_t *hrow, Py_ssize_t nrows, Py_ssize_t pl,
-                                    Py_ssize_t Wo, const float *w, const float *bias,
-                                    float *out, void *ws)
-{
-    dw5_plane(k, sw, plane, W, hrow, nrows, pl, Wo, w, bias, out, ws);
 }
 
 #else /* never called: convcpu_dwc512_supported() is 0 */
