@@ -232,6 +232,48 @@ def test_implicit_conv_is_the_im2col_sum(seed, monkeypatch):
     np.testing.assert_allclose(implicit, want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("seed", range(24))
+def test_implicit_conv_ragged_tail_kernels(seed, monkeypatch):
+    """A tile that ends 1-4 pixels past a panel (33-36 left) or past a half
+    panel (17-20 left, or 49-52: a panel, then 16 + t) runs those pixels on
+    the tail kernels of convcpu_sconv_implicit (CG_CONV_KERNEL_Z), which keep
+    one vector per tail pixel with lane i for output channel i.  The same
+    bits as the im2col path, and the reference's values, over outputs of
+    those sizes (7x7, 6x6, 10x10, 14x14, 1-D 33-52 ...), output channels
+    from 1 to past two blocks of rows, several blocks of input channels
+    (channel blocks after the first add to C), bias or none, edges padded,
+    a NaN and an inf on a tail pixel's taps."""
+    if _core.gemm_backend() != "convcpu":
+        pytest.skip("the implicit convolution runs on the own GEMM's kernels")
+    from convcpu._reference import conv_reference
+    rng = np.random.default_rng(5300 + seed)
+    monkeypatch.setattr(_core, "MIN_TASKS", int(rng.choice([1, 2, 4])))
+    sizes = [(7, 7), (6, 6), (10, 10), (14, 14), (3, 11), (4, 5), (1, 17), (4, 13),
+             (5, 10), (2, 26), (33,), (36,), (49,), (52,), (68,), (100,)]
+    spatial = sizes[seed % len(sizes)]
+    nsp = len(spatial)
+    kernel = tuple(int(k) for k in rng.choice([1, 3, 5], nsp))
+    pads = tuple((k // 2, k // 2) for k in kernel)
+    cin = int(rng.choice([1, 5, 40]))
+    cout = int(rng.choice([1, 7, 9, 13, 24, 37]))
+    x = rng.standard_normal((int(rng.integers(1, 3)), cin) + spatial).astype(np.float32)
+    w = rng.standard_normal((cout, cin) + kernel).astype(np.float32)
+    b = None if seed % 3 == 2 else rng.standard_normal(cout).astype(np.float32)
+    if seed % 4 == 1:  # the image's last pixels are the tail's
+        x[0, 0].flat[-1] = np.nan
+        x[-1, -1].flat[-2] = np.inf
+    op = convcpu.conv2d if nsp == 2 else convcpu.conv1d
+    args = dict(padding=pads)
+    implicit = op(x, w, b, **args)
+    assert implicit.shape[2:] == spatial
+    monkeypatch.setattr(_core, "IMPLICIT_GEMM", False)
+    im2col = op(x, w, b, **args)
+    np.testing.assert_array_equal(implicit.view(np.uint32), im2col.view(np.uint32))
+    want = conv_reference(x.astype(np.float64), w.astype(np.float64),
+                          None if b is None else b.astype(np.float64), pads=pads)
+    np.testing.assert_allclose(implicit, want, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("seed", range(16))
 def test_implicit_conv_of_gathered_images(seed, monkeypatch):
     """Batches of small images with "same" rows and columns at stride 1 go to

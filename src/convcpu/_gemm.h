@@ -536,39 +536,156 @@ typedef void (*const cg_conv_kernel_t)(Py_ssize_t, const float *, Py_ssize_t, co
 CG_CONV_KERNELS(cg_conv, 2)
 CG_CONV_KERNELS(cg_conv_half, 1)
 
-/* Bit j of the result: lo <= v[j] < hi, for the 32 values v in 4 vectors. */
-CG_TARGET static inline uint32_t cg_between(const __m512i v[4], int64_t lo, int64_t hi)
+/* A panel of 16*H + T pixels (T <= CG_ZMAX): the first 16*H as
+ * CG_CONV_KERNEL; each of the T more has one vector whose lane i is row i
+ * of C.  The A values of a step, broadcast for the 16*H lanes anyway, are
+ * blended into one vector (a tree of masks 0xAAAA, 0xCCCC, 0xF0F0, 0xFF00:
+ * lane i holds row i) and multiplied by the pixel's B value, broadcast.  So
+ * a ragged end of 1-4 pixels costs a few FMAs and blends per step instead
+ * of a vector of mostly idle lanes in each row.  Lane i's FMA chain is
+ * CG_CONV_KERNEL's for row i (l in order, from C's value or the bias;
+ * fma(a, b, acc) with a*b == b*a): the same bits.  With H = 2, MR <= 8
+ * leaves registers for the T accumulators (at 10 rows, two accumulators
+ * went to the stack). */
+#define CG_ZMAX 4
+#define CG_ZMR2 8
+#define CG_CONV_KERNEL_Z(NAME, MR, H, T)                                                 \
+    CG_TARGET static void NAME##_##MR##_##T(Py_ssize_t kc, const float *restrict a,      \
+                                            Py_ssize_t lda, const float *restrict x,     \
+                                            const cg_tap_t *restrict rows,               \
+                                            float *restrict c, Py_ssize_t ldc, int first, \
+                                            const float *restrict bias)                  \
+    {                                                                                    \
+        __m512 x_[MR], y_[MR], z_[T];                                                    \
+        float zb[T][16] __attribute__((aligned(64)));                                    \
+        _Pragma("GCC unroll 12") for (int i = 0; i < MR; i++)                            \
+        {                                                                                \
+            if (first) {                                                                 \
+                x_[i] = bias != NULL ? _mm512_set1_ps(bias[i]) : _mm512_setzero_ps();    \
+                y_[i] = x_[i];                                                           \
+            } else {                                                                     \
+                x_[i] = _mm512_loadu_ps(c + i * ldc);                                    \
+                y_[i] = H == 2 ? _mm512_loadu_ps(c + i * ldc + 16) : _mm512_setzero_ps(); \
+            }                                                                            \
+            for (int t = 0; t < T; t++)                                                  \
+                zb[t][i] = first ? (bias != NULL ? bias[i] : 0.0f)                       \
+                                 : c[i * ldc + 16 * H + t];                              \
+        }                                                                                \
+        for (int t = 0; t < T; t++) {                                                    \
+            for (int i = MR; i < 16; i++)                                                \
+                zb[t][i] = 0.0f;                                                         \
+            z_[t] = _mm512_load_ps(zb[t]);                                               \
+        }                                                                                \
+        for (const cg_tap_t *tp = rows, *tend = rows + kc; tp != tend; tp++) {           \
+            const float *src = x + tp->off;                                              \
+            const uint64_t lanes = (uint64_t)tp->lanes;                                  \
+            _mm_prefetch((const char *)(x + tp[CG_AHEAD].off), _MM_HINT_T0);             \
+            if (H == 2)                                                                  \
+                _mm_prefetch((const char *)(x + tp[CG_AHEAD].off + 16), _MM_HINT_T0);    \
+            const __m512 b0 = _mm512_maskz_loadu_ps((__mmask16)lanes, src);              \
+            const __m512 b1 = H == 2                                                     \
+                ? _mm512_maskz_loadu_ps((__mmask16)(lanes >> 16), src + 16)              \
+                : _mm512_setzero_ps();                                                   \
+            const __m512 bz = _mm512_maskz_loadu_ps(                                     \
+                (__mmask16)((lanes >> (16 * H)) & ((1u << T) - 1)), src + 16 * H);       \
+            __m512 av[16];                                                               \
+            _Pragma("GCC unroll 12") for (int i = 0; i < MR; i++)                        \
+            {                                                                            \
+                av[i] = _mm512_set1_ps(a[i * lda]);                                      \
+                x_[i] = _mm512_fmadd_ps(av[i], b0, x_[i]);                               \
+                if (H == 2)                                                              \
+                    y_[i] = _mm512_fmadd_ps(av[i], b1, y_[i]);                           \
+            }                                                                            \
+            _Pragma("GCC unroll 16") for (int i = MR; i < 16; i++) av[i] = av[MR - 1];   \
+            _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++)                          \
+                av[i] = _mm512_mask_mov_ps(av[2 * i], 0xAAAA, av[2 * i + 1]);            \
+            _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++)                          \
+                av[i] = _mm512_mask_mov_ps(av[2 * i], 0xCCCC, av[2 * i + 1]);            \
+            _Pragma("GCC unroll 2") for (int i = 0; i < 2; i++)                          \
+                av[i] = _mm512_mask_mov_ps(av[2 * i], 0xF0F0, av[2 * i + 1]);            \
+            av[0] = _mm512_mask_mov_ps(av[0], 0xFF00, av[1]);                            \
+            z_[0] = _mm512_fmadd_ps(                                                     \
+                av[0], _mm512_broadcastss_ps(_mm512_castps512_ps128(bz)), z_[0]);        \
+            _Pragma("GCC unroll 4") for (int t = 1; t < T; t++)                          \
+                z_[t] = _mm512_fmadd_ps(                                                 \
+                    av[0], _mm512_permutexvar_ps(_mm512_set1_epi32(t), bz), z_[t]);      \
+            a++;                                                                         \
+        }                                                                                \
+        for (int t = 0; t < T; t++)                                                      \
+            _mm512_store_ps(zb[t], z_[t]);                                               \
+        _Pragma("GCC unroll 12") for (int i = 0; i < MR; i++)                            \
+        {                                                                                \
+            _mm512_storeu_ps(c + i * ldc, x_[i]);                                        \
+            if (H == 2)                                                                  \
+                _mm512_storeu_ps(c + i * ldc + 16, y_[i]);                               \
+            for (int t = 0; t < T; t++)                                                  \
+                c[i * ldc + 16 * H + t] = zb[t][i];                                      \
+        }                                                                                \
+    }
+typedef void (*const cg_zkernel_t)(Py_ssize_t, const float *, Py_ssize_t, const float *,
+                                   const cg_tap_t *, float *, Py_ssize_t, int, const float *);
+#define CG_CONV_KERNELS_Z(NAME, MR, H)                                                   \
+    CG_CONV_KERNEL_Z(NAME, MR, H, 1) CG_CONV_KERNEL_Z(NAME, MR, H, 2)                    \
+    CG_CONV_KERNEL_Z(NAME, MR, H, 3) CG_CONV_KERNEL_Z(NAME, MR, H, 4)
+#define CG_ZROW(NAME, MR) {NAME##_##MR##_1, NAME##_##MR##_2, NAME##_##MR##_3, NAME##_##MR##_4}
+CG_CONV_KERNELS_Z(cg_convz, 1, 2) CG_CONV_KERNELS_Z(cg_convz, 2, 2)
+CG_CONV_KERNELS_Z(cg_convz, 3, 2) CG_CONV_KERNELS_Z(cg_convz, 4, 2)
+CG_CONV_KERNELS_Z(cg_convz, 5, 2) CG_CONV_KERNELS_Z(cg_convz, 6, 2)
+CG_CONV_KERNELS_Z(cg_convz, 7, 2) CG_CONV_KERNELS_Z(cg_convz, 8, 2)
+static cg_zkernel_t cg_convz[CG_ZMR2 + 1][CG_ZMAX] = {
+    {NULL, NULL, NULL, NULL}, CG_ZROW(cg_convz, 1), CG_ZROW(cg_convz, 2),
+    CG_ZROW(cg_convz, 3), CG_ZROW(cg_convz, 4), CG_ZROW(cg_convz, 5), CG_ZROW(cg_convz, 6),
+    CG_ZROW(cg_convz, 7), CG_ZROW(cg_convz, 8)};
+CG_CONV_KERNELS_Z(cg_convz_half, 1, 1) CG_CONV_KERNELS_Z(cg_convz_half, 2, 1)
+CG_CONV_KERNELS_Z(cg_convz_half, 3, 1) CG_CONV_KERNELS_Z(cg_convz_half, 4, 1)
+CG_CONV_KERNELS_Z(cg_convz_half, 5, 1) CG_CONV_KERNELS_Z(cg_convz_half, 6, 1)
+CG_CONV_KERNELS_Z(cg_convz_half, 7, 1) CG_CONV_KERNELS_Z(cg_convz_half, 8, 1)
+CG_CONV_KERNELS_Z(cg_convz_half, 9, 1) CG_CONV_KERNELS_Z(cg_convz_half, 10, 1)
+CG_CONV_KERNELS_Z(cg_convz_half, 11, 1) CG_CONV_KERNELS_Z(cg_convz_half, 12, 1)
+static cg_zkernel_t cg_convz_half[CG_MR + 1][CG_ZMAX] = {
+    {NULL, NULL, NULL, NULL}, CG_ZROW(cg_convz_half, 1), CG_ZROW(cg_convz_half, 2),
+    CG_ZROW(cg_convz_half, 3), CG_ZROW(cg_convz_half, 4), CG_ZROW(cg_convz_half, 5),
+    CG_ZROW(cg_convz_half, 6), CG_ZROW(cg_convz_half, 7), CG_ZROW(cg_convz_half, 8),
+    CG_ZROW(cg_convz_half, 9), CG_ZROW(cg_convz_half, 10), CG_ZROW(cg_convz_half, 11),
+    CG_ZROW(cg_convz_half, 12)};
+static int cg_zmax = CG_ZMAX; /* 0: panels of at most 32 pixels only (tests, A/B) */
+
+/* Bit j of the result: lo <= v[j] < hi, for the CG_LANES values v in
+ * vectors of 8. */
+#define CG_LANES 40 /* a panel of 32 + CG_ZMAX pixels, in int64 vectors of 8 */
+CG_TARGET static inline uint64_t cg_between(const __m512i v[CG_LANES / 8], int64_t lo,
+                                            int64_t hi)
 {
     const __m512i l = _mm512_set1_epi64(lo), h = _mm512_set1_epi64(hi);
-    uint32_t bits = 0;
-    for (int k = 0; k < 4; k++)
-        bits |= (uint32_t)(_mm512_cmp_epi64_mask(v[k], l, _MM_CMPINT_NLT)
+    uint64_t bits = 0;
+    for (int k = 0; k < CG_LANES / 8; k++)
+        bits |= (uint64_t)(_mm512_cmp_epi64_mask(v[k], l, _MM_CMPINT_NLT)
                            & _mm512_cmp_epi64_mask(v[k], h, _MM_CMPINT_LT)) << (8 * k);
     return bits;
 }
 
-/* The taps of the panel of output pixels q0 .. q0+nr-1 (nr <= 32; rows PW
- * wide, images Ho rows tall): tap t = r*S + s reads offs[t] from each
- * pixel's place (see convcpu_sconv_implicit), in lane j when that is inside
- * the H x W image. */
+/* The taps of the panel of output pixels q0 .. q0+nr-1 (nr <= CG_LANES;
+ * rows PW wide, images Ho rows tall): tap t = r*S + s reads offs[t] from
+ * each pixel's place (see convcpu_sconv_implicit), in lane j when that is
+ * inside the H x W image. */
 CG_TARGET static void cg_conv_taps(Py_ssize_t q0, Py_ssize_t nr, Py_ssize_t R, Py_ssize_t S,
                                    Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t PW,
                                    Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pad_top,
                                    Py_ssize_t pad_left, Py_ssize_t dh, Py_ssize_t dw,
                                    const int64_t *offs, cg_tap_t *taps)
 {
-    uint32_t rows[CG_TAPS], cols[CG_TAPS];
-    int64_t ohs[32], ows[32];
+    uint64_t rows[CG_TAPS], cols[CG_TAPS];
+    int64_t ohs[CG_LANES], ows[CG_LANES];
     /* output row oh of its image (Ho rows; the next image's rows follow) */
     Py_ssize_t oh = q0 / PW % Ho, ow = q0 % PW;
-    for (int j = 0; j < 32; j++) { /* lanes past nr: a row no tap reaches */
+    for (int j = 0; j < CG_LANES; j++) { /* lanes past nr: a row no tap reaches */
         ohs[j] = j < nr ? oh * sh : -((int64_t)1 << 62);
         ows[j] = ow * sw;
         if (++ow == PW && (ow = 0, ++oh == Ho))
             oh = 0;
     }
-    __m512i vh[4], vw[4];
-    for (int k = 0; k < 4; k++) {
+    __m512i vh[CG_LANES / 8], vw[CG_LANES / 8];
+    for (int k = 0; k < CG_LANES / 8; k++) {
         vh[k] = _mm512_loadu_si512(ohs + 8 * k);
         vw[k] = _mm512_loadu_si512(ows + 8 * k);
     }
@@ -582,7 +699,7 @@ CG_TARGET static void cg_conv_taps(Py_ssize_t q0, Py_ssize_t nr, Py_ssize_t R, P
     for (Py_ssize_t r = 0; r < R; r++)
         for (Py_ssize_t s = 0; s < S; s++) {
             taps[r * S + s].off = q0 + offs[r * S + s];
-            taps[r * S + s].lanes = rows[r] & cols[s];
+            taps[r * S + s].lanes = (int64_t)(rows[r] & cols[s]);
         }
 }
 
@@ -641,7 +758,9 @@ CG_TARGET static void cg_conv_rows(const cg_tap_t *taps, Py_ssize_t RS, Py_ssize
  * a larger stride needs a copy (the caller's; PH rows may start anywhere:
  * x need only hold the rows the taps of pixels p0 .. p0+n-1 read).  Then
  * the 32 pixels of a panel read 32 consecutive values per tap, masked at
- * the image's edges: no im2col tile and no packing pass.  Several images
+ * the image's edges: no im2col tile and no packing pass.  A tile's last 1-4
+ * pixels past a panel or a half panel go to the tail kernels
+ * (CG_CONV_KERNEL_Z), in a panel of 33-36 or 17-20.  Several images
  * (stride 1, H == Ho, W == PW): output pixel q of image m is pixel
  * m*Ho*PW + q, and each plane holds the images' rows one after another
  * (PH = images * H); Ho is the output rows of one image.  The same FMA
@@ -680,14 +799,35 @@ CONVCPU_GEMM_API int convcpu_sconv_implicit(Py_ssize_t M, Py_ssize_t C, Py_ssize
         for (Py_ssize_t i0 = 0; i0 < M; i0 += mc_even) {
             const Py_ssize_t mc = M - i0 < mc_even ? M - i0 : mc_even;
             const Py_ssize_t nblk = (mc + CG_MR - 1) / CG_MR;
-            for (Py_ssize_t j0 = 0; j0 < n; j0 += P) {
-                const Py_ssize_t nr = n - j0 < P ? n - j0 : P;
-                const __mmask16 m0 = cg_mask(nr), m1 = cg_mask(nr - 16);
+            for (Py_ssize_t j0 = 0, nr; j0 < n; j0 += nr) {
+                /* a panel of 32 pixels, or of 32 + t when none would be left
+                 * (33-36 left), or of 16 + t when that ends a tile (17-20);
+                 * 49-52 left: 32, then 16 + t */
+                const Py_ssize_t left = n - j0;
+                const Py_ssize_t t = left > P && left <= P + cg_zmax     ? left - P
+                                     : left > 16 && left <= 16 + cg_zmax ? left - 16
+                                                                         : 0;
+                nr = left < P ? left : t > 0 ? left : P;
                 cg_conv_taps(p0 + j0, nr, R, S, H, W, Ho, PW, sh, sw, pad_top, pad_left, dh,
                              dw, offs, taps);
                 cg_conv_rows(taps, RS, cn, cs, rows);
                 for (Py_ssize_t l = kc; l < kc + CG_AHEAD; l++)
                     rows[l] = rows[kc - 1]; /* prefetched, not read */
+                if (t > 0) {
+                    const int full = nr > P;
+                    const Py_ssize_t zmr = full ? CG_ZMR2 : CG_MR;
+                    const Py_ssize_t nzb = (mc + zmr - 1) / zmr;
+                    for (Py_ssize_t ir = 0, blk = 0; blk < nzb; blk++) {
+                        const Py_ssize_t mr = cg_block_rows(mc - ir, nzb - blk);
+                        (full ? cg_convz : cg_convz_half)[mr][t - 1](
+                            kc, a + (i0 + ir) * lda + c0 * RS, lda, x + c0 * cs, rows,
+                            c + (i0 + ir) * ldc + j0, ldc, set && c0 == 0,
+                            bias != NULL ? bias + i0 + ir : NULL);
+                        ir += mr;
+                    }
+                    continue;
+                }
+                const __mmask16 m0 = cg_mask(nr), m1 = cg_mask(nr - 16);
                 const cg_conv_kernel_t *kern = nr <= 16 ? cg_conv_half : cg_conv;
                 for (Py_ssize_t ir = 0, blk = 0; blk < nblk; blk++) {
                     const Py_ssize_t mr = cg_block_rows(mc - ir, nblk - blk);
