@@ -78,6 +78,36 @@ def test_own_gemm_is_one_fma_chain_per_element():
     assert np.array_equal(whole, part)
 
 
+@pytest.mark.skipif(not OWN, reason="this CPU has no AVX-512: BLAS only")
+@pytest.mark.parametrize("m", [33, 34, 36, 49, 52, 100, 196])
+@pytest.mark.parametrize("ta,tb", [("N", "N"), ("T", "N"), ("N", "T"), ("T", "T")])
+def test_own_gemm_ragged_tail_is_the_same_chain(m, ta, tb):
+    """A product whose vector dimension ends 1-4 past a panel (33-36 left) or
+    past a half panel (49-52: 32 + t, then 16) runs those on the tail
+    kernels (CG_KERNEL_Z: lane i of a vector is row i of C): each element
+    is still one FMA chain, so the same bits as when that element is
+    computed alone (a 1-wide product on the half-width kernel), over every
+    transpose, rows of C from 1 to past two register blocks, and terms past
+    one block of the reduction (C accumulated between blocks)."""
+    rng = np.random.default_rng(m)
+    for n, k in [(1, 3), (7, 300), (19, 77)]:
+        a = rng.standard_normal((m, k) if ta == "N" else (k, m)).astype(np.float32)
+        b = rng.standard_normal((k, n) if tb == "N" else (n, k)).astype(np.float32)
+        c0 = rng.standard_normal((m, n)).astype(np.float32)
+        whole = _core._gemm_for_tests(ta, tb, np.asfortranarray(a), np.asfortranarray(b), 1.0,
+                                      np.asfortranarray(c0.copy()))
+        for i in range(m):
+            ai = a[i:i + 1] if ta == "N" else a[:, i:i + 1]
+            one = _core._gemm_for_tests(ta, tb, np.asfortranarray(ai), np.asfortranarray(b),
+                                        1.0, np.asfortranarray(c0[i:i + 1].copy()))
+            np.testing.assert_array_equal(whole[i:i + 1].view(np.uint32), one.view(np.uint32))
+        opa = a if ta == "N" else a.T
+        opb = b if tb == "N" else b.T
+        want = opa.astype(np.float64) @ opb + c0
+        bound = np.abs(opa).astype(np.float64) @ np.abs(opb) + np.abs(c0)
+        assert np.all(np.abs(whole - want) <= 1e-6 * (k + 2) * bound)
+
+
 def test_backend_switch_refuses_unknown():
     with pytest.raises(ValueError, match="gemm backend"):
         _core.gemm_backend("mkl")

@@ -85,7 +85,7 @@ CONVCPU_GEMM_API int convcpu_gemm_set(int own)
 #define CG_NR 32
 #define CG_KC 256
 #define CG_A_FLOATS 65536 /* an A block (rows x kc) of at most 256 KB stays in L2 */
-#define CG_WS_FLOATS (CG_KC * CG_NR)
+#define CG_WS_FLOATS (2 * CG_KC * CG_NR) /* a packed panel, and its tail's */
 #define CG_TARGET __attribute__((target("avx512f,fma")))
 
 /* A register-block kernel: (kc, a, lda, bp, c, ldc, m0, m1), as below. */
@@ -145,6 +145,89 @@ CG_KERNELS(cg_rows, lda, 1, 2)
 CG_KERNELS(cg_cols, 1, lda, 2)
 CG_KERNELS(cg_rows_half, lda, 1, 1)
 CG_KERNELS(cg_cols_half, 1, lda, 1)
+
+/* A panel of 32 + T columns (T <= CG_GZMAX), A read by rows: the first 32
+ * as CG_KERNEL (H = 2, every column stored); column 32 + t is bt[l*CG_NR + t]
+ * (a second packed panel), in one vector whose lane i is row i of C.  The A
+ * values of a step, broadcast for the 32 columns anyway, are blended into one
+ * vector (lane i: row i) and multiplied by that column's B value, broadcast:
+ * a ragged end of 1-4 columns (196 pixels: 6 x 32 + 4) costs a few FMAs per
+ * step instead of a half-width panel.  Lane i's chain is CG_KERNEL's for
+ * row i (l in order from C's value; fma(a, b, acc) with a*b == b*a): the
+ * same bits.  MR <= CG_ZMR2 (8) leaves registers for the T accumulators. */
+#define CG_GZMAX 4
+#define CG_ZMR2 8
+#define CG_KERNEL_Z(NAME, MR, T)                                                         \
+    CG_TARGET static void NAME##_##MR##_##T(Py_ssize_t kc, const float *restrict a,      \
+                                            Py_ssize_t lda, const float *restrict bp,    \
+                                            const float *restrict bt, float *restrict c, \
+                                            Py_ssize_t ldc)                              \
+    {                                                                                    \
+        __m512 x[MR], y[MR], z[T];                                                       \
+        float zb[T][16] __attribute__((aligned(64)));                                    \
+        _Pragma("GCC unroll 12") for (int i = 0; i < MR; i++)                            \
+        {                                                                                \
+            x[i] = _mm512_loadu_ps(c + i * ldc);                                         \
+            y[i] = _mm512_loadu_ps(c + i * ldc + 16);                                    \
+            for (int t = 0; t < T; t++)                                                  \
+                zb[t][i] = c[i * ldc + 32 + t];                                          \
+        }                                                                                \
+        for (int t = 0; t < T; t++) {                                                    \
+            for (int i = MR; i < 16; i++)                                                \
+                zb[t][i] = 0.0f;                                                         \
+            z[t] = _mm512_load_ps(zb[t]);                                                \
+        }                                                                                \
+        for (Py_ssize_t l = 0; l < kc; l++) {                                            \
+            const __m512 b0 = _mm512_loadu_ps(bp);                                       \
+            const __m512 b1 = _mm512_loadu_ps(bp + 16);                                  \
+            const __m512 bz = _mm512_loadu_ps(bt);                                       \
+            __m512 av[16];                                                               \
+            _Pragma("GCC unroll 12") for (int i = 0; i < MR; i++)                        \
+            {                                                                            \
+                av[i] = _mm512_set1_ps(a[i * lda + l]);                                  \
+                x[i] = _mm512_fmadd_ps(av[i], b0, x[i]);                                 \
+                y[i] = _mm512_fmadd_ps(av[i], b1, y[i]);                                 \
+            }                                                                            \
+            _Pragma("GCC unroll 16") for (int i = MR; i < 16; i++) av[i] = av[MR - 1];   \
+            _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++)                          \
+                av[i] = _mm512_mask_mov_ps(av[2 * i], 0xAAAA, av[2 * i + 1]);            \
+            _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++)                          \
+                av[i] = _mm512_mask_mov_ps(av[2 * i], 0xCCCC, av[2 * i + 1]);            \
+            _Pragma("GCC unroll 2") for (int i = 0; i < 2; i++)                          \
+                av[i] = _mm512_mask_mov_ps(av[2 * i], 0xF0F0, av[2 * i + 1]);            \
+            av[0] = _mm512_mask_mov_ps(av[0], 0xFF00, av[1]);                            \
+            z[0] = _mm512_fmadd_ps(av[0], _mm512_broadcastss_ps(_mm512_castps512_ps128(bz)), \
+                                   z[0]);                                                \
+            _Pragma("GCC unroll 4") for (int t = 1; t < T; t++)                          \
+                z[t] = _mm512_fmadd_ps(                                                  \
+                    av[0], _mm512_permutexvar_ps(_mm512_set1_epi32(t), bz), z[t]);       \
+            bp += CG_NR;                                                                 \
+            bt += CG_NR;                                                                 \
+        }                                                                                \
+        for (int t = 0; t < T; t++)                                                      \
+            _mm512_store_ps(zb[t], z[t]);                                                \
+        _Pragma("GCC unroll 12") for (int i = 0; i < MR; i++)                            \
+        {                                                                                \
+            _mm512_storeu_ps(c + i * ldc, x[i]);                                         \
+            _mm512_storeu_ps(c + i * ldc + 16, y[i]);                                    \
+            for (int t = 0; t < T; t++)                                                  \
+                c[i * ldc + 32 + t] = zb[t][i];                                          \
+        }                                                                                \
+    }
+typedef void (*const cg_gzkernel_t)(Py_ssize_t, const float *, Py_ssize_t, const float *,
+                                    const float *, float *, Py_ssize_t);
+#define CG_KERNELS_Z(NAME, MR)                                                           \
+    CG_KERNEL_Z(NAME, MR, 1) CG_KERNEL_Z(NAME, MR, 2) CG_KERNEL_Z(NAME, MR, 3)           \
+    CG_KERNEL_Z(NAME, MR, 4)
+#define CG_ZROW(NAME, MR) {NAME##_##MR##_1, NAME##_##MR##_2, NAME##_##MR##_3, NAME##_##MR##_4}
+CG_KERNELS_Z(cg_rowsz, 1) CG_KERNELS_Z(cg_rowsz, 2) CG_KERNELS_Z(cg_rowsz, 3)
+CG_KERNELS_Z(cg_rowsz, 4) CG_KERNELS_Z(cg_rowsz, 5) CG_KERNELS_Z(cg_rowsz, 6)
+CG_KERNELS_Z(cg_rowsz, 7) CG_KERNELS_Z(cg_rowsz, 8)
+static cg_gzkernel_t cg_rowsz[CG_ZMR2 + 1][CG_GZMAX] = {
+    {NULL, NULL, NULL, NULL}, CG_ZROW(cg_rowsz, 1), CG_ZROW(cg_rowsz, 2),
+    CG_ZROW(cg_rowsz, 3), CG_ZROW(cg_rowsz, 4), CG_ZROW(cg_rowsz, 5), CG_ZROW(cg_rowsz, 6),
+    CG_ZROW(cg_rowsz, 7), CG_ZROW(cg_rowsz, 8)};
+static int cg_gzmax = CG_GZMAX; /* 0: panels of at most 32 columns only (A/B) */
 
 /* The height of the next register block: ceil(mc / CG_MR) blocks of
  * near-equal height (64 rows: 11, 11, 11, 11, 10, 10 rather than 12 x 5 + 4,
@@ -261,15 +344,40 @@ CG_TARGET static void cg_gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const fl
             const Py_ssize_t mc = M - i0 < mc_even ? M - i0 : mc_even;
             const float *ablk = a + i0 * rsa + l0 * csa;
             const Py_ssize_t nblk = (mc + CG_MR - 1) / CG_MR;
-            for (Py_ssize_t j0 = 0; j0 < N; j0 += CG_NR) {
-                const Py_ssize_t nr = N - j0 < CG_NR ? N - j0 : CG_NR;
-                const __mmask16 m0 = cg_mask(nr), m1 = cg_mask(nr - 16);
+            for (Py_ssize_t j0 = 0, nr; j0 < N; j0 += nr) {
+                /* 32 columns, or 32 + t (A by rows) when that leaves none
+                 * (33-36 left) or, packing here, a whole half panel (49-52
+                 * left; prepacked panels must start at multiples of 32) */
+                const Py_ssize_t left = N - j0;
+                const Py_ssize_t t = !by_rows ? 0
+                                     : left > CG_NR && left <= CG_NR + cg_gzmax ? left - CG_NR
+                                     : panels == NULL && left > CG_NR + 16
+                                             && left <= CG_NR + 16 + cg_gzmax
+                                         ? left - CG_NR - 16
+                                         : 0;
+                nr = left < CG_NR ? left : CG_NR + t;
                 float *cblk = c + i0 * ldc + j0;
-                const float *bp = bpk;
-                if (panels != NULL)
+                const float *bp = bpk, *bt = bpk + CG_KC * CG_NR;
+                if (panels != NULL) {
                     bp = panels + (j0 / CG_NR) * K * CG_NR + l0 * CG_NR;
-                else
-                    cg_pack_b(kc, nr, b + l0 * rsb + j0 * csb, rsb, csb, bpk);
+                    bt = bp + K * CG_NR; /* the next panel's first columns */
+                } else {
+                    cg_pack_b(kc, nr - t, b + l0 * rsb + j0 * csb, rsb, csb, bpk);
+                    if (t > 0)
+                        cg_pack_b(kc, t, b + l0 * rsb + (j0 + CG_NR) * csb, rsb, csb,
+                                  bpk + CG_KC * CG_NR);
+                }
+                if (t > 0) {
+                    const Py_ssize_t nzb = (mc + CG_ZMR2 - 1) / CG_ZMR2;
+                    for (Py_ssize_t ir = 0, blk = 0; blk < nzb; blk++) {
+                        const Py_ssize_t mr = cg_block_rows(mc - ir, nzb - blk);
+                        cg_rowsz[mr][t - 1](kc, ablk + ir * rsa, rsa, bp, bt, cblk + ir * ldc,
+                                            ldc);
+                        ir += mr;
+                    }
+                    continue;
+                }
+                const __mmask16 m0 = cg_mask(nr), m1 = cg_mask(nr - 16);
                 /* a panel of <= 16 columns runs on the half-width kernels */
                 const cg_kernel_t *rows = nr <= 16 ? cg_rows_half : cg_rows;
                 const cg_kernel_t *cols = nr <= 16 ? cg_cols_half : cg_cols;
@@ -548,7 +656,6 @@ CG_CONV_KERNELS(cg_conv_half, 1)
  * leaves registers for the T accumulators (at 10 rows, two accumulators
  * went to the stack). */
 #define CG_ZMAX 4
-#define CG_ZMR2 8
 #define CG_CONV_KERNEL_Z(NAME, MR, H, T)                                                 \
     CG_TARGET static void NAME##_##MR##_##T(Py_ssize_t kc, const float *restrict a,      \
                                             Py_ssize_t lda, const float *restrict x,     \
@@ -627,7 +734,6 @@ typedef void (*const cg_zkernel_t)(Py_ssize_t, const float *, Py_ssize_t, const 
 #define CG_CONV_KERNELS_Z(NAME, MR, H)                                                   \
     CG_CONV_KERNEL_Z(NAME, MR, H, 1) CG_CONV_KERNEL_Z(NAME, MR, H, 2)                    \
     CG_CONV_KERNEL_Z(NAME, MR, H, 3) CG_CONV_KERNEL_Z(NAME, MR, H, 4)
-#define CG_ZROW(NAME, MR) {NAME##_##MR##_1, NAME##_##MR##_2, NAME##_##MR##_3, NAME##_##MR##_4}
 CG_CONV_KERNELS_Z(cg_convz, 1, 2) CG_CONV_KERNELS_Z(cg_convz, 2, 2)
 CG_CONV_KERNELS_Z(cg_convz, 3, 2) CG_CONV_KERNELS_Z(cg_convz, 4, 2)
 CG_CONV_KERNELS_Z(cg_convz, 5, 2) CG_CONV_KERNELS_Z(cg_convz, 6, 2)
