@@ -79,18 +79,20 @@ def test_own_gemm_is_one_fma_chain_per_element():
 
 
 @pytest.mark.skipif(not OWN, reason="this CPU has no AVX-512: BLAS only")
-@pytest.mark.parametrize("m", [33, 34, 36, 49, 52, 100, 196])
+@pytest.mark.parametrize("m", [17, 20, 24, 33, 34, 36, 49, 52, 100, 196])
 @pytest.mark.parametrize("ta,tb", [("N", "N"), ("T", "N"), ("N", "T"), ("T", "T")])
 def test_own_gemm_ragged_tail_is_the_same_chain(m, ta, tb):
     """A product whose vector dimension ends 1-4 past a panel (33-36 left) or
     past a half panel (49-52: 32 + t, then 16) runs those on the tail
-    kernels (CG_KERNEL_Z: lane i of a vector is row i of C): each element
+    kernels (CG_KERNEL_Z: lane i of a vector is row i of C); one of 17-24
+    runs its rows in pairs, three vectors a pair (CG_KERNEL_P).  Each element
     is still one FMA chain, so the same bits as when that element is
     computed alone (a 1-wide product on the half-width kernel), over every
-    transpose, rows of C from 1 to past two register blocks, and terms past
-    one block of the reduction (C accumulated between blocks)."""
+    transpose, rows of C from 1 to past two register blocks (odd and even),
+    and terms past one block of the reduction (C accumulated between
+    blocks)."""
     rng = np.random.default_rng(m)
-    for n, k in [(1, 3), (7, 300), (19, 77)]:
+    for n, k in [(1, 3), (2, 5), (7, 300), (19, 77), (26, 40)]:
         a = rng.standard_normal((m, k) if ta == "N" else (k, m)).astype(np.float32)
         b = rng.standard_normal((k, n) if tb == "N" else (n, k)).astype(np.float32)
         c0 = rng.standard_normal((m, n)).astype(np.float32)

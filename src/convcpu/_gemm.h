@@ -254,6 +254,82 @@ static cg_gzkernel_t cg_rowsz[CG_ZMR2 + 1][CG_GZMAX] = {
     CG_ZROW(cg_rowsz, 7), CG_ZROW(cg_rowsz, 8)};
 static int cg_gzmax = CG_GZMAX; /* 0: no tail kernels (an A/B harness's switch) */
 
+/* A panel of 17-24 columns (16 + w, w <= 8), A read by rows: rows 2q and
+ * 2q + 1 of C share three vectors instead of four half-used ones (24 output
+ * channels of a channels-last 1x1 convolution: 75% of the lanes busy):
+ *   u[q]: row 2q, columns 0-15;
+ *   v[q]: row 2q, columns 16 .. 15 + w in lanes 0-7, row 2q + 1, columns 0-7
+ *         in lanes 8-15 (its B vector: the panel's columns 16-23, then 0-7);
+ *   z[q]: row 2q + 1, columns 8 .. 15 + w.
+ * v's A vector is row 2q's broadcast with row 2q + 1's broadcast into its
+ * upper half (a merge-masked broadcast: 12-15% faster than the four-vector
+ * kernel on 24 columns; a blend of the two broadcasts, as CG_TAIL_STEP does,
+ * took an FMA slot and gained nothing).  Each element keeps CG_KERNEL's
+ * chain, fma(a, b, acc) over l in order from C's value: the same bits.
+ * MR <= CG_PMR rows (6 pairs: 18 accumulators; 8 pairs measured the same);
+ * an odd MR leaves the last pair's second row out (masked, not read). */
+#define CG_PMR 12
+#define CG_KERNEL_P(NAME, MR)                                                            \
+    CG_TARGET static void NAME##_##MR(Py_ssize_t kc, const float *restrict a,            \
+                                      Py_ssize_t lda, const float *restrict bp,          \
+                                      float *restrict c, Py_ssize_t ldc, __mmask16 m0,   \
+                                      __mmask16 m1)                                      \
+    {                                                                                    \
+        enum { P = (MR + 1) / 2 };                                                       \
+        const __mmask16 mz = (__mmask16)((m1 << 8) | 0xFF);                              \
+        __m512 u[P], v[P], z[P];                                                         \
+        (void)m0;                                                                        \
+        _Pragma("GCC unroll 8") for (int q = 0; q < P; q++)                              \
+        {                                                                                \
+            const float *c0 = c + 2 * q * ldc, *c1 = c0 + ldc;                           \
+            u[q] = _mm512_loadu_ps(c0);                                                  \
+            v[q] = _mm512_maskz_loadu_ps(m1, c0 + 16);                                   \
+            if (2 * q + 1 < MR) {                                                        \
+                v[q] = _mm512_mask_loadu_ps(v[q], 0xFF00, c1 - 8);                       \
+                z[q] = _mm512_maskz_loadu_ps(mz, c1 + 8);                                \
+            }                                                                            \
+        }                                                                                \
+        for (Py_ssize_t l = 0; l < kc; l++) {                                            \
+            const __m512 b0 = _mm512_loadu_ps(bp);                                       \
+            const __m512 bv = _mm512_mask_loadu_ps(_mm512_maskz_loadu_ps(0x00FF, bp + 16), \
+                                                   0xFF00, bp - 8);                      \
+            const __m512 bz = _mm512_loadu_ps(bp + 8);                                   \
+            _Pragma("GCC unroll 8") for (int q = 0; q < P; q++)                          \
+            {                                                                            \
+                const __m512 a0 = _mm512_set1_ps(a[2 * q * lda + l]);                    \
+                u[q] = _mm512_fmadd_ps(a0, b0, u[q]);                                    \
+                if (2 * q + 1 < MR) {                                                    \
+                    const __m512 a1 = _mm512_set1_ps(a[(2 * q + 1) * lda + l]);          \
+                    const __m512 am = _mm512_mask_broadcastss_ps(                        \
+                        a0, 0xFF00, _mm_load_ss(a + (2 * q + 1) * lda + l));             \
+                    v[q] = _mm512_fmadd_ps(am, bv, v[q]);                                \
+                    z[q] = _mm512_fmadd_ps(a1, bz, z[q]);                                \
+                } else {                                                                 \
+                    v[q] = _mm512_fmadd_ps(a0, bv, v[q]);                                \
+                }                                                                        \
+            }                                                                            \
+            bp += CG_NR;                                                                 \
+        }                                                                                \
+        _Pragma("GCC unroll 8") for (int q = 0; q < P; q++)                              \
+        {                                                                                \
+            float *c0 = c + 2 * q * ldc, *c1 = c0 + ldc;                                 \
+            _mm512_storeu_ps(c0, u[q]);                                                  \
+            _mm512_mask_storeu_ps(c0 + 16, m1, v[q]);                                    \
+            if (2 * q + 1 < MR) {                                                        \
+                _mm512_mask_storeu_ps(c1 - 8, 0xFF00, v[q]);                             \
+                _mm512_mask_storeu_ps(c1 + 8, mz, z[q]);                                 \
+            }                                                                            \
+        }                                                                                \
+    }
+CG_KERNEL_P(cg_rowsp, 1) CG_KERNEL_P(cg_rowsp, 2) CG_KERNEL_P(cg_rowsp, 3)
+CG_KERNEL_P(cg_rowsp, 4) CG_KERNEL_P(cg_rowsp, 5) CG_KERNEL_P(cg_rowsp, 6)
+CG_KERNEL_P(cg_rowsp, 7) CG_KERNEL_P(cg_rowsp, 8) CG_KERNEL_P(cg_rowsp, 9)
+CG_KERNEL_P(cg_rowsp, 10) CG_KERNEL_P(cg_rowsp, 11) CG_KERNEL_P(cg_rowsp, 12)
+static cg_kernel_t cg_rowsp[CG_PMR + 1] = {
+    NULL, cg_rowsp_1, cg_rowsp_2, cg_rowsp_3, cg_rowsp_4, cg_rowsp_5, cg_rowsp_6,
+    cg_rowsp_7, cg_rowsp_8, cg_rowsp_9, cg_rowsp_10, cg_rowsp_11, cg_rowsp_12};
+static int cg_pairs = 1; /* 0: no paired-row kernels (an A/B harness's switch) */
+
 /* The height of the next register block: ceil(mc / CG_MR) blocks of
  * near-equal height (64 rows: 11, 11, 11, 11, 10, 10 rather than 12 x 5 + 4,
  * whose last block has too few accumulators to hide the FMA latency). */
@@ -403,6 +479,17 @@ CG_TARGET static void cg_gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const fl
                     continue;
                 }
                 const __mmask16 m0 = cg_mask(nr), m1 = cg_mask(nr - 16);
+                if (by_rows && nr > 16 && nr <= 24 && cg_pairs) {
+                    /* 17-24 columns: rows in pairs, three vectors a pair */
+                    const Py_ssize_t npb = (mc + CG_PMR - 1) / CG_PMR;
+                    for (Py_ssize_t ir = 0, blk = 0; blk < npb; blk++) {
+                        const Py_ssize_t mr = cg_block_rows(mc - ir, npb - blk);
+                        cg_rowsp[mr](kc, ablk + ir * rsa, rsa, bp, cblk + ir * ldc, ldc, m0,
+                                     m1);
+                        ir += mr;
+                    }
+                    continue;
+                }
                 /* a panel of <= 16 columns runs on the half-width kernels */
                 const cg_kernel_t *rows = nr <= 16 ? cg_rows_half : cg_rows;
                 const cg_kernel_t *cols = nr <= 16 ? cg_cols_half : cg_cols;
