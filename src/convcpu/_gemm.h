@@ -97,12 +97,10 @@ typedef void (*const cg_kernel_t)(Py_ssize_t, const float *, Py_ssize_t, const f
  * caller's matrix read in place, by rows (LDA lda, LSTEP 1) or by columns
  * (LDA 1, LSTEP lda).  H = 2: both halves; H = 1: a panel of at most 16
  * columns (a ragged last one: 196 pixels leave 4), half the FMAs.  Every
- * element of C is the same FMA chain either way. */
-#define CG_KERNEL(NAME, MR, LDA, LSTEP, H)                                               \
-    CG_TARGET static void NAME##_##MR(Py_ssize_t kc, const float *restrict a,            \
-                                      Py_ssize_t lda, const float *restrict bp,          \
-                                      float *restrict c, Py_ssize_t ldc, __mmask16 m0,   \
-                                      __mmask16 m1)                                      \
+ * element of C is the same FMA chain either way.  CG_KERNEL_BODY: B packed
+ * (BIN 0: rows CG_NR apart) or read in place (BIN 1: rows BSTEP apart, its
+ * loads masked by m0 / m1 as C's are). */
+#define CG_KERNEL_BODY(MR, LDA, LSTEP, H, BIN, BSTEP)                                    \
     {                                                                                    \
         __m512 x[MR], y[MR];                                                             \
         (void)lda;                                                                       \
@@ -113,8 +111,10 @@ typedef void (*const cg_kernel_t)(Py_ssize_t, const float *, Py_ssize_t, const f
                           : _mm512_setzero_ps();                                         \
         }                                                                                \
         for (Py_ssize_t l = 0; l < kc; l++) {                                            \
-            const __m512 b0 = _mm512_loadu_ps(bp);                                       \
-            const __m512 b1 = H == 2 ? _mm512_loadu_ps(bp + 16) : _mm512_setzero_ps();   \
+            const __m512 b0 = BIN ? _mm512_maskz_loadu_ps(m0, bp) : _mm512_loadu_ps(bp); \
+            const __m512 b1 = H != 2 ? _mm512_setzero_ps()                               \
+                              : BIN  ? _mm512_maskz_loadu_ps(m1, bp + 16)                \
+                                     : _mm512_loadu_ps(bp + 16);                         \
             _Pragma("GCC unroll 12") for (int i = 0; i < MR; i++)                        \
             {                                                                            \
                 const __m512 av = _mm512_set1_ps(a[i * (LDA) + l * (LSTEP)]);            \
@@ -122,7 +122,7 @@ typedef void (*const cg_kernel_t)(Py_ssize_t, const float *, Py_ssize_t, const f
                 if (H == 2)                                                              \
                     y[i] = _mm512_fmadd_ps(av, b1, y[i]);                                \
             }                                                                            \
-            bp += CG_NR;                                                                 \
+            bp += BSTEP;                                                                 \
         }                                                                                \
         _Pragma("GCC unroll 12") for (int i = 0; i < MR; i++)                            \
         {                                                                                \
@@ -131,6 +131,12 @@ typedef void (*const cg_kernel_t)(Py_ssize_t, const float *, Py_ssize_t, const f
                 _mm512_mask_storeu_ps(c + i * ldc + 16, m1, y[i]);                       \
         }                                                                                \
     }
+#define CG_KERNEL(NAME, MR, LDA, LSTEP, H)                                               \
+    CG_TARGET static void NAME##_##MR(Py_ssize_t kc, const float *restrict a,            \
+                                      Py_ssize_t lda, const float *restrict bp,          \
+                                      float *restrict c, Py_ssize_t ldc, __mmask16 m0,   \
+                                      __mmask16 m1)                                      \
+    CG_KERNEL_BODY(MR, LDA, LSTEP, H, 0, CG_NR)
 #define CG_KERNELS(NAME, LDA, LSTEP, H)                                                  \
     CG_KERNEL(NAME, 1, LDA, LSTEP, H) CG_KERNEL(NAME, 2, LDA, LSTEP, H)                  \
     CG_KERNEL(NAME, 3, LDA, LSTEP, H) CG_KERNEL(NAME, 4, LDA, LSTEP, H)                  \
@@ -145,6 +151,36 @@ CG_KERNELS(cg_rows, lda, 1, 2)
 CG_KERNELS(cg_cols, 1, lda, 2)
 CG_KERNELS(cg_rows_half, lda, 1, 1)
 CG_KERNELS(cg_cols_half, 1, lda, 1)
+
+/* CG_KERNEL with A by rows and B read in place: B(l, j) = bp[l * ldb + j],
+ * the columns past the panel masked out.  Packing a panel pays when many
+ * register blocks read it; with 1 or 2 (up to 24 rows of A) it costs more
+ * than it saves.  One thread, C harness, packed -> in place: 24 x 144 x 1568
+ * (the NCHW separable block's pointwise step) 0.91-0.93, 12 x 64 x 3136 0.83,
+ * 24 x 576 x 196 0.88; 64 x 256 x 3136 (6 blocks) 0.96 there, but through
+ * conv2d with 2 threads (1x1 256->64 @56: B's rows 12 KB apart) 1.13-1.19.
+ * The same chains as CG_KERNEL: the same bits. */
+#define CG_KERNEL_IN(NAME, MR, H)                                                        \
+    CG_TARGET static void NAME##_##MR(Py_ssize_t kc, const float *restrict a,            \
+                                      Py_ssize_t lda, const float *restrict bp,          \
+                                      Py_ssize_t ldb, float *restrict c, Py_ssize_t ldc, \
+                                      __mmask16 m0, __mmask16 m1)                        \
+    CG_KERNEL_BODY(MR, lda, 1, H, 1, ldb)
+typedef void (*const cg_ikernel_t)(Py_ssize_t, const float *, Py_ssize_t, const float *,
+                                   Py_ssize_t, float *, Py_ssize_t, __mmask16, __mmask16);
+#define CG_KERNELS_IN(NAME, H)                                                           \
+    CG_KERNEL_IN(NAME, 1, H) CG_KERNEL_IN(NAME, 2, H) CG_KERNEL_IN(NAME, 3, H)           \
+    CG_KERNEL_IN(NAME, 4, H) CG_KERNEL_IN(NAME, 5, H) CG_KERNEL_IN(NAME, 6, H)           \
+    CG_KERNEL_IN(NAME, 7, H) CG_KERNEL_IN(NAME, 8, H) CG_KERNEL_IN(NAME, 9, H)           \
+    CG_KERNEL_IN(NAME, 10, H) CG_KERNEL_IN(NAME, 11, H) CG_KERNEL_IN(NAME, 12, H)        \
+    static cg_ikernel_t NAME[CG_MR + 1] = {                                              \
+        NULL, NAME##_1, NAME##_2, NAME##_3, NAME##_4, NAME##_5, NAME##_6,                \
+        NAME##_7, NAME##_8, NAME##_9, NAME##_10, NAME##_11, NAME##_12};
+CG_KERNELS_IN(cg_rows_in, 2)
+CG_KERNELS_IN(cg_rows_in_half, 1)
+/* A row block of at most this many register blocks reads B in place
+ * (0: always pack; an A/B harness's switch). */
+static int cg_inplace_blocks = 2;
 
 /* The tail's T accumulators z[t] from zb[t][0 .. MR-1] (C's values or the
  * bias, set by the kernel; the lanes past MR: zeros). */
@@ -450,7 +486,13 @@ CG_TARGET static void cg_gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const fl
                  * (33-36 left) or, packing here, a whole half panel (49-52
                  * left; prepacked panels must start at multiples of 32) */
                 const Py_ssize_t left = N - j0;
-                const Py_ssize_t t = !by_rows ? 0
+                /* B read in place: few register blocks share the panel, B's
+                 * rows are contiguous, and it is not a 17-24 column panel
+                 * (the paired-row kernels read a packed one) */
+                const int inplace = by_rows && panels == NULL && csb == 1
+                                    && nblk <= cg_inplace_blocks
+                                    && !(left > 16 && left <= 24 && cg_pairs);
+                const Py_ssize_t t = !by_rows || inplace ? 0
                                      : left > CG_NR && left <= CG_NR + cg_gzmax ? left - CG_NR
                                      : panels == NULL && left > CG_NR + 16
                                              && left <= CG_NR + 16 + cg_gzmax
@@ -459,6 +501,17 @@ CG_TARGET static void cg_gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const fl
                 nr = left < CG_NR ? left : CG_NR + t;
                 float *cblk = c + i0 * ldc + j0;
                 const float *bp = bpk, *bt = bpk + CG_KC * CG_NR;
+                if (inplace) {
+                    const __mmask16 m0 = cg_mask(nr), m1 = cg_mask(nr - 16);
+                    const cg_ikernel_t *rows = nr <= 16 ? cg_rows_in_half : cg_rows_in;
+                    for (Py_ssize_t ir = 0, blk = 0; blk < nblk; blk++) {
+                        const Py_ssize_t mr = cg_block_rows(mc - ir, nblk - blk);
+                        rows[mr](kc, ablk + ir * rsa, rsa, b + l0 * rsb + j0, rsb,
+                                 cblk + ir * ldc, ldc, m0, m1);
+                        ir += mr;
+                    }
+                    continue;
+                }
                 if (panels != NULL) {
                     bp = panels + (j0 / CG_NR) * K * CG_NR + l0 * CG_NR;
                     bt = bp + K * CG_NR; /* the next panel's first columns */
