@@ -16,7 +16,12 @@
  *   - ragged edges: the rows of a block are split into ceil(rows / 12)
  *     register blocks of near-equal height; columns past the end are zeros
  *     in the packed panel and masked out of the loads and stores of C, and a
- *     panel of at most 16 columns runs on half-width kernels (H = 1).
+ *     panel of at most 16 columns runs on half-width kernels (H = 1); with A
+ *     read by rows, 1-4 columns past a panel run as extra accumulators
+ *     (CG_KERNEL_Z) and a panel of 17-24 columns runs its rows in pairs
+ *     (CG_KERNEL_P);
+ *   - B is read in place, not packed, when at most two register blocks
+ *     share a panel (CG_KERNEL_IN).
  * Every element of C is one chain of fused multiply-adds over l = 0 .. K-1 in
  * order, starting from C's value: the result does not depend on how a caller
  * tiles the product, nor on the thread that runs it.
@@ -137,16 +142,19 @@ typedef void (*const cg_kernel_t)(Py_ssize_t, const float *, Py_ssize_t, const f
                                       float *restrict c, Py_ssize_t ldc, __mmask16 m0,   \
                                       __mmask16 m1)                                      \
     CG_KERNEL_BODY(MR, LDA, LSTEP, H, 0, CG_NR)
-#define CG_KERNELS(NAME, LDA, LSTEP, H)                                                  \
-    CG_KERNEL(NAME, 1, LDA, LSTEP, H) CG_KERNEL(NAME, 2, LDA, LSTEP, H)                  \
-    CG_KERNEL(NAME, 3, LDA, LSTEP, H) CG_KERNEL(NAME, 4, LDA, LSTEP, H)                  \
-    CG_KERNEL(NAME, 5, LDA, LSTEP, H) CG_KERNEL(NAME, 6, LDA, LSTEP, H)                  \
-    CG_KERNEL(NAME, 7, LDA, LSTEP, H) CG_KERNEL(NAME, 8, LDA, LSTEP, H)                  \
-    CG_KERNEL(NAME, 9, LDA, LSTEP, H) CG_KERNEL(NAME, 10, LDA, LSTEP, H)                 \
-    CG_KERNEL(NAME, 11, LDA, LSTEP, H) CG_KERNEL(NAME, 12, LDA, LSTEP, H)                \
-    static cg_kernel_t NAME[CG_MR + 1] = {                                               \
+/* KERNEL(NAME, MR, ...) for MR = 1 .. CG_MR, and their table NAME[MR] (of TYPE). */
+#define CG_MR_KERNELS(KERNEL, TYPE, NAME, ...)                                           \
+    KERNEL(NAME, 1, __VA_ARGS__) KERNEL(NAME, 2, __VA_ARGS__)                            \
+    KERNEL(NAME, 3, __VA_ARGS__) KERNEL(NAME, 4, __VA_ARGS__)                            \
+    KERNEL(NAME, 5, __VA_ARGS__) KERNEL(NAME, 6, __VA_ARGS__)                            \
+    KERNEL(NAME, 7, __VA_ARGS__) KERNEL(NAME, 8, __VA_ARGS__)                            \
+    KERNEL(NAME, 9, __VA_ARGS__) KERNEL(NAME, 10, __VA_ARGS__)                           \
+    KERNEL(NAME, 11, __VA_ARGS__) KERNEL(NAME, 12, __VA_ARGS__)                          \
+    static TYPE NAME[CG_MR + 1] = {                                                      \
         NULL, NAME##_1, NAME##_2, NAME##_3, NAME##_4, NAME##_5, NAME##_6,                \
         NAME##_7, NAME##_8, NAME##_9, NAME##_10, NAME##_11, NAME##_12};
+#define CG_KERNELS(NAME, LDA, LSTEP, H)                                                  \
+    CG_MR_KERNELS(CG_KERNEL, cg_kernel_t, NAME, LDA, LSTEP, H)
 CG_KERNELS(cg_rows, lda, 1, 2)
 CG_KERNELS(cg_cols, 1, lda, 2)
 CG_KERNELS(cg_rows_half, lda, 1, 1)
@@ -168,14 +176,7 @@ CG_KERNELS(cg_cols_half, 1, lda, 1)
     CG_KERNEL_BODY(MR, lda, 1, H, 1, ldb)
 typedef void (*const cg_ikernel_t)(Py_ssize_t, const float *, Py_ssize_t, const float *,
                                    Py_ssize_t, float *, Py_ssize_t, __mmask16, __mmask16);
-#define CG_KERNELS_IN(NAME, H)                                                           \
-    CG_KERNEL_IN(NAME, 1, H) CG_KERNEL_IN(NAME, 2, H) CG_KERNEL_IN(NAME, 3, H)           \
-    CG_KERNEL_IN(NAME, 4, H) CG_KERNEL_IN(NAME, 5, H) CG_KERNEL_IN(NAME, 6, H)           \
-    CG_KERNEL_IN(NAME, 7, H) CG_KERNEL_IN(NAME, 8, H) CG_KERNEL_IN(NAME, 9, H)           \
-    CG_KERNEL_IN(NAME, 10, H) CG_KERNEL_IN(NAME, 11, H) CG_KERNEL_IN(NAME, 12, H)        \
-    static cg_ikernel_t NAME[CG_MR + 1] = {                                              \
-        NULL, NAME##_1, NAME##_2, NAME##_3, NAME##_4, NAME##_5, NAME##_6,                \
-        NAME##_7, NAME##_8, NAME##_9, NAME##_10, NAME##_11, NAME##_12};
+#define CG_KERNELS_IN(NAME, H) CG_MR_KERNELS(CG_KERNEL_IN, cg_ikernel_t, NAME, H)
 CG_KERNELS_IN(cg_rows_in, 2)
 CG_KERNELS_IN(cg_rows_in_half, 1)
 /* A row block of at most this many register blocks reads B in place
@@ -798,14 +799,7 @@ typedef void (*const cg_conv_kernel_t)(Py_ssize_t, const float *, Py_ssize_t, co
                 _mm512_mask_storeu_ps(c + i * ldc + 16, m1, y_[i]);                      \
         }                                                                                \
     }
-#define CG_CONV_KERNELS(NAME, H)                                                         \
-    CG_CONV_KERNEL(NAME, 1, H) CG_CONV_KERNEL(NAME, 2, H) CG_CONV_KERNEL(NAME, 3, H)     \
-    CG_CONV_KERNEL(NAME, 4, H) CG_CONV_KERNEL(NAME, 5, H) CG_CONV_KERNEL(NAME, 6, H)     \
-    CG_CONV_KERNEL(NAME, 7, H) CG_CONV_KERNEL(NAME, 8, H) CG_CONV_KERNEL(NAME, 9, H)     \
-    CG_CONV_KERNEL(NAME, 10, H) CG_CONV_KERNEL(NAME, 11, H) CG_CONV_KERNEL(NAME, 12, H)  \
-    static cg_conv_kernel_t NAME[CG_MR + 1] = {                                          \
-        NULL, NAME##_1, NAME##_2, NAME##_3, NAME##_4, NAME##_5, NAME##_6,                \
-        NAME##_7, NAME##_8, NAME##_9, NAME##_10, NAME##_11, NAME##_12};
+#define CG_CONV_KERNELS(NAME, H) CG_MR_KERNELS(CG_CONV_KERNEL, cg_conv_kernel_t, NAME, H)
 CG_CONV_KERNELS(cg_conv, 2)
 CG_CONV_KERNELS(cg_conv_half, 1)
 
