@@ -110,6 +110,31 @@ def test_own_gemm_ragged_tail_is_the_same_chain(m, ta, tb):
         assert np.all(np.abs(whole - want) <= 1e-6 * (k + 2) * bound)
 
 
+@pytest.mark.skipif(not OWN, reason="this CPU has no AVX-512: BLAS only")
+@pytest.mark.parametrize("n_cols", [5, 32, 45, 100])
+def test_own_gemm_in_place_b_is_the_packed_chain(n_cols):
+    """A row block of at most two register blocks (here 1-24 rows of A)
+    reads B in place (CG_KERNEL_IN); more rows pack B's panels first.  The
+    same rows computed both ways give the same bits: the first rows of a
+    30-row product (packed) against the same rows alone (in place)."""
+    rng = np.random.default_rng(n_cols)
+    k = 300  # past one reduction block
+    # Column-major operands of _gemm_for_tests: C^T = op(b)^T op(a)^T row-major,
+    # so with "N", "N" the own GEMM's A is b^T (read by rows) and its B is
+    # a^T (rows contiguous).
+    a = np.asfortranarray(rng.standard_normal((n_cols, k)).astype(np.float32))
+    b = np.asfortranarray(rng.standard_normal((k, 30)).astype(np.float32))
+    c0 = rng.standard_normal((n_cols, 30)).astype(np.float32)
+    packed = _core._gemm_for_tests("N", "N", a, b, 1.0, np.asfortranarray(c0.copy()))
+    for rows in (1, 7, 13, 24):
+        alone = _core._gemm_for_tests("N", "N", a, np.asfortranarray(b[:, :rows]), 1.0,
+                                      np.asfortranarray(c0[:, :rows].copy()))
+        np.testing.assert_array_equal(alone.view(np.uint32), packed[:, :rows].view(np.uint32))
+    want = a.astype(np.float64) @ b.astype(np.float64) + c0
+    bound = np.abs(a).astype(np.float64) @ np.abs(b) + np.abs(c0)
+    assert np.all(np.abs(packed - want) <= 1e-6 * (k + 2) * bound)
+
+
 def test_backend_switch_refuses_unknown():
     with pytest.raises(ValueError, match="gemm backend"):
         _core.gemm_backend("mkl")
