@@ -289,24 +289,27 @@ def test_implicit_conv_is_the_im2col_sum(seed, monkeypatch):
     np.testing.assert_allclose(implicit, want, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("seed", range(24))
+@pytest.mark.parametrize("seed", range(30))
 def test_implicit_conv_ragged_tail_kernels(seed, monkeypatch):
     """A tile that ends 1-4 pixels past a panel (33-36 left) or past a half
-    panel (17-20 left, or 49-52: a panel, then 16 + t) runs those pixels on
+    panel (17-20 left, or 51-52: a panel, then 16 + t) runs those pixels on
     the tail kernels of convcpu_sconv_implicit (CG_CONV_KERNEL_Z), which keep
-    one vector per tail pixel with lane i for output channel i.  The same
-    bits as the im2col path, and the reference's values, over outputs of
-    those sizes (7x7, 6x6, 10x10, 14x14, 1-D 33-52 ...), output channels
-    from 1 to past two blocks of rows, several blocks of input channels
-    (channel blocks after the first add to C), bias or none, edges padded,
-    a NaN and an inf on a tail pixel's taps."""
+    one vector per tail pixel with lane i for output channel i; 37-50 left
+    run as one panel of 48 lanes, the third vector masked below 48, and 0-2
+    tail pixels (CG_CONV_KERNEL3, blocks of 8 rows).  The same bits as the
+    im2col path, and the reference's values, over outputs of those sizes
+    (7x7, 6x6, 6x7, 10x10, 14x14, 1-D 33-52 ...), output channels from 1 to
+    past two blocks of rows, several blocks of input channels (channel
+    blocks after the first add to C), bias or none, edges padded, a NaN and
+    an inf on a tail pixel's taps."""
     if _core.gemm_backend() != "convcpu":
         pytest.skip("the implicit convolution runs on the own GEMM's kernels")
     from convcpu._reference import conv_reference
     rng = np.random.default_rng(5300 + seed)
     monkeypatch.setattr(_core, "MIN_TASKS", int(rng.choice([1, 2, 4])))
     sizes = [(7, 7), (6, 6), (10, 10), (14, 14), (3, 11), (4, 5), (1, 17), (4, 13),
-             (5, 10), (2, 26), (33,), (36,), (49,), (52,), (68,), (100,)]
+             (5, 10), (2, 26), (33,), (36,), (49,), (52,), (68,), (100,), (6, 7), (37,),
+             (48,), (3, 17)]
     spatial = sizes[seed % len(sizes)]
     nsp = len(spatial)
     kernel = tuple(int(k) for k in rng.choice([1, 3, 5], nsp))

@@ -890,9 +890,103 @@ static cg_zkernel_t cg_convz_half[CG_MR + 1][CG_ZMAX] = {
     CG_ZROW(cg_convz_half, 12)};
 static int cg_zmax = CG_ZMAX; /* 0: no tail kernels (an A/B harness's switch) */
 
+/* A panel of 37-50 pixels (a 7x7 image's 49) in one pass: 48 lanes in three
+ * vectors per row (the third masked by m2 when the panel is narrower), and
+ * T = 0-2 pixels past them as in CG_CONV_KERNEL_Z, the rows' A values merged
+ * into one vector by masked moves (lane i: row i).  As a panel of 32 and one
+ * of 16 + t, the second pass read A again for 12 FMAs per 12 broadcasts and
+ * ran at 0.70 of a full panel's time for half its work.  C harness, one
+ * thread, 128 rows x 4608 terms, 32 + (16 + t) -> this: 49 pixels 0.88-0.90,
+ * 37-48 0.87, 50 0.91; 51 and 52 (T = 3, 4; 6 rows a block, or spills at 8)
+ * 1.01 and 1.03-1.05, so those stay as they were.  MR <= CG_MR3 (8) rows:
+ * 24 accumulators.  Every element's chain is CG_CONV_KERNEL's: the same
+ * bits. */
+#define CG_MR3 8
+#define CG_T3MAX 2
+#define CG_CONV_KERNEL3(NAME, MR, T)                                                     \
+    CG_TARGET static void NAME##_##MR##_##T(Py_ssize_t kc, const float *restrict a,      \
+                                            Py_ssize_t lda, const float *restrict x,     \
+                                            const cg_tap_t *restrict rows,               \
+                                            float *restrict c, Py_ssize_t ldc,           \
+                                            __mmask16 m2, int first,                     \
+                                            const float *restrict bias)                  \
+    {                                                                                    \
+        __m512 x_[MR], y_[MR], w_[MR], z_[T > 0 ? T : 1];                                \
+        float zb[T > 0 ? T : 1][16] __attribute__((aligned(64)));                        \
+        _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++)                             \
+        {                                                                                \
+            if (first) {                                                                 \
+                x_[i] = bias != NULL ? _mm512_set1_ps(bias[i]) : _mm512_setzero_ps();    \
+                y_[i] = x_[i];                                                           \
+                w_[i] = x_[i];                                                           \
+            } else {                                                                     \
+                x_[i] = _mm512_loadu_ps(c + i * ldc);                                    \
+                y_[i] = _mm512_loadu_ps(c + i * ldc + 16);                               \
+                w_[i] = _mm512_maskz_loadu_ps(m2, c + i * ldc + 32);                     \
+            }                                                                            \
+            for (int t = 0; t < T; t++)                                                  \
+                zb[t][i] = first ? (bias != NULL ? bias[i] : 0.0f) : c[i * ldc + 48 + t]; \
+        }                                                                                \
+        CG_TAIL_LOAD(zb, MR, T, z_);                                                    \
+        for (const cg_tap_t *tp = rows, *tend = rows + kc; tp != tend; tp++) {           \
+            const float *src = x + tp->off;                                              \
+            const uint64_t lanes = (uint64_t)tp->lanes;                                  \
+            _mm_prefetch((const char *)(x + tp[CG_AHEAD].off), _MM_HINT_T0);             \
+            _mm_prefetch((const char *)(x + tp[CG_AHEAD].off + 16), _MM_HINT_T0);        \
+            _mm_prefetch((const char *)(x + tp[CG_AHEAD].off + 32), _MM_HINT_T0);        \
+            const __m512 b0 = _mm512_maskz_loadu_ps((__mmask16)lanes, src);              \
+            const __m512 b1 = _mm512_maskz_loadu_ps((__mmask16)(lanes >> 16), src + 16); \
+            const __m512 b2 = _mm512_maskz_loadu_ps((__mmask16)(lanes >> 32), src + 32); \
+            const __m512 bz = T > 0 ? _mm512_maskz_loadu_ps(                             \
+                                          (__mmask16)((lanes >> 48) & ((1u << T) - 1)),  \
+                                          src + 48)                                      \
+                                    : _mm512_setzero_ps();                               \
+            __m512 zv = _mm512_setzero_ps();                                             \
+            _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++)                         \
+            {                                                                            \
+                const __m512 av = _mm512_set1_ps(a[i * lda]);                            \
+                x_[i] = _mm512_fmadd_ps(av, b0, x_[i]);                                  \
+                y_[i] = _mm512_fmadd_ps(av, b1, y_[i]);                                  \
+                w_[i] = _mm512_fmadd_ps(av, b2, w_[i]);                                  \
+                if (T > 0)                                                               \
+                    zv = i == 0 ? av : _mm512_mask_mov_ps(zv, (__mmask16)(1u << i), av); \
+            }                                                                            \
+            if (T > 0)                                                                   \
+                z_[0] = _mm512_fmadd_ps(                                                 \
+                    zv, _mm512_broadcastss_ps(_mm512_castps512_ps128(bz)), z_[0]);       \
+            _Pragma("GCC unroll 4") for (int t_ = 1; t_ < T; t_++)                       \
+                z_[t_] = _mm512_fmadd_ps(                                                \
+                    zv, _mm512_permutexvar_ps(_mm512_set1_epi32(t_), bz), z_[t_]);       \
+            a++;                                                                         \
+        }                                                                                \
+        for (int t_ = 0; t_ < T; t_++)                                                   \
+            _mm512_store_ps(zb[t_], z_[t_]);                                             \
+        _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++)                             \
+        {                                                                                \
+            _mm512_storeu_ps(c + i * ldc, x_[i]);                                        \
+            _mm512_storeu_ps(c + i * ldc + 16, y_[i]);                                   \
+            _mm512_mask_storeu_ps(c + i * ldc + 32, m2, w_[i]);                          \
+            for (int t_ = 0; t_ < T; t_++)                                               \
+                c[i * ldc + 48 + t_] = zb[t_][i];                                        \
+        }                                                                                \
+    }
+typedef void (*const cg_conv3_kernel_t)(Py_ssize_t, const float *, Py_ssize_t, const float *,
+                                        const cg_tap_t *, float *, Py_ssize_t, __mmask16, int,
+                                        const float *);
+#define CG_CONV_KERNELS3(MR)                                                             \
+    CG_CONV_KERNEL3(cg_conv3, MR, 0) CG_CONV_KERNEL3(cg_conv3, MR, 1)                    \
+    CG_CONV_KERNEL3(cg_conv3, MR, 2)
+#define CG_ROW3(MR) {cg_conv3_##MR##_0, cg_conv3_##MR##_1, cg_conv3_##MR##_2}
+CG_CONV_KERNELS3(1) CG_CONV_KERNELS3(2) CG_CONV_KERNELS3(3) CG_CONV_KERNELS3(4)
+CG_CONV_KERNELS3(5) CG_CONV_KERNELS3(6) CG_CONV_KERNELS3(7) CG_CONV_KERNELS3(8)
+static cg_conv3_kernel_t cg_conv3[CG_MR3 + 1][CG_T3MAX + 1] = {
+    {NULL, NULL, NULL}, CG_ROW3(1), CG_ROW3(2), CG_ROW3(3), CG_ROW3(4),
+    CG_ROW3(5), CG_ROW3(6), CG_ROW3(7), CG_ROW3(8)};
+static int cg_wide3 = 1; /* 0: no 48-lane panels (an A/B harness's switch) */
+
 /* Bit j of the result: lo <= v[j] < hi, for the CG_LANES values v in
  * vectors of 8. */
-#define CG_LANES 40 /* a panel of 32 + CG_ZMAX pixels, in int64 vectors of 8 */
+#define CG_LANES 56 /* a panel of 48 + CG_ZMAX pixels, in int64 vectors of 8 */
 CG_TARGET static inline uint64_t cg_between(const __m512i v[CG_LANES / 8], int64_t lo,
                                             int64_t hi)
 {
@@ -1000,7 +1094,8 @@ CG_TARGET static void cg_conv_rows(const cg_tap_t *taps, Py_ssize_t RS, Py_ssize
  * the 32 pixels of a panel read 32 consecutive values per tap, masked at
  * the image's edges: no im2col tile and no packing pass.  A tile's last 1-4
  * pixels past a panel or a half panel go to the tail kernels
- * (CG_CONV_KERNEL_Z), in a panel of 33-36 or 17-20.  Several images
+ * (CG_CONV_KERNEL_Z), in a panel of 33-36 or 17-20; a tile's last 37-50
+ * run as one panel of 48 lanes + 0-2 (CG_CONV_KERNEL3).  Several images
  * (stride 1, H == Ho, W == PW): output pixel q of image m is pixel
  * m*Ho*PW + q, and each plane holds the images' rows one after another
  * (PH = images * H); Ho is the output rows of one image.  The same FMA
@@ -1042,17 +1137,32 @@ CONVCPU_GEMM_API int convcpu_sconv_implicit(Py_ssize_t M, Py_ssize_t C, Py_ssize
             for (Py_ssize_t j0 = 0, nr; j0 < n; j0 += nr) {
                 /* a panel of 32 pixels, or of 32 + t when none would be left
                  * (33-36 left), or of 16 + t when that ends a tile (17-20);
-                 * 49-52 left: 32, then 16 + t */
+                 * 37-50 left: one of 48 lanes + t (CG_CONV_KERNEL3); 51-52
+                 * left: 32, then 16 + t */
                 const Py_ssize_t left = n - j0;
                 const Py_ssize_t t = left > P && left <= P + cg_zmax     ? left - P
                                      : left > 16 && left <= 16 + cg_zmax ? left - 16
                                                                          : 0;
-                nr = left < P ? left : t > 0 ? left : P;
+                const int wide3 = cg_wide3 && left > P + cg_zmax && left <= 48 + CG_T3MAX;
+                nr = wide3 || left < P ? left : t > 0 ? left : P;
                 cg_conv_taps(p0 + j0, nr, R, S, H, W, Ho, PW, sh, sw, pad_top, pad_left, dh,
                              dw, offs, taps);
                 cg_conv_rows(taps, RS, cn, cs, rows);
                 for (Py_ssize_t l = kc; l < kc + CG_AHEAD; l++)
                     rows[l] = rows[kc - 1]; /* prefetched, not read */
+                if (wide3) {
+                    const Py_ssize_t t3 = nr > 48 ? nr - 48 : 0;
+                    const Py_ssize_t nzb = (mc + CG_MR3 - 1) / CG_MR3;
+                    const __mmask16 m2 = cg_mask(nr - 32);
+                    for (Py_ssize_t ir = 0, blk = 0; blk < nzb; blk++) {
+                        const Py_ssize_t mr = cg_block_rows(mc - ir, nzb - blk);
+                        cg_conv3[mr][t3](kc, a + (i0 + ir) * lda + c0 * RS, lda, x + c0 * cs,
+                                         rows, c + (i0 + ir) * ldc + j0, ldc, m2,
+                                         set && c0 == 0, bias != NULL ? bias + i0 + ir : NULL);
+                        ir += mr;
+                    }
+                    continue;
+                }
                 if (t > 0) {
                     const int full = nr > P;
                     const Py_ssize_t zmr = full ? CG_ZMR2 : CG_MR;
