@@ -984,15 +984,15 @@ static cg_conv3_kernel_t cg_conv3[CG_MR3 + 1][CG_T3MAX + 1] = {
     CG_ROW3(5), CG_ROW3(6), CG_ROW3(7), CG_ROW3(8)};
 static int cg_wide3 = 1; /* 0: no 48-lane panels (an A/B harness's switch) */
 
-/* Bit j of the result: lo <= v[j] < hi, for the CG_LANES values v in
+/* Bit j of the result: lo <= v[j] < hi, for the 8 * nv values v in nv
  * vectors of 8. */
-#define CG_LANES 56 /* a panel of 48 + CG_ZMAX pixels, in int64 vectors of 8 */
-CG_TARGET static inline uint64_t cg_between(const __m512i v[CG_LANES / 8], int64_t lo,
-                                            int64_t hi)
+#define CG_LANES 56 /* a panel of 48 + CG_T3MAX pixels, in int64 vectors of 8 */
+CG_TARGET static inline uint64_t cg_between(const __m512i v[CG_LANES / 8], int nv,
+                                            int64_t lo, int64_t hi)
 {
     const __m512i l = _mm512_set1_epi64(lo), h = _mm512_set1_epi64(hi);
     uint64_t bits = 0;
-    for (int k = 0; k < CG_LANES / 8; k++)
+    for (int k = 0; k < nv; k++)
         bits |= (uint64_t)(_mm512_cmp_epi64_mask(v[k], l, _MM_CMPINT_NLT)
                            & _mm512_cmp_epi64_mask(v[k], h, _MM_CMPINT_LT)) << (8 * k);
     return bits;
@@ -1010,16 +1010,19 @@ CG_TARGET static void cg_conv_taps(Py_ssize_t q0, Py_ssize_t nr, Py_ssize_t R, P
 {
     uint64_t rows[CG_TAPS], cols[CG_TAPS];
     int64_t ohs[CG_LANES], ows[CG_LANES];
+    /* the vectors of 8 lanes that hold the panel's pixels (the lanes past
+     * them: bits 0) */
+    const int nv = (int)((nr + 7) / 8);
     /* output row oh of its image (Ho rows; the next image's rows follow) */
     Py_ssize_t oh = q0 / PW % Ho, ow = q0 % PW;
-    for (int j = 0; j < CG_LANES; j++) { /* lanes past nr: a row no tap reaches */
+    for (int j = 0; j < 8 * nv; j++) { /* lanes past nr: a row no tap reaches */
         ohs[j] = j < nr ? oh * sh : -((int64_t)1 << 62);
         ows[j] = ow * sw;
         if (++ow == PW && (ow = 0, ++oh == Ho))
             oh = 0;
     }
     __m512i vh[CG_LANES / 8], vw[CG_LANES / 8];
-    for (int k = 0; k < CG_LANES / 8; k++) {
+    for (int k = 0; k < nv; k++) {
         vh[k] = _mm512_loadu_si512(ohs + 8 * k);
         vw[k] = _mm512_loadu_si512(ows + 8 * k);
     }
@@ -1027,9 +1030,9 @@ CG_TARGET static void cg_conv_taps(Py_ssize_t q0, Py_ssize_t nr, Py_ssize_t R, P
      * ow*sw + s*dw - pad_left (inside the image: its lane's bit), at
      * offs[r*S + s] from the pixel's own place (cg_conv_offsets) */
     for (Py_ssize_t r = 0; r < R; r++)
-        rows[r] = cg_between(vh, pad_top - r * dh, H + pad_top - r * dh);
+        rows[r] = cg_between(vh, nv, pad_top - r * dh, H + pad_top - r * dh);
     for (Py_ssize_t s = 0; s < S; s++)
-        cols[s] = cg_between(vw, pad_left - s * dw, W + pad_left - s * dw);
+        cols[s] = cg_between(vw, nv, pad_left - s * dw, W + pad_left - s * dw);
     for (Py_ssize_t r = 0; r < R; r++)
         for (Py_ssize_t s = 0; s < S; s++) {
             taps[r * S + s].off = q0 + offs[r * S + s];
