@@ -815,6 +815,17 @@ CG_CONV_KERNELS(cg_conv_half, 1)
  * leaves registers for the T accumulators (at 10 rows, two accumulators
  * went to the stack). */
 #define CG_ZMAX 4
+/* The tail kernels' shared steps: row i's start value of tail pixel t
+ * (column COL0 + t of C, or the bias, 0 without one) into zb[t][i]; and a
+ * tap's B row: where it starts, which lanes it reads, the prefetch of the
+ * tap CG_AHEAD on. */
+#define CG_CONV_TAIL_START(zb, T, i, COL0)                                               \
+    for (int t = 0; t < T; t++)                                                          \
+    zb[t][i] = first ? (bias != NULL ? bias[i] : 0.0f) : c[i * ldc + (COL0) + t]
+#define CG_CONV_TAP_START(src, lanes, tp)                                                \
+    const float *src = x + tp->off;                                                      \
+    const uint64_t lanes = (uint64_t)tp->lanes;                                          \
+    _mm_prefetch((const char *)(x + tp[CG_AHEAD].off), _MM_HINT_T0)
 #define CG_CONV_KERNEL_Z(NAME, MR, H, T)                                                 \
     CG_TARGET static void NAME##_##MR##_##T(Py_ssize_t kc, const float *restrict a,      \
                                             Py_ssize_t lda, const float *restrict x,     \
@@ -833,15 +844,11 @@ CG_CONV_KERNELS(cg_conv_half, 1)
                 x_[i] = _mm512_loadu_ps(c + i * ldc);                                    \
                 y_[i] = H == 2 ? _mm512_loadu_ps(c + i * ldc + 16) : _mm512_setzero_ps(); \
             }                                                                            \
-            for (int t = 0; t < T; t++)                                                  \
-                zb[t][i] = first ? (bias != NULL ? bias[i] : 0.0f)                       \
-                                 : c[i * ldc + 16 * H + t];                              \
+            CG_CONV_TAIL_START(zb, T, i, 16 * H);                                        \
         }                                                                                \
         CG_TAIL_LOAD(zb, MR, T, z_);                                                    \
         for (const cg_tap_t *tp = rows, *tend = rows + kc; tp != tend; tp++) {           \
-            const float *src = x + tp->off;                                              \
-            const uint64_t lanes = (uint64_t)tp->lanes;                                  \
-            _mm_prefetch((const char *)(x + tp[CG_AHEAD].off), _MM_HINT_T0);             \
+            CG_CONV_TAP_START(src, lanes, tp);                                           \
             if (H == 2)                                                                  \
                 _mm_prefetch((const char *)(x + tp[CG_AHEAD].off + 16), _MM_HINT_T0);    \
             const __m512 b0 = _mm512_maskz_loadu_ps((__mmask16)lanes, src);              \
@@ -924,14 +931,11 @@ static int cg_zmax = CG_ZMAX; /* 0: no tail kernels (an A/B harness's switch) */
                 y_[i] = _mm512_loadu_ps(c + i * ldc + 16);                               \
                 w_[i] = _mm512_maskz_loadu_ps(m2, c + i * ldc + 32);                     \
             }                                                                            \
-            for (int t = 0; t < T; t++)                                                  \
-                zb[t][i] = first ? (bias != NULL ? bias[i] : 0.0f) : c[i * ldc + 48 + t]; \
+            CG_CONV_TAIL_START(zb, T, i, 48);                                            \
         }                                                                                \
         CG_TAIL_LOAD(zb, MR, T, z_);                                                    \
         for (const cg_tap_t *tp = rows, *tend = rows + kc; tp != tend; tp++) {           \
-            const float *src = x + tp->off;                                              \
-            const uint64_t lanes = (uint64_t)tp->lanes;                                  \
-            _mm_prefetch((const char *)(x + tp[CG_AHEAD].off), _MM_HINT_T0);             \
+            CG_CONV_TAP_START(src, lanes, tp);                                           \
             _mm_prefetch((const char *)(x + tp[CG_AHEAD].off + 16), _MM_HINT_T0);        \
             _mm_prefetch((const char *)(x + tp[CG_AHEAD].off + 32), _MM_HINT_T0);        \
             const __m512 b0 = _mm512_maskz_loadu_ps((__mmask16)lanes, src);              \
