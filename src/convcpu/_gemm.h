@@ -815,10 +815,10 @@ CG_CONV_KERNELS(cg_conv_half, 1)
  * leaves registers for the T accumulators (at 10 rows, two accumulators
  * went to the stack). */
 #define CG_ZMAX 4
-/* The tail kernels' shared steps: row i's start value of tail pixel t
- * (column COL0 + t of C, or the bias, 0 without one) into zb[t][i]; and a
- * tap's B row: where it starts, which lanes it reads, the prefetch of the
- * tap CG_AHEAD on. */
+/* The tail kernels' shared steps, on the kernel's own first, bias, c, ldc
+ * and x: row i's start value of tail pixel t (column COL0 + t of C, or the
+ * bias, 0 without one) into zb[t][i]; and a tap's B row: where it starts,
+ * which lanes it reads, the prefetch of the tap CG_AHEAD on. */
 #define CG_CONV_TAIL_START(zb, T, i, COL0)                                               \
     for (int t = 0; t < T; t++)                                                          \
     zb[t][i] = first ? (bias != NULL ? bias[i] : 0.0f) : c[i * ldc + (COL0) + t]
