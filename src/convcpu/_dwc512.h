@@ -122,8 +122,27 @@ DW5_INLINE void dw5_rows(const float *const *rows, const __mmask16 *mk, Py_ssize
     if (v < npos) dw5_block(rows, mk, v, pl, wv, bv, o + v * 16, Wo, NR, 1, K, SW, last);
 }
 
+/* Into L1, the n plane rows that follow the last one of rows[0 .. m-1]
+ * (hrow values, -1: a row of zeros) in memory: the rows the next group of
+ * output rows reads first, and past the plane's last row the next plane's
+ * first ones.  The hardware prefetchers miss these (the block order jumps
+ * between rows): 96ch @112 stride 2, one thread, 4.8 MB in L3:
+ * 0.115 -> 0.099 ms; 144ch @56 stride 1: 0.084 -> 0.075 ms. */
+DW5_INLINE void dw5_prefetch(const float *plane, Py_ssize_t W, const Py_ssize_t *rows, int m,
+                             int n)
+{
+    Py_ssize_t last = -1;
+    for (int k = m - 1; k >= 0 && last < 0; k--) last = rows[k];
+    if (last < 0) return;
+    /* addresses as integers: past the tensor's end is no pointer to form */
+    const uintptr_t lo = ((uintptr_t)plane + (uintptr_t)((last + 1) * W) * sizeof(float))
+                         & ~(uintptr_t)63;
+    const uintptr_t hi = lo + (uintptr_t)(n * W) * sizeof(float) + 63;
+    for (uintptr_t a = lo; a < hi; a += 64) _mm_prefetch((const char *)a, _MM_HINT_T0);
+}
+
 /* The kernel for a K x K kernel at stride SW (both at compile time): 4 output
- * rows at a time (then one), as CONVCPU_DWC. */
+ * rows at a time (then one), as CONVCPU_DWC, the next rows prefetched. */
 #define DW5_KERNEL(NAME, K, SW)                                                           \
     DW5_TARGET static void NAME(const float *plane, Py_ssize_t W, const Py_ssize_t *hrow,  \
                                 Py_ssize_t nrows, Py_ssize_t pl, Py_ssize_t Wo,            \
@@ -137,6 +156,7 @@ DW5_INLINE void dw5_rows(const float *const *rows, const __mmask16 *mk, Py_ssize
                 const Py_ssize_t src = hrow[i * SW + k];                                  \
                 rows[k] = src >= 0 ? plane + src * W : zrow;                              \
             }                                                                             \
+            dw5_prefetch(plane, W, hrow + i * SW, (nr - 1) * SW + K, 4 * SW);             \
             if (nr == 4)                                                                  \
                 dw5_rows(rows, mk, pl, wv, bv, out + i * Wo, Wo, 4, K, SW);               \
             else                                                                          \
