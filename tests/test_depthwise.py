@@ -324,6 +324,34 @@ def test_depthwise_band_kernel_is_the_row_sum(dtype, monkeypatch):
             assert_close(np.moveaxis(band, -1, 1), expected, dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_depthwise_channels_last_bands_within_l2(dtype, monkeypatch):
+    """A channels-last depthwise convolution whose band of input rows (all
+    channels) would not fit in L2 runs in more bands than cores (depthwise
+    L2_BYTES, made small here): each band's halo rows are read again, and the
+    result is the reference's, the same bits on 1 and 2 threads and as with
+    the real L2 (one band per image here)."""
+    rng = np.random.default_rng(77)
+    for stride, k, H in ((1, 3, 23), (2, 3, 31), (2, 5, 18), (1, 5, 9)):
+        x = rng.standard_normal((2, H, 40, 32)).astype(dtype)
+        w = rng.standard_normal((k, k, 32, 1)).astype(dtype)
+        b = rng.standard_normal(32).astype(dtype)
+        args = dict(stride=stride, padding="same")
+        whole = convcpu.depthwise_conv2d(x, w, b, num_threads=2, **args)
+        with monkeypatch.context() as m:
+            m.setattr(depthwise, "L2_BYTES", 32 * 1024)
+            window = depthwise._geometry.window((H, 40), (k, k), stride, 1, "same")
+            band = depthwise._band(window, 2, 1, 32, 32, x.itemsize, True, False)
+            assert band < -(-window.Ho // 2), (stride, k, band)
+            runs = [convcpu.depthwise_conv2d(x, w, b, num_threads=t, **args) for t in (1, 2)]
+        for got in runs:
+            np.testing.assert_array_equal(got, whole)
+        expected = conv_reference(np.moveaxis(x, -1, 1), w.transpose(2, 3, 0, 1), b, stride,
+                                  explicit_pads("same", (H, 40), (k, k), (stride,) * 2, (1, 1)),
+                                  1, 32)
+        assert_close(np.moveaxis(whole, -1, 1), expected, dtype)
+
+
 def _depthwise_or_separable(rng, trial, x, w, b, args):
     """A call of the band tests: trial % 7 == 3 the separable convolution
     (its depthwise step on the same kernels; pointwise to 3 channels, no
