@@ -426,16 +426,19 @@ def test_depthwise_masked_plane_kernel_is_the_gathered_sum(monkeypatch):
     image's edges masked out of them, rows of padding read from a row of
     zeros.  The same bits as CONVCPU_DWC (or, where its geometry does not
     fit, the gathered band on the row kernel) and as the row kernel, and the
-    reference's values: rows from 1 pixel to three vectors wide, padding wider
+    reference's values: rows from 1 pixel to five vectors wide (every fifth
+    trial 49-64 output columns: one block of four vectors), padding wider
     than a vector, "valid", rows padded by reflection (the columns then go
     to the gathered kernels), inputs at odd offsets, bias or none, an inf and
     a NaN, one or two threads, 1-pixel images, and the separable
     convolution's depthwise step."""
     rng = np.random.default_rng(1010)
-    for trial in range(72):
+    for trial in range(96):
         k = 3 if trial % 3 else 5
         s = 1 + trial % 2
-        H, W = int(rng.integers(1, 12)), int(rng.integers(1, 3 * 16 * s + 6))
+        H, W = int(rng.integers(1, 12)), int(rng.integers(1, 5 * 16 * s + 6))
+        if trial % 5 == 1:
+            W = int(rng.integers(49, 65)) * s
         if trial % 9 == 4:
             H = W = 1
         if trial % 4 == 0:
