@@ -344,6 +344,10 @@ def test_depthwise_channels_last_bands_within_l2(dtype, monkeypatch):
             band = depthwise._band(window, 2, 1, 32, 32, x.itemsize, True, False)
             assert band < -(-window.Ho // 2), (stride, k, band)
             runs = [convcpu.depthwise_conv2d(x, w, b, num_threads=t, **args) for t in (1, 2)]
+            # the calls ran those bands (run_direct keeps them per window)
+            assert (window.derived.get(("direct", 2, 32, 32, 32, x.itemsize, True, False,
+                                        depthwise.BAND_BYTES, 32 * 1024,
+                                        depthwise._core.MIN_TASKS))[1] == band)
         for got in runs:
             np.testing.assert_array_equal(got, whole)
         expected = conv_reference(np.moveaxis(x, -1, 1), w.transpose(2, 3, 0, 1), b, stride,

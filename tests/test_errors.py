@@ -129,11 +129,16 @@ def test_bad_environment_thread_count(monkeypatch):
 def test_window_cache_keys_tell_apart_what_the_checks_tell_apart():
     """Geometry is cached under a key of Python ints, strings and sequences of
     them; a bool, float or NumPy scalar (equal and hashing equal to an int)
-    gives no key, so its call goes through every check again."""
+    gives no key, so its call goes through every check again.  A tuple of
+    ints, strings and such tuples is its own key; other sequences become
+    tuples tagged "seq", which no such tuple can equal."""
     from convcpu._geometry import _freeze
-    assert _freeze((1, (2, 3), "same")) == _freeze([1, [2, 3], "same"]) == ("seq", 1,
-                                                                            ("seq", 2, 3), "same")
+    assert _freeze((1, (2, 3), "same")) == (1, (2, 3), "same")
+    assert _freeze([1, [2, 3], "same"]) == ("seq", 1, ("seq", 2, 3), "same")
     assert _freeze(((0, 1), (2, 3))) != _freeze((0, 1, 2, 3))
+    assert _freeze([[0, 1], [2, 3]]) != _freeze([0, 1, 2, 3])
+    assert _freeze(("seq", 2, 3)) != _freeze([2, 3])  # a user's "seq" is tagged too
+    assert _freeze((("seq", 2), 3)) == ("seq", ("seq", "seq", 2), 3)
     for value in (True, 1.0, np.int64(1), None, (1, True), ((0, 1), (0, np.int32(1))),
                   [(1, 2), 1.5]):
         assert _freeze(value) is None

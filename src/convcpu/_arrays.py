@@ -6,6 +6,7 @@ import os
 import numpy as np
 
 _NATIVE = (np.dtype(np.float32), np.dtype(np.float64))
+_F32, _F64 = _NATIVE  # NumPy's own objects: a byte-swapped dtype is another one
 
 
 def as_array(value, name):
@@ -51,8 +52,12 @@ def compute_dtype(*arrays):
     """
     dtypes = [a.dtype for a in arrays if a is not None]
     first = dtypes[0]
-    if first in _NATIVE and first.isnative and all(d == first for d in dtypes):
-        return first  # the common case, without NumPy's promotion machinery
+    if first is _F32 or first is _F64:  # native float32 / float64: the common case
+        for d in dtypes:
+            if d is not first and d != first:
+                break
+        else:
+            return first  # without NumPy's promotion machinery
     dtype = np.promote_types(np.result_type(*dtypes), np.float32)
     if dtype not in _NATIVE:
         raise TypeError(f"convcpu computes in float32 or float64; inputs promote to {dtype}")

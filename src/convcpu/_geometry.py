@@ -56,9 +56,21 @@ def weight_to_oi(weight, weight_format, nspatial, transposed=False):
     group) and the spatial letters (H, W; D for 3-D; W or L for 1-D): for example
     "OIHW" (PyTorch), "HWIO" (TensorFlow), "OHWI".
     """
-    fmt = _check_weight_format(weight_format, nspatial, transposed)
-    wanted = ("O", "I") + _SPATIAL_LETTERS[nspatial]
-    return weight.transpose(_oi_axes(weight_format, fmt, wanted, weight.shape))
+    key = (weight_format, nspatial, transposed, weight.ndim) if type(weight_format) is str \
+        else None
+    axes = _FORMAT_AXES.get(key)  # a format checked before: its axes (0.8 us a call)
+    if axes is None:
+        fmt = _check_weight_format(weight_format, nspatial, transposed)
+        wanted = ("O", "I") + _SPATIAL_LETTERS[nspatial]
+        axes = tuple(_oi_axes(weight_format, fmt, wanted, weight.shape))
+        if key is not None:
+            _FORMAT_AXES[key] = axes
+    return weight.transpose(axes)
+
+
+# Valid weight formats met so far (keys of weight_to_oi): bounded, as a valid
+# format is one of the orders (and letter cases) of at most five letters.
+_FORMAT_AXES = {}
 
 
 def shape_to_oi(shape, weight_format, nspatial):
@@ -87,6 +99,8 @@ def _as_int(value, name):
 
 def expand(value, nspatial, name, minimum=1):
     """An int or one int per spatial axis, each >= minimum, as a tuple."""
+    if type(value) is int and value >= minimum:  # the common case, first
+        return (value,) * nspatial
     if isinstance(value, (tuple, list, np.ndarray)):
         values = tuple(_as_int(v, name) for v in value)
         if len(values) != nspatial:
@@ -232,6 +246,9 @@ class Window:
         self.unpadded_1x1 = (self.R == self.S == 1 and stride2 == (1, 1)
                              and pads2 == ((0, 0), (0, 0)))
         self._strides2, self._dilations2, self._pad_left = stride2, dilation2, pads2[1][0]
+        # Values an op derives from this window and its other arguments alone,
+        # kept for the next call of a cached window (see depthwise.run_direct).
+        self.derived = {}
         # Output columns whose every tap reads inside the image.
         self.int_lo = int(self.ow_lo.max())
         self.int_hi = max(self.int_lo, int(self.ow_hi.min()))
@@ -282,6 +299,8 @@ def _freeze(value):
     kind = type(value)
     if kind is int or kind is str:
         return value
+    if kind is tuple and _plain(value):  # the common case: the key is the value itself
+        return value
     if isinstance(value, (tuple, list)):
         items = ["seq"]  # a loop, not a generator: this runs on every call (0.8 us saved)
         for v in value:
@@ -293,6 +312,17 @@ def _freeze(value):
             items.append(v)
         return tuple(items)
     return None
+
+
+def _plain(value):
+    """True for a tuple of Python ints, strings and such tuples (nothing
+    else): a key as it stands, told apart from the keys `_freeze` builds
+    (tuples that start with "seq")."""
+    for v in value:
+        kind = type(v)
+        if kind is not int and kind is not str and (kind is not tuple or not _plain(v)):
+            return False
+    return not value or value[0] != "seq"
 
 
 # Transposed convolution ---------------------------------------------------------

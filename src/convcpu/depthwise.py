@@ -213,9 +213,19 @@ def run_direct(xb, w, bias, result_b, window, channels, out_channels, groups, la
     bc = None if bias is None else _arrays.contiguous(bias, dtype)
     pc = None if pointwise is None else _arrays.contiguous(pointwise, dtype)
     pbc = None if pointwise_bias is None else _arrays.contiguous(pointwise_bias, dtype)
-    dims = window.dims(channels, out_channels, groups) + (window.int_lo, window.int_hi)
-    band = _band(window, n_batch, channels // groups, groups, out_channels, itemsize, last,
-                 pointwise is not None)
+    separable = pointwise is not None
+    # (the module's tuning constants are part of the key: tests change them)
+    key = ("direct", n_batch, channels, out_channels, groups, itemsize, last, separable,
+           BAND_BYTES, L2_BYTES, _core.MIN_TASKS)
+    found = window.derived.get(key)  # 0.6 us a call
+    if found is None:
+        dims = window.dims(channels, out_channels, groups) + (window.int_lo, window.int_hi)
+        band = _band(window, n_batch, channels // groups, groups, out_channels, itemsize, last,
+                     separable)
+        if len(window.derived) >= 64:
+            window.derived.clear()
+        found = window.derived[key] = (dims, band)
+    dims, band = found
     _direct.direct_conv(xc, wc, bc, result_b, window.hmap, window.wmap, dims, last, band,
                         threads, use_openmp, pc, pbc, pointwise_cols)
 
