@@ -108,8 +108,8 @@ DW5_INLINE void dw5_block(const float *const *rows, const __mmask16 *mk, Py_ssiz
 /* Every vector of NR output rows: JB = 2 at a time, then one; rows of 4
  * vectors (49-64 columns: 56, MobileNet's 56x56 layers) as one block of 4,
  * which reads each input row once (C harness, one thread: 144ch @56 stride 1
- * 0.071 -> 0.067 ms, 96ch @112 stride 2 0.097 -> 0.090; with 7 vectors
- * (112 columns) a block of 4, 2, 1 was 1.10x slower than 2, 2, 2, 1). */
+ * 0.073 -> 0.067 ms, 96ch @112 stride 2 0.097-0.102 -> 0.083-0.085; with 7
+ * vectors (112 columns) a block of 4, 2, 1 was 1.10x slower than 2, 2, 2, 1). */
 DW5_INLINE void dw5_rows(const float *const *rows, const __mmask16 *mk, Py_ssize_t pl,
                          const __m512 *wv, __m512 bv, float *o, Py_ssize_t Wo, int NR, int K,
                          int SW)
