@@ -375,6 +375,18 @@ static Py_ssize_t cg_block_rows(Py_ssize_t rows_left, Py_ssize_t blocks_left)
     return (rows_left + blocks_left - 1) / blocks_left;
 }
 
+/* CALL for each register block of the mc rows of A, at most MAXR rows a
+ * block (heights from cg_block_rows): with mr its rows, ir its first. */
+#define CG_ROW_BLOCKS(MAXR, CALL)                                                        \
+    do {                                                                                 \
+        const Py_ssize_t nb_ = (mc + (MAXR) - 1) / (MAXR);                               \
+        for (Py_ssize_t ir = 0, blk_ = 0; blk_ < nb_; blk_++) {                          \
+            const Py_ssize_t mr = cg_block_rows(mc - ir, nb_ - blk_);                    \
+            CALL;                                                                        \
+            ir += mr;                                                                    \
+        }                                                                                \
+    } while (0)
+
 static __mmask16 cg_mask(Py_ssize_t n)
 {
     return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
@@ -505,12 +517,8 @@ CG_TARGET static void cg_gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const fl
                 if (inplace) {
                     const __mmask16 m0 = cg_mask(nr), m1 = cg_mask(nr - 16);
                     const cg_ikernel_t *rows = nr <= 16 ? cg_rows_in_half : cg_rows_in;
-                    for (Py_ssize_t ir = 0, blk = 0; blk < nblk; blk++) {
-                        const Py_ssize_t mr = cg_block_rows(mc - ir, nblk - blk);
-                        rows[mr](kc, ablk + ir * rsa, rsa, b + l0 * rsb + j0, rsb,
-                                 cblk + ir * ldc, ldc, m0, m1);
-                        ir += mr;
-                    }
+                    CG_ROW_BLOCKS(CG_MR, rows[mr](kc, ablk + ir * rsa, rsa, b + l0 * rsb + j0,
+                                                  rsb, cblk + ir * ldc, ldc, m0, m1));
                     continue;
                 }
                 if (panels != NULL) {
@@ -523,38 +531,26 @@ CG_TARGET static void cg_gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const fl
                                   bpk + CG_KC * CG_NR);
                 }
                 if (t > 0) {
-                    const Py_ssize_t nzb = (mc + CG_ZMR2 - 1) / CG_ZMR2;
-                    for (Py_ssize_t ir = 0, blk = 0; blk < nzb; blk++) {
-                        const Py_ssize_t mr = cg_block_rows(mc - ir, nzb - blk);
-                        cg_rowsz[mr][t - 1](kc, ablk + ir * rsa, rsa, bp, bt, cblk + ir * ldc,
-                                            ldc);
-                        ir += mr;
-                    }
+                    CG_ROW_BLOCKS(CG_ZMR2, cg_rowsz[mr][t - 1](kc, ablk + ir * rsa, rsa, bp, bt,
+                                                               cblk + ir * ldc, ldc));
                     continue;
                 }
                 const __mmask16 m0 = cg_mask(nr), m1 = cg_mask(nr - 16);
                 if (by_rows && nr > 16 && nr <= 24 && cg_pairs) {
                     /* 17-24 columns: rows in pairs, three vectors a pair */
-                    const Py_ssize_t npb = (mc + CG_PMR - 1) / CG_PMR;
-                    for (Py_ssize_t ir = 0, blk = 0; blk < npb; blk++) {
-                        const Py_ssize_t mr = cg_block_rows(mc - ir, npb - blk);
-                        cg_rowsp[mr](kc, ablk + ir * rsa, rsa, bp, cblk + ir * ldc, ldc, m0,
-                                     m1);
-                        ir += mr;
-                    }
+                    CG_ROW_BLOCKS(CG_PMR, cg_rowsp[mr](kc, ablk + ir * rsa, rsa, bp,
+                                                       cblk + ir * ldc, ldc, m0, m1));
                     continue;
                 }
                 /* a panel of <= 16 columns runs on the half-width kernels */
                 const cg_kernel_t *rows = nr <= 16 ? cg_rows_half : cg_rows;
                 const cg_kernel_t *cols = nr <= 16 ? cg_cols_half : cg_cols;
-                for (Py_ssize_t ir = 0, blk = 0; blk < nblk; blk++) {
-                    const Py_ssize_t mr = cg_block_rows(mc - ir, nblk - blk);
-                    if (by_rows)
-                        rows[mr](kc, ablk + ir * rsa, rsa, bp, cblk + ir * ldc, ldc, m0, m1);
-                    else
-                        cols[mr](kc, ablk + ir, csa, bp, cblk + ir * ldc, ldc, m0, m1);
-                    ir += mr;
-                }
+                if (by_rows)
+                    CG_ROW_BLOCKS(CG_MR, rows[mr](kc, ablk + ir * rsa, rsa, bp, cblk + ir * ldc,
+                                                  ldc, m0, m1));
+                else
+                    CG_ROW_BLOCKS(CG_MR, cols[mr](kc, ablk + ir, csa, bp, cblk + ir * ldc, ldc,
+                                                  m0, m1));
             }
         }
     }
@@ -1140,7 +1136,6 @@ CONVCPU_GEMM_API int convcpu_sconv_implicit(Py_ssize_t M, Py_ssize_t C, Py_ssize
         const Py_ssize_t mc_even = ((M + n_mc - 1) / n_mc + CG_MR - 1) / CG_MR * CG_MR;
         for (Py_ssize_t i0 = 0; i0 < M; i0 += mc_even) {
             const Py_ssize_t mc = M - i0 < mc_even ? M - i0 : mc_even;
-            const Py_ssize_t nblk = (mc + CG_MR - 1) / CG_MR;
             for (Py_ssize_t j0 = 0, nr; j0 < n; j0 += nr) {
                 /* a panel of 32 pixels, or of 32 + t when none would be left
                  * (33-36 left), or of 16 + t when that ends a tile (17-20);
@@ -1157,42 +1152,31 @@ CONVCPU_GEMM_API int convcpu_sconv_implicit(Py_ssize_t M, Py_ssize_t C, Py_ssize
                 cg_conv_rows(taps, RS, cn, cs, rows);
                 for (Py_ssize_t l = kc; l < kc + CG_AHEAD; l++)
                     rows[l] = rows[kc - 1]; /* prefetched, not read */
+                /* a register block of rows i0 + ir .. of A and C reads from these */
+                const float *ab = a + i0 * lda + c0 * RS, *xb = x + c0 * cs;
+                const float *bb = bias != NULL ? bias + i0 : NULL;
+                float *cbl = c + i0 * ldc + j0;
+                const int first = set && c0 == 0;
                 if (wide3) {
                     const Py_ssize_t t3 = nr > 48 ? nr - 48 : 0;
-                    const Py_ssize_t nzb = (mc + CG_MR3 - 1) / CG_MR3;
                     const __mmask16 m2 = cg_mask(nr - 32);
-                    for (Py_ssize_t ir = 0, blk = 0; blk < nzb; blk++) {
-                        const Py_ssize_t mr = cg_block_rows(mc - ir, nzb - blk);
-                        cg_conv3[mr][t3](kc, a + (i0 + ir) * lda + c0 * RS, lda, x + c0 * cs,
-                                         rows, c + (i0 + ir) * ldc + j0, ldc, m2,
-                                         set && c0 == 0, bias != NULL ? bias + i0 + ir : NULL);
-                        ir += mr;
-                    }
+                    CG_ROW_BLOCKS(CG_MR3, cg_conv3[mr][t3](kc, ab + ir * lda, lda, xb, rows,
+                                                           cbl + ir * ldc, ldc, m2, first,
+                                                           bb != NULL ? bb + ir : NULL));
                     continue;
                 }
                 if (t > 0) {
                     const int full = nr > P;
-                    const Py_ssize_t zmr = full ? CG_ZMR2 : CG_MR;
-                    const Py_ssize_t nzb = (mc + zmr - 1) / zmr;
-                    for (Py_ssize_t ir = 0, blk = 0; blk < nzb; blk++) {
-                        const Py_ssize_t mr = cg_block_rows(mc - ir, nzb - blk);
-                        (full ? cg_convz : cg_convz_half)[mr][t - 1](
-                            kc, a + (i0 + ir) * lda + c0 * RS, lda, x + c0 * cs, rows,
-                            c + (i0 + ir) * ldc + j0, ldc, set && c0 == 0,
-                            bias != NULL ? bias + i0 + ir : NULL);
-                        ir += mr;
-                    }
+                    CG_ROW_BLOCKS(full ? CG_ZMR2 : CG_MR,
+                                  (full ? cg_convz : cg_convz_half)[mr][t - 1](
+                                      kc, ab + ir * lda, lda, xb, rows, cbl + ir * ldc, ldc,
+                                      first, bb != NULL ? bb + ir : NULL));
                     continue;
                 }
                 const __mmask16 m0 = cg_mask(nr), m1 = cg_mask(nr - 16);
                 const cg_conv_kernel_t *kern = nr <= 16 ? cg_conv_half : cg_conv;
-                for (Py_ssize_t ir = 0, blk = 0; blk < nblk; blk++) {
-                    const Py_ssize_t mr = cg_block_rows(mc - ir, nblk - blk);
-                    kern[mr](kc, a + (i0 + ir) * lda + c0 * RS, lda, x + c0 * cs, rows,
-                             c + (i0 + ir) * ldc + j0, ldc, m0, m1, set && c0 == 0,
-                             bias != NULL ? bias + i0 + ir : NULL);
-                    ir += mr;
-                }
+                CG_ROW_BLOCKS(CG_MR, kern[mr](kc, ab + ir * lda, lda, xb, rows, cbl + ir * ldc,
+                                              ldc, m0, m1, first, bb != NULL ? bb + ir : NULL));
             }
         }
     }
