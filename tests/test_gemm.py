@@ -376,3 +376,33 @@ def test_implicit_conv_of_gathered_images(seed, monkeypatch):
                           None if b is None else b.astype(np.float64), pads=tuple(pads),
                           dilation=dilation, groups=groups)
     np.testing.assert_allclose(gathered, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not OWN, reason="this CPU has no AVX-512: BLAS only")
+@pytest.mark.parametrize("m", [1, 7, 13, 24, 30, 64])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_own_gemm_from_bias_is_the_preset_chain(m, with_bias):
+    """convcpu_sgemm_bias (C = bias + A B, C not read: NaN there stays out)
+    starts each chain from the bias: the same bits as presetting C to the
+    bias and accumulating (beta 1), over every kind of panel (full, half,
+    17-24 in row pairs, 33-36 with a ragged tail, B in place for few rows)
+    and terms past one reduction block."""
+    rng = np.random.default_rng(m + 100 * with_bias)
+    for n in (5, 17, 20, 24, 33, 36, 45, 100, 196):
+        for k in (1, 3, 300):
+            a = rng.standard_normal((m, k)).astype(np.float32)
+            b = rng.standard_normal((k, n)).astype(np.float32)
+            bias = rng.standard_normal(m).astype(np.float32) if with_bias else None
+            got = np.full((m, n), np.nan, np.float32)
+            assert _core._gemm_bias_for_tests(a, b, bias, got)
+            preset = np.zeros((m, n), np.float32)
+            if with_bias:
+                preset[...] = bias[:, None]
+            # row-major C = A B is column-major C^T = B^T A^T
+            want = _core._gemm_for_tests("N", "N", np.asfortranarray(b.T),
+                                         np.asfortranarray(a.T), 1.0,
+                                         np.asfortranarray(preset.T)).T
+            np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    empty = np.full((m, 0), np.nan, np.float32)
+    assert _core._gemm_bias_for_tests(np.zeros((m, 4), np.float32),
+                                      np.zeros((4, 0), np.float32), None, empty)

@@ -25,7 +25,8 @@ cimport numpy as cnp
 
 from convcpu._blas cimport (CONVCPU_GEMM_PANEL, convcpu_gemm_get, convcpu_gemm_set,
                             convcpu_im2col_panels, convcpu_sconv_implicit,
-                            convcpu_sgemm_panels, floating, gemm_colmajor, gemm_trans,
+                            convcpu_sgemm_bias, convcpu_sgemm_panels, floating,
+                            gemm_colmajor, gemm_trans,
                             _fill_bias, _zero_padding)
 from convcpu._openmp cimport (CONVCPU_OPENMP, convcpu_region, convcpu_region_enter,
                               convcpu_region_init, convcpu_region_leave,
@@ -574,6 +575,7 @@ cdef void _run_task(const ConvPlan* p, Py_ssize_t t, floating* ws, floating* out
     cdef floating* out = <floating*>p.out
     cdef const floating* b
     cdef Py_ssize_t ldb, ldc, j, kk, s
+    cdef bint done
     cdef floating* c
     cdef const float* xs
     cdef Py_ssize_t v0, band_rows, cs, plane_rows, ci
@@ -655,13 +657,21 @@ cdef void _run_task(const ConvPlan* p, Py_ssize_t t, floating* ws, floating* out
         else:
             c = out_tile
             ldc = cols
-        _fill_bias(c, ldc, 1, bias + k0 if bias != NULL else NULL, kn, cols)
-        if p.kind == DEFORM:  # the same sums as CONV's: OpenBLAS packs both alike
-            gemm_trans(c'T', c'N', cols, kn, crs, b, crs, w + k0 * crs, crs, 1, c, ldc)
-        elif p.panels:
-            _gemm_panels(kn, cols, crs, w + k0 * crs, b, c, ldc)
-        else:
-            gemm_colmajor(cols, kn, crs, b, ldb, w + k0 * crs, crs, 1, c, ldc)
+        done = False
+        if floating is float:
+            # the own GEMM's chains start from the bias: no pass over c to
+            # preset it (the same bits as the preset and beta 1 below)
+            done = (p.kind != DEFORM and not p.panels
+                    and convcpu_sgemm_bias(kn, cols, crs, w + k0 * crs, crs, 1, b, ldb, 1,
+                                           bias + k0 if bias != NULL else NULL, c, ldc))
+        if not done:
+            _fill_bias(c, ldc, 1, bias + k0 if bias != NULL else NULL, kn, cols)
+            if p.kind == DEFORM:  # the same sums as CONV's: OpenBLAS packs both alike
+                gemm_trans(c'T', c'N', cols, kn, crs, b, crs, w + k0 * crs, crs, 1, c, ldc)
+            elif p.panels:
+                _gemm_panels(kn, cols, crs, w + k0 * crs, b, c, ldc)
+            else:
+                gemm_colmajor(cols, kn, crs, b, ldb, w + k0 * crs, crs, 1, c, ldc)
         if c == out_tile:
             _store_tile(p, out_tile, n0, nsamp, p0, npix, k0, kn, out)
     else:
@@ -1750,3 +1760,28 @@ def _gemm_for_tests(transa, transb, cnp.ndarray a, cnp.ndarray b, double beta, c
     else:
         raise ValueError("c: float32 or float64")
     return c
+
+
+def _gemm_bias_for_tests(cnp.ndarray a, cnp.ndarray b, object bias, cnp.ndarray c):
+    """c = bias[:, None] + a @ b (bias None: 0) through convcpu_sgemm_bias,
+    row-major float32 C-contiguous operands, c not read.  Returns False
+    (c untouched) when the own GEMM is off or absent."""
+    cdef Py_ssize_t m = c.shape[0], n = c.shape[1], k = a.shape[1]
+    cdef cnp.ndarray bias_arr
+    cdef const float* bp = NULL
+    cdef int done
+    for arr in (a, b, c) + (() if bias is None else (bias,)):
+        if arr.dtype != np.float32 or not arr.flags.c_contiguous:
+            raise ValueError("a, b, bias, c: C-contiguous float32 arrays")
+    if a.shape[0] != m or b.shape[0] != k or b.shape[1] != n:
+        raise ValueError("a (m, k), b (k, n), c (m, n)")
+    if bias is not None:
+        bias_arr = bias
+        if bias_arr.shape[0] != m:
+            raise ValueError("bias: (m,)")
+        bp = <const float*>cnp.PyArray_DATA(bias_arr)
+    with nogil:
+        done = convcpu_sgemm_bias(m, n, k, <const float*>cnp.PyArray_DATA(a), k, 1,
+                                  <const float*>cnp.PyArray_DATA(b), n, 1, bp,
+                                  <float*>cnp.PyArray_DATA(c), n)
+    return bool(done)

@@ -93,9 +93,11 @@ CONVCPU_GEMM_API int convcpu_gemm_set(int own)
 #define CG_WS_FLOATS (2 * CG_KC * CG_NR) /* a packed panel, and its tail's */
 #define CG_TARGET __attribute__((target("avx512f,fma")))
 
-/* A register-block kernel: (kc, a, lda, bp, c, ldc, m0, m1), as below. */
+/* A register-block kernel: (kc, a, lda, bp, c, ldc, m0, m1, first, bias), as
+ * below. */
 typedef void (*const cg_kernel_t)(Py_ssize_t, const float *, Py_ssize_t, const float *,
-                                  float *, Py_ssize_t, __mmask16, __mmask16);
+                                  float *, Py_ssize_t, __mmask16, __mmask16, int,
+                                  const float *);
 
 /* C[0:MR, 0:16*H] += A (MR x kc) . Bp (kc x CG_NR, packed); m0 / m1 mask the
  * two 16-column halves of C.  A(i, l) is a[i * (LDA) + l * (LSTEP)]: the
@@ -104,16 +106,23 @@ typedef void (*const cg_kernel_t)(Py_ssize_t, const float *, Py_ssize_t, const f
  * columns (a ragged last one: 196 pixels leave 4), half the FMAs.  Every
  * element of C is the same FMA chain either way.  CG_KERNEL_BODY: B packed
  * (BIN 0: rows CG_NR apart) or read in place (BIN 1: rows BSTEP apart, its
- * loads masked by m0 / m1 as C's are). */
+ * loads masked by m0 / m1 as C's are).  With first set, the chains start
+ * from bias[i] (0 when bias is NULL) instead of C, which is not read: the
+ * values a C preset to the bias would give, without that pass over C. */
 #define CG_KERNEL_BODY(MR, LDA, LSTEP, H, BIN, BSTEP)                                    \
     {                                                                                    \
         __m512 x[MR], y[MR];                                                             \
         (void)lda;                                                                       \
         _Pragma("GCC unroll 12") for (int i = 0; i < MR; i++)                            \
         {                                                                                \
-            x[i] = _mm512_maskz_loadu_ps(m0, c + i * ldc);                               \
-            y[i] = H == 2 ? _mm512_maskz_loadu_ps(m1, c + i * ldc + 16)                  \
-                          : _mm512_setzero_ps();                                         \
+            if (first) {                                                                 \
+                x[i] = bias != NULL ? _mm512_set1_ps(bias[i]) : _mm512_setzero_ps();     \
+                y[i] = x[i];                                                             \
+            } else {                                                                     \
+                x[i] = _mm512_maskz_loadu_ps(m0, c + i * ldc);                           \
+                y[i] = H == 2 ? _mm512_maskz_loadu_ps(m1, c + i * ldc + 16)              \
+                              : _mm512_setzero_ps();                                     \
+            }                                                                            \
         }                                                                                \
         for (Py_ssize_t l = 0; l < kc; l++) {                                            \
             const __m512 b0 = BIN ? _mm512_maskz_loadu_ps(m0, bp) : _mm512_loadu_ps(bp); \
@@ -140,7 +149,8 @@ typedef void (*const cg_kernel_t)(Py_ssize_t, const float *, Py_ssize_t, const f
     CG_TARGET static void NAME##_##MR(Py_ssize_t kc, const float *restrict a,            \
                                       Py_ssize_t lda, const float *restrict bp,          \
                                       float *restrict c, Py_ssize_t ldc, __mmask16 m0,   \
-                                      __mmask16 m1)                                      \
+                                      __mmask16 m1, int first,                           \
+                                      const float *restrict bias)                        \
     CG_KERNEL_BODY(MR, LDA, LSTEP, H, 0, CG_NR)
 /* KERNEL(NAME, MR, ...) for MR = 1 .. CG_MR, and their table NAME[MR] (of TYPE). */
 #define CG_MR_KERNELS(KERNEL, TYPE, NAME, ...)                                           \
@@ -172,16 +182,25 @@ CG_KERNELS(cg_cols_half, 1, lda, 1)
     CG_TARGET static void NAME##_##MR(Py_ssize_t kc, const float *restrict a,            \
                                       Py_ssize_t lda, const float *restrict bp,          \
                                       Py_ssize_t ldb, float *restrict c, Py_ssize_t ldc, \
-                                      __mmask16 m0, __mmask16 m1)                        \
+                                      __mmask16 m0, __mmask16 m1, int first,             \
+                                      const float *restrict bias)                        \
     CG_KERNEL_BODY(MR, lda, 1, H, 1, ldb)
 typedef void (*const cg_ikernel_t)(Py_ssize_t, const float *, Py_ssize_t, const float *,
-                                   Py_ssize_t, float *, Py_ssize_t, __mmask16, __mmask16);
+                                   Py_ssize_t, float *, Py_ssize_t, __mmask16, __mmask16, int,
+                                   const float *);
 #define CG_KERNELS_IN(NAME, H) CG_MR_KERNELS(CG_KERNEL_IN, cg_ikernel_t, NAME, H)
 CG_KERNELS_IN(cg_rows_in, 2)
 CG_KERNELS_IN(cg_rows_in_half, 1)
 /* A row block of at most this many register blocks reads B in place
  * (0: always pack; an A/B harness's switch). */
 static int cg_inplace_blocks = 2;
+
+/* The tail kernels' start, on the kernel's own first, bias, c and ldc: row
+ * i's start value of tail column t (column COL0 + t of C, or the bias, 0
+ * without one) into zb[t][i]. */
+#define CG_TAIL_START(zb, T, i, COL0)                                                    \
+    for (int t = 0; t < T; t++)                                                          \
+    zb[t][i] = first ? (bias != NULL ? bias[i] : 0.0f) : c[i * ldc + (COL0) + t]
 
 /* The tail's T accumulators z[t] from zb[t][0 .. MR-1] (C's values or the
  * bias, set by the kernel; the lanes past MR: zeros). */
@@ -240,23 +259,29 @@ static int cg_inplace_blocks = 2;
  * a ragged end of 1-4 columns (196 pixels: 6 x 32 + 4) costs a few FMAs per
  * step instead of a half-width panel.  Lane i's chain is CG_KERNEL's for
  * row i (l in order from C's value; fma(a, b, acc) with a*b == b*a): the
- * same bits.  MR <= CG_ZMR2 (8) leaves registers for the T accumulators. */
+ * same bits.  MR <= CG_ZMR2 (8) leaves registers for the T accumulators.
+ * first and bias: as in CG_KERNEL_BODY. */
 #define CG_GZMAX 4
 #define CG_ZMR2 8
 #define CG_KERNEL_Z(NAME, MR, T)                                                         \
     CG_TARGET static void NAME##_##MR##_##T(Py_ssize_t kc, const float *restrict a,      \
                                             Py_ssize_t lda, const float *restrict bp,    \
                                             const float *restrict bt, float *restrict c, \
-                                            Py_ssize_t ldc)                              \
+                                            Py_ssize_t ldc, int first,                   \
+                                            const float *restrict bias)                  \
     {                                                                                    \
         __m512 x[MR], y[MR], z[T];                                                       \
         float zb[T][16] __attribute__((aligned(64)));                                    \
         _Pragma("GCC unroll 12") for (int i = 0; i < MR; i++)                            \
         {                                                                                \
-            x[i] = _mm512_loadu_ps(c + i * ldc);                                         \
-            y[i] = _mm512_loadu_ps(c + i * ldc + 16);                                    \
-            for (int t = 0; t < T; t++)                                                  \
-                zb[t][i] = c[i * ldc + 32 + t];                                          \
+            if (first) {                                                                 \
+                x[i] = bias != NULL ? _mm512_set1_ps(bias[i]) : _mm512_setzero_ps();     \
+                y[i] = x[i];                                                             \
+            } else {                                                                     \
+                x[i] = _mm512_loadu_ps(c + i * ldc);                                     \
+                y[i] = _mm512_loadu_ps(c + i * ldc + 16);                                \
+            }                                                                            \
+            CG_TAIL_START(zb, T, i, 32);                                                 \
         }                                                                                \
         CG_TAIL_LOAD(zb, MR, T, z);                                                     \
         for (Py_ssize_t l = 0; l < kc; l++) {                                            \
@@ -277,7 +302,7 @@ static int cg_inplace_blocks = 2;
         CG_TAIL_END(zb, MR, 2, T, x, y, z, c, ldc);                                     \
     }
 typedef void (*const cg_gzkernel_t)(Py_ssize_t, const float *, Py_ssize_t, const float *,
-                                    const float *, float *, Py_ssize_t);
+                                    const float *, float *, Py_ssize_t, int, const float *);
 #define CG_KERNELS_Z(NAME, MR)                                                           \
     CG_KERNEL_Z(NAME, MR, 1) CG_KERNEL_Z(NAME, MR, 2) CG_KERNEL_Z(NAME, MR, 3)           \
     CG_KERNEL_Z(NAME, MR, 4)
@@ -304,13 +329,16 @@ static int cg_gzmax = CG_GZMAX; /* 0: no tail kernels (an A/B harness's switch) 
  * took an FMA slot and gained nothing).  Each element keeps CG_KERNEL's
  * chain, fma(a, b, acc) over l in order from C's value: the same bits.
  * MR <= CG_PMR rows (6 pairs: 18 accumulators; 8 pairs measured the same);
- * an odd MR leaves the last pair's second row out (masked, not read). */
+ * an odd MR leaves the last pair's second row out (masked, not read).
+ * first and bias: as in CG_KERNEL_BODY (the lanes no store keeps are
+ * left as they come). */
 #define CG_PMR 12
 #define CG_KERNEL_P(NAME, MR)                                                            \
     CG_TARGET static void NAME##_##MR(Py_ssize_t kc, const float *restrict a,            \
                                       Py_ssize_t lda, const float *restrict bp,          \
                                       float *restrict c, Py_ssize_t ldc, __mmask16 m0,   \
-                                      __mmask16 m1)                                      \
+                                      __mmask16 m1, int first,                           \
+                                      const float *restrict bias)                        \
     {                                                                                    \
         enum { P = (MR + 1) / 2 };                                                       \
         const __mmask16 mz = (__mmask16)((m1 << 8) | 0xFF);                              \
@@ -319,6 +347,17 @@ static int cg_gzmax = CG_GZMAX; /* 0: no tail kernels (an A/B harness's switch) 
         _Pragma("GCC unroll 8") for (int q = 0; q < P; q++)                              \
         {                                                                                \
             const float *c0 = c + 2 * q * ldc, *c1 = c0 + ldc;                           \
+            if (first) {                                                                 \
+                const __m512 b0 = bias != NULL ? _mm512_set1_ps(bias[2 * q])             \
+                                               : _mm512_setzero_ps();                    \
+                const __m512 b1 = bias != NULL && 2 * q + 1 < MR                         \
+                                      ? _mm512_set1_ps(bias[2 * q + 1])                  \
+                                      : _mm512_setzero_ps();                             \
+                u[q] = b0;                                                               \
+                v[q] = _mm512_mask_mov_ps(b0, 0xFF00, b1);                               \
+                z[q] = b1;                                                               \
+                continue;                                                                \
+            }                                                                            \
             u[q] = _mm512_loadu_ps(c0);                                                  \
             v[q] = _mm512_maskz_loadu_ps(m1, c0 + 16);                                   \
             if (2 * q + 1 < MR) {                                                        \
@@ -475,24 +514,28 @@ static float *cg_workspace(void)
     return ws;
 }
 
-/* A(i, l) = a[i * rsa + l * csa] with rsa == 1 or csa == 1.  B: packed here
- * into bpk, panel by panel; or, with panels != NULL, already packed: the
- * CG_NR-column panel q is panels[q * K * CG_NR ...], K rows of CG_NR values
- * (see convcpu_sgemm_panels), and b, rsb, csb, bpk are unused. */
+/* C += A B, or with set, C = bias + A B (bias[i] for row i, 0 when bias is
+ * NULL; C is not read; K >= 1).  A(i, l) = a[i * rsa + l * csa] with
+ * rsa == 1 or csa == 1.  B: packed here into bpk, panel by panel; or, with
+ * panels != NULL, already packed: the CG_NR-column panel q is
+ * panels[q * K * CG_NR ...], K rows of CG_NR values (see
+ * convcpu_sgemm_panels), and b, rsb, csb, bpk are unused. */
 CG_TARGET static void cg_gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float *a,
                               Py_ssize_t rsa, Py_ssize_t csa, const float *b, Py_ssize_t rsb,
                               Py_ssize_t csb, float *c, Py_ssize_t ldc, float *bpk,
-                              const float *panels)
+                              const float *panels, int set, const float *bias)
 {
     const int by_rows = csa == 1;
     for (Py_ssize_t l0 = 0; l0 < K; l0 += CG_KC) {
         const Py_ssize_t kc = K - l0 < CG_KC ? K - l0 : CG_KC;
+        const int first = set && l0 == 0;
         const Py_ssize_t mc_max = CG_A_FLOATS / kc > CG_MR ? CG_A_FLOATS / kc : CG_MR;
         const Py_ssize_t n_mc = (M + mc_max - 1) / mc_max;
         const Py_ssize_t mc_even = ((M + n_mc - 1) / n_mc + CG_MR - 1) / CG_MR * CG_MR;
         for (Py_ssize_t i0 = 0; i0 < M; i0 += mc_even) {
             const Py_ssize_t mc = M - i0 < mc_even ? M - i0 : mc_even;
             const float *ablk = a + i0 * rsa + l0 * csa;
+            const float *bb = bias != NULL ? bias + i0 : NULL; /* + ir: a block's */
             const Py_ssize_t nblk = (mc + CG_MR - 1) / CG_MR;
             for (Py_ssize_t j0 = 0, nr; j0 < N; j0 += nr) {
                 /* 32 columns, or 32 + t (A by rows) when that leaves none
@@ -518,7 +561,8 @@ CG_TARGET static void cg_gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const fl
                     const __mmask16 m0 = cg_mask(nr), m1 = cg_mask(nr - 16);
                     const cg_ikernel_t *rows = nr <= 16 ? cg_rows_in_half : cg_rows_in;
                     CG_ROW_BLOCKS(CG_MR, rows[mr](kc, ablk + ir * rsa, rsa, b + l0 * rsb + j0,
-                                                  rsb, cblk + ir * ldc, ldc, m0, m1));
+                                                  rsb, cblk + ir * ldc, ldc, m0, m1, first,
+                                                  bb != NULL ? bb + ir : NULL));
                     continue;
                 }
                 if (panels != NULL) {
@@ -532,14 +576,16 @@ CG_TARGET static void cg_gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const fl
                 }
                 if (t > 0) {
                     CG_ROW_BLOCKS(CG_ZMR2, cg_rowsz[mr][t - 1](kc, ablk + ir * rsa, rsa, bp, bt,
-                                                               cblk + ir * ldc, ldc));
+                                                               cblk + ir * ldc, ldc, first,
+                                                               bb != NULL ? bb + ir : NULL));
                     continue;
                 }
                 const __mmask16 m0 = cg_mask(nr), m1 = cg_mask(nr - 16);
                 if (by_rows && nr > 16 && nr <= 24 && cg_pairs) {
                     /* 17-24 columns: rows in pairs, three vectors a pair */
                     CG_ROW_BLOCKS(CG_PMR, cg_rowsp[mr](kc, ablk + ir * rsa, rsa, bp,
-                                                       cblk + ir * ldc, ldc, m0, m1));
+                                                       cblk + ir * ldc, ldc, m0, m1, first,
+                                                       bb != NULL ? bb + ir : NULL));
                     continue;
                 }
                 /* a panel of <= 16 columns runs on the half-width kernels */
@@ -547,10 +593,11 @@ CG_TARGET static void cg_gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const fl
                 const cg_kernel_t *cols = nr <= 16 ? cg_cols_half : cg_cols;
                 if (by_rows)
                     CG_ROW_BLOCKS(CG_MR, rows[mr](kc, ablk + ir * rsa, rsa, bp, cblk + ir * ldc,
-                                                  ldc, m0, m1));
+                                                  ldc, m0, m1, first,
+                                                  bb != NULL ? bb + ir : NULL));
                 else
                     CG_ROW_BLOCKS(CG_MR, cols[mr](kc, ablk + ir, csa, bp, cblk + ir * ldc, ldc,
-                                                  m0, m1));
+                                                  m0, m1, first, bb != NULL ? bb + ir : NULL));
             }
         }
     }
@@ -585,11 +632,40 @@ CONVCPU_GEMM_API int convcpu_sgemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
         }
     }
     if (M > 0 && N > 0)
-        cg_gemm(M, N, K, a, rsa, csa, b, rsb, csb, c, ldc, ws, NULL);
+        cg_gemm(M, N, K, a, rsa, csa, b, rsb, csb, c, ldc, ws, NULL, 0, NULL);
     return 1;
 #else
     (void)M; (void)N; (void)K; (void)a; (void)rsa; (void)csa; (void)b; (void)rsb; (void)csb;
     (void)beta; (void)c; (void)ldc;
+    return 0;
+#endif
+}
+
+/* Row-major C[M][N] (rows ldc apart) = bias[i] (0 when bias is NULL) +
+ * A[M][K] B[K][N], A and B as in convcpu_sgemm; C is not read.  The kernels
+ * start each element's chain from its bias, as convcpu_sgemm (beta 1) does
+ * from a C preset to it: the same bits, without that pass over C (a 1x1
+ * convolution of 32 channels to 192: one pass over 9.6 MB of output).
+ * Returns 1 when done, 0 (C untouched) when the caller must do it. */
+CONVCPU_GEMM_API int convcpu_sgemm_bias(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                                        const float *a, Py_ssize_t rsa, Py_ssize_t csa,
+                                        const float *b, Py_ssize_t rsb, Py_ssize_t csb,
+                                        const float *bias, float *c, Py_ssize_t ldc)
+{
+#if CONVCPU_OWN_GEMM
+    if (convcpu_gemm_get() != 1 || K < 1)
+        return 0;
+    if ((csa != 1 && rsa != 1) || (csb != 1 && rsb != 1))
+        return 0;
+    float *ws = cg_workspace();
+    if (ws == NULL)
+        return 0;
+    if (M > 0 && N > 0)
+        cg_gemm(M, N, K, a, rsa, csa, b, rsb, csb, c, ldc, ws, NULL, 1, bias);
+    return 1;
+#else
+    (void)M; (void)N; (void)K; (void)a; (void)rsa; (void)csa; (void)b; (void)rsb; (void)csb;
+    (void)bias; (void)c; (void)ldc;
     return 0;
 #endif
 }
@@ -613,7 +689,7 @@ CONVCPU_GEMM_API int convcpu_sgemm_panels(Py_ssize_t M, Py_ssize_t N, Py_ssize_t
     if (convcpu_gemm_get() != 1 || (csa != 1 && rsa != 1))
         return 0;
     if (M > 0 && N > 0)
-        cg_gemm(M, N, K, a, rsa, csa, NULL, 0, 0, c, ldc, NULL, panels);
+        cg_gemm(M, N, K, a, rsa, csa, NULL, 0, 0, c, ldc, NULL, panels, 0, NULL);
     return 1;
 #else
     (void)M; (void)N; (void)K; (void)a; (void)rsa; (void)csa; (void)panels; (void)c; (void)ldc;
@@ -811,13 +887,9 @@ CG_CONV_KERNELS(cg_conv_half, 1)
  * leaves registers for the T accumulators (at 10 rows, two accumulators
  * went to the stack). */
 #define CG_ZMAX 4
-/* The tail kernels' shared steps, on the kernel's own first, bias, c, ldc
- * and x: row i's start value of tail pixel t (column COL0 + t of C, or the
- * bias, 0 without one) into zb[t][i]; and a tap's B row: where it starts,
- * which lanes it reads, the prefetch of the tap CG_AHEAD on. */
-#define CG_CONV_TAIL_START(zb, T, i, COL0)                                               \
-    for (int t = 0; t < T; t++)                                                          \
-    zb[t][i] = first ? (bias != NULL ? bias[i] : 0.0f) : c[i * ldc + (COL0) + t]
+/* The implicit tail kernels' tap step, on the kernel's own x: a tap's B
+ * row, where it starts, which lanes it reads, the prefetch of the tap
+ * CG_AHEAD on. */
 #define CG_CONV_TAP_START(src, lanes, tp)                                                \
     const float *src = x + tp->off;                                                      \
     const uint64_t lanes = (uint64_t)tp->lanes;                                          \
@@ -840,7 +912,7 @@ CG_CONV_KERNELS(cg_conv_half, 1)
                 x_[i] = _mm512_loadu_ps(c + i * ldc);                                    \
                 y_[i] = H == 2 ? _mm512_loadu_ps(c + i * ldc + 16) : _mm512_setzero_ps(); \
             }                                                                            \
-            CG_CONV_TAIL_START(zb, T, i, 16 * H);                                        \
+            CG_TAIL_START(zb, T, i, 16 * H);                                             \
         }                                                                                \
         CG_TAIL_LOAD(zb, MR, T, z_);                                                    \
         for (const cg_tap_t *tp = rows, *tend = rows + kc; tp != tend; tp++) {           \
@@ -927,7 +999,7 @@ static int cg_zmax = CG_ZMAX; /* 0: no tail kernels (an A/B harness's switch) */
                 y_[i] = _mm512_loadu_ps(c + i * ldc + 16);                               \
                 w_[i] = _mm512_maskz_loadu_ps(m2, c + i * ldc + 32);                     \
             }                                                                            \
-            CG_CONV_TAIL_START(zb, T, i, 48);                                            \
+            CG_TAIL_START(zb, T, i, 48);                                                 \
         }                                                                                \
         CG_TAIL_LOAD(zb, MR, T, z_);                                                    \
         for (const cg_tap_t *tp = rows, *tend = rows + kc; tp != tend; tp++) {           \
