@@ -99,6 +99,19 @@ typedef void (*const cg_kernel_t)(Py_ssize_t, const float *, Py_ssize_t, const f
                                   float *, Py_ssize_t, __mmask16, __mmask16, int,
                                   const float *);
 
+/* Row i's start of a register block, into x[i] and y[i] (y with H = 2), on
+ * the kernel's own first, bias, c, ldc, m0 and m1: with first, bias[i] (0
+ * when bias is NULL; C not read); else C's row, columns masked by m0 / m1. */
+#define CG_ROW_START(x, y, i, H)                                                         \
+    if (first) {                                                                         \
+        x[i] = bias != NULL ? _mm512_set1_ps(bias[i]) : _mm512_setzero_ps();             \
+        y[i] = x[i];                                                                     \
+    } else {                                                                             \
+        x[i] = _mm512_maskz_loadu_ps(m0, c + i * ldc);                                   \
+        y[i] = H == 2 ? _mm512_maskz_loadu_ps(m1, c + i * ldc + 16)                      \
+                      : _mm512_setzero_ps();                                             \
+    }
+
 /* C[0:MR, 0:16*H] += A (MR x kc) . Bp (kc x CG_NR, packed); m0 / m1 mask the
  * two 16-column halves of C.  A(i, l) is a[i * (LDA) + l * (LSTEP)]: the
  * caller's matrix read in place, by rows (LDA lda, LSTEP 1) or by columns
@@ -115,14 +128,7 @@ typedef void (*const cg_kernel_t)(Py_ssize_t, const float *, Py_ssize_t, const f
         (void)lda;                                                                       \
         _Pragma("GCC unroll 12") for (int i = 0; i < MR; i++)                            \
         {                                                                                \
-            if (first) {                                                                 \
-                x[i] = bias != NULL ? _mm512_set1_ps(bias[i]) : _mm512_setzero_ps();     \
-                y[i] = x[i];                                                             \
-            } else {                                                                     \
-                x[i] = _mm512_maskz_loadu_ps(m0, c + i * ldc);                           \
-                y[i] = H == 2 ? _mm512_maskz_loadu_ps(m1, c + i * ldc + 16)              \
-                              : _mm512_setzero_ps();                                     \
-            }                                                                            \
+            CG_ROW_START(x, y, i, H);                                                    \
         }                                                                                \
         for (Py_ssize_t l = 0; l < kc; l++) {                                            \
             const __m512 b0 = BIN ? _mm512_maskz_loadu_ps(m0, bp) : _mm512_loadu_ps(bp); \
@@ -837,14 +843,7 @@ typedef void (*const cg_conv_kernel_t)(Py_ssize_t, const float *, Py_ssize_t, co
         __m512 x_[MR], y_[MR];                                                           \
         _Pragma("GCC unroll 12") for (int i = 0; i < MR; i++)                            \
         {                                                                                \
-            if (first) {                                                                 \
-                x_[i] = bias != NULL ? _mm512_set1_ps(bias[i]) : _mm512_setzero_ps();    \
-                y_[i] = x_[i];                                                           \
-            } else {                                                                     \
-                x_[i] = _mm512_maskz_loadu_ps(m0, c + i * ldc);                          \
-                y_[i] = H == 2 ? _mm512_maskz_loadu_ps(m1, c + i * ldc + 16)             \
-                               : _mm512_setzero_ps();                                    \
-            }                                                                            \
+            CG_ROW_START(x_, y_, i, H);                                                  \
         }                                                                                \
         for (const cg_tap_t *tp = rows, *tend = rows + kc; tp != tend; tp++) {           \
             const float *src = x + tp->off;                                              \
