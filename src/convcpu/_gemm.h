@@ -608,6 +608,17 @@ CG_TARGET static void cg_gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const fl
         }
     }
 }
+
+/* The calling thread's workspace for cg_gemm, or NULL when the caller must
+ * use BLAS: the own kernels are off, the operands are not BLAS's (a unit
+ * stride each), or no workspace could be allocated. */
+static float *cg_gemm_workspace(Py_ssize_t rsa, Py_ssize_t csa, Py_ssize_t rsb,
+                                Py_ssize_t csb)
+{
+    if (convcpu_gemm_get() != 1 || (csa != 1 && rsa != 1) || (csb != 1 && rsb != 1))
+        return NULL;
+    return cg_workspace();
+}
 #endif /* CONVCPU_OWN_GEMM */
 
 /* Row-major C[M][N] (rows ldc apart) = A[M][K] B[K][N] + beta C, where
@@ -620,11 +631,7 @@ CONVCPU_GEMM_API int convcpu_sgemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                                    float beta, float *c, Py_ssize_t ldc)
 {
 #if CONVCPU_OWN_GEMM
-    if (convcpu_gemm_get() != 1)
-        return 0;
-    if ((csa != 1 && rsa != 1) || (csb != 1 && rsb != 1))
-        return 0; /* not BLAS operands, which have a unit stride each */
-    float *ws = cg_workspace();
+    float *ws = cg_gemm_workspace(rsa, csa, rsb, csb);
     if (ws == NULL)
         return 0;
     if (beta != 1) {
@@ -659,11 +666,7 @@ CONVCPU_GEMM_API int convcpu_sgemm_bias(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K
                                         const float *bias, float *c, Py_ssize_t ldc)
 {
 #if CONVCPU_OWN_GEMM
-    if (convcpu_gemm_get() != 1 || K < 1)
-        return 0;
-    if ((csa != 1 && rsa != 1) || (csb != 1 && rsb != 1))
-        return 0;
-    float *ws = cg_workspace();
+    float *ws = K < 1 ? NULL : cg_gemm_workspace(rsa, csa, rsb, csb);
     if (ws == NULL)
         return 0;
     if (M > 0 && N > 0)
