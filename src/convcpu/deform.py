@@ -51,8 +51,9 @@ def deform_conv2d(x, offset, weight, bias=None, stride=1, padding=0, dilation=1,
     The interpolation is torchvision's: the four corner products are summed in
     the order top-left, top-right, bottom-left, bottom-right and the mask
     multiplies the sum.  A corner whose weight is zero is not read, so a sample
-    at an integer position is exactly that pixel (zero offsets give exactly
-    `conv2d`), and an Inf or NaN pixel reaches only the samples that touch it
+    at an integer position is exactly that pixel (zero offsets sample exactly
+    `conv2d`'s patches: the same bits where the product is convcpu's own
+    float32 GEMM; on SciPy's BLAS the rounding may follow its block shapes), and an Inf or NaN pixel reaches only the samples that touch it
     (torchvision would multiply it by 0 and give NaN).  A NaN offset gives a
     NaN sample; an infinite one lies outside the image and samples zero.
     A position is the integer window position plus the offset, split into its
