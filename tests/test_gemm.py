@@ -2,6 +2,9 @@
 SciPy's sgemm, over the shapes that cross its blocks (12-row register blocks,
 32-column panels, 256-term reduction blocks, 240-row A blocks), every
 transpose and beta; then whole convolutions under both backends."""
+import ctypes
+import mmap
+
 import numpy as np
 import pytest
 
@@ -10,6 +13,20 @@ from convcpu import _core
 
 OWN = _core.gemm_backend() == "convcpu"
 BACKENDS = ["convcpu", "blas"] if OWN else ["blas"]
+
+
+# How the implicit convolution reads its panels (_core.implicit_loads): both
+# give the same bits; "and" is the default on AMD Zen 4 only, so the tests
+# run each on every machine with the own kernels.
+LOADS = ["masked", "and"] if OWN else ["masked"]
+
+
+@pytest.fixture(params=LOADS)
+def loads(request):
+    before = _core.implicit_loads()
+    assert _core.implicit_loads(request.param) == request.param
+    yield request.param
+    _core.implicit_loads(before)
 
 
 @pytest.fixture
@@ -138,6 +155,8 @@ def test_own_gemm_in_place_b_is_the_packed_chain(n_cols):
 def test_backend_switch_refuses_unknown():
     with pytest.raises(ValueError, match="gemm backend"):
         _core.gemm_backend("mkl")
+    with pytest.raises(ValueError, match="implicit loads"):
+        _core.implicit_loads("gather")
 
 
 @pytest.mark.parametrize("backend", BACKENDS, indirect=True)
@@ -228,7 +247,7 @@ def test_im2col_into_panels_is_the_packed_sum(seed, monkeypatch):
 
 
 @pytest.mark.parametrize("seed", range(48))
-def test_implicit_conv_is_the_im2col_sum(seed, monkeypatch):
+def test_implicit_conv_is_the_im2col_sum(seed, loads, monkeypatch):
     """Zero-padded NCHW float32 convolutions run with no im2col: the GEMM
     kernels read each tap of a 32-pixel panel from the input in place (stride
     1, output rows as wide as the input's), or from a task's copy of the
@@ -290,7 +309,7 @@ def test_implicit_conv_is_the_im2col_sum(seed, monkeypatch):
 
 
 @pytest.mark.parametrize("seed", range(30))
-def test_implicit_conv_ragged_tail_kernels(seed, monkeypatch):
+def test_implicit_conv_ragged_tail_kernels(seed, loads, monkeypatch):
     """A tile that ends 1-4 pixels past a panel (33-36 left) or past a half
     panel (17-20 left, or 51-52: a panel, then 16 + t) runs those pixels on
     the tail kernels of convcpu_sconv_implicit (CG_CONV_KERNEL_Z), which keep
@@ -335,7 +354,7 @@ def test_implicit_conv_ragged_tail_kernels(seed, monkeypatch):
 
 
 @pytest.mark.parametrize("seed", range(16))
-def test_implicit_conv_of_gathered_images(seed, monkeypatch):
+def test_implicit_conv_of_gathered_images(seed, loads, monkeypatch):
     """Batches of small images with "same" rows and columns at stride 1 go to
     the implicit convolution several whole images to a task: copied one
     after another into a plane per channel, so that a panel's pixels run on
@@ -406,3 +425,59 @@ def test_own_gemm_from_bias_is_the_preset_chain(m, with_bias):
     empty = np.full((m, 0), np.nan, np.float32)
     assert _core._gemm_bias_for_tests(np.zeros((m, 4), np.float32),
                                       np.zeros((4, 0), np.float32), None, empty)
+
+
+def _guarded(values, at_end):
+    """A C-contiguous copy of values in memory with a PROT_NONE page right
+    before it (at_end False) or right after it (at_end True): a read one
+    element outside the array kills the process."""
+    page = mmap.PAGESIZE
+    nbytes = values.nbytes
+    data_pages = -(-nbytes // page)
+    buf = mmap.mmap(-1, (data_pages + 2) * page)
+    offset = page + (data_pages * page - nbytes if at_end else 0)
+    x = np.frombuffer(buf, values.dtype, values.size, offset).reshape(values.shape)
+    x[...] = values
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+    for start in (base, base + (data_pages + 1) * page):
+        assert libc.mprotect(start, page, 0) == 0, ctypes.get_errno()  # PROT_NONE
+    return x
+
+
+@pytest.mark.skipif(not OWN, reason="this CPU has no AVX-512: BLAS only")
+@pytest.mark.parametrize("seed", range(24))
+def test_implicit_and_loads_stay_inside_the_input(seed):
+    """The "and" loads of the implicit convolution read all 32 lanes of a
+    panel's row, the masked-out ones too, so a panel takes them only where
+    every row of its channel block lies inside the input (or the task's
+    copy of it): the first channel's taps above the image and the last
+    channel's below it read before and past the array.  Inputs flush against
+    a PROT_NONE page on either side (one sample: read in place), stride 1
+    and "same" columns; no crash, and the bits of the masked loads."""
+    rng = np.random.default_rng(5300 + seed)
+    nsp = 1 if seed % 4 == 3 else 2
+    kernel = tuple(int(rng.integers(1, 6)) for _ in range(nsp))
+    dilation = tuple(int(rng.integers(1, 3)) for _ in range(nsp))
+    span = [(k - 1) * d for k, d in zip(kernel, dilation)]
+    left = int(rng.integers(0, span[-1] + 1))
+    pads = [(left, span[-1] - left)]
+    if nsp == 2:
+        pads.insert(0, (int(rng.integers(0, span[0] + 2)), int(rng.integers(0, span[0] + 2))))
+    spatial = tuple(int(rng.integers(max(1, s - sum(p) + 1), 40)) for s, p in zip(span, pads))
+    cin, cout = int(rng.integers(1, 4)), int(rng.integers(1, 40))
+    values = rng.standard_normal((1, cin) + spatial).astype(np.float32)
+    w = rng.standard_normal((cout, cin) + kernel).astype(np.float32)
+    op = convcpu.conv2d if nsp == 2 else convcpu.conv1d
+    args = dict(padding=tuple(pads), dilation=dilation)
+    before = _core.implicit_loads()
+    try:
+        _core.implicit_loads("masked")
+        want = op(values, w, **args)
+        _core.implicit_loads("and")
+        for at_end in (False, True):
+            got = op(_guarded(values, at_end), w, **args)
+            np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    finally:
+        _core.implicit_loads(before)

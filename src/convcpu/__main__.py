@@ -41,6 +41,9 @@ def info():
           f"convcpu threads: {convcpu.get_num_threads()}")
     print(f"float32 GEMM: {_core.gemm_backend()} "
           "(convcpu: own AVX-512 kernels; blas: SciPy's sgemm); float64 GEMM: blas")
+    if _core.gemm_backend() == "convcpu":
+        print(f"implicit convolution loads: {_core.implicit_loads()} "
+              "(and: plain loads and'ed with the lanes, AMD Zen 4; masked: masked loads)")
     env = {k: v for k, v in os.environ.items()
            if k.startswith(("CONVCPU_", "OMP_", "OPENBLAS_", "GOMP_"))}
     if env:

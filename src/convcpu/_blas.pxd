@@ -29,7 +29,9 @@ cdef extern from "_gemm.h" nogil:
                                Py_ssize_t Ho, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t pad_top,
                                Py_ssize_t pad_left, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t p0,
                                Py_ssize_t n, float* c, Py_ssize_t ldc, int set,
-                               const float* bias)
+                               const float* bias, Py_ssize_t lo, Py_ssize_t hi)
+    int convcpu_implicit_and_get()
+    int convcpu_implicit_and_set(int on)
     enum: CONVCPU_GEMM_PANEL
 
 ctypedef fused floating:

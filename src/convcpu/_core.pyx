@@ -24,6 +24,7 @@ from cython.parallel cimport parallel
 cimport numpy as cnp
 
 from convcpu._blas cimport (CONVCPU_GEMM_PANEL, convcpu_gemm_get, convcpu_gemm_set,
+                            convcpu_implicit_and_get, convcpu_implicit_and_set,
                             convcpu_im2col_panels, convcpu_sconv_implicit,
                             convcpu_sgemm_bias, convcpu_sgemm_panels, floating,
                             gemm_colmajor, gemm_trans,
@@ -174,8 +175,10 @@ WEIGHT_GRAD_SLOTS = 8
 WEIGHT_GRAD_BYTES = 64 * 1024 * 1024
 
 
-# Decide the float32 GEMM backend once, at import (before any thread reads it).
+# Decide the float32 GEMM backend and the implicit convolution's loads once,
+# at import (before any thread reads them).
 convcpu_gemm_get()
+convcpu_implicit_and_get()
 
 
 def gemm_backend(name=None):
@@ -188,6 +191,21 @@ def gemm_backend(name=None):
             raise ValueError(f"gemm backend must be 'convcpu' or 'blas', got {name!r}")
         convcpu_gemm_set(name == "convcpu")
     return "convcpu" if convcpu_gemm_get() else "blas"
+
+
+def implicit_loads(name=None):
+    """How the implicit convolution's panels read the input: "and" (plain
+    loads and'ed with each tap's lanes, where every lane stays inside the
+    input or its copy; the default on AMD Zen 4, where a masked 512-bit load
+    takes an FMA slot) or "masked" (zero-masked loads; the default elsewhere,
+    and always for float64 or the BLAS backend, which never load this way).
+    The same values and bits either way.  With `name`, select it first; not
+    thread-safe: for tests and benchmarks, between calls."""
+    if name is not None:
+        if name not in ("and", "masked"):
+            raise ValueError(f"implicit loads must be 'and' or 'masked', got {name!r}")
+        convcpu_implicit_and_set(name == "and")
+    return "and" if convcpu_implicit_and_get() else "masked"
 
 
 def openmp_max_threads():
@@ -578,7 +596,7 @@ cdef void _run_task(const ConvPlan* p, Py_ssize_t t, floating* ws, floating* out
     cdef bint done
     cdef floating* c
     cdef const float* xs
-    cdef Py_ssize_t v0, band_rows, cs, plane_rows, ci
+    cdef Py_ssize_t v0, band_rows, cs, plane_rows, ci, lo, hi
     if p.implicit and nsamp > 1:
         # whole small images (plan: stride 1, H == Ho, W == Wo), gathered into
         # ws as (Cg, nsamp, H, W): their pixels fill the panels one after
@@ -594,7 +612,8 @@ cdef void _run_task(const ConvPlan* p, Py_ssize_t t, floating* ws, floating* out
                                   <const float*>ws, nsamp * p.H * p.W, nsamp * p.H, p.W, p.H,
                                   p.W, p.Ho, 1, 1, p.pad_top, p.pad_left, p.dh, p.dw, 0, cols,
                                   <float*>out_tile, cols, 1,
-                                  <const float*>bias + k0 if bias != NULL else NULL):
+                                  <const float*>bias + k0 if bias != NULL else NULL,
+                                  0, p.Cg * nsamp * p.H * p.W):
             _store_tile(p, out_tile, n0, nsamp, 0, HoWo, k0, kn, out)
             return
         last_tile[0] = -1  # (the own GEMM was switched off: sample by sample below)
@@ -605,6 +624,7 @@ cdef void _run_task(const ConvPlan* p, Py_ssize_t t, floating* ws, floating* out
             xs = <const float*>b
             cs = p.H * p.W
             plane_rows = p.H
+            lo, hi = 0, p.Cg * cs  # what the kernels may read: the sample's group
             if p.phases:  # plan_implicit: one sample per task
                 v0 = _phase_band(p, p0, npix, &band_rows)
                 if last_tile[0] != tile:
@@ -613,12 +633,14 @@ cdef void _run_task(const ConvPlan* p, Py_ssize_t t, floating* ws, floating* out
                 plane_rows = band_rows
                 cs = p.sh * p.sw * band_rows * p.Wo
                 xs = <const float*>ws - v0 * p.Wo
+                lo, hi = v0 * p.Wo, v0 * p.Wo + p.Cg * cs  # ... or its copy in ws
             if not convcpu_sconv_implicit(kn, p.Cg, p.R, p.S, <const float*>w + k0 * crs, crs,
                                           xs, cs, plane_rows, p.Wo, p.H, p.W, p.Ho, p.sh,
                                           p.sw,
                                           p.pad_top, p.pad_left, p.dh, p.dw, p0, npix,
                                           <float*>c, HoWo, 1,
-                                          <const float*>bias + k0 if bias != NULL else NULL):
+                                          <const float*>bias + k0 if bias != NULL else NULL,
+                                          lo, hi):
                 # the own GEMM was switched off since the plan was made: BLAS,
                 # a panel's worth of pixels at a time (ws holds one)
                 _fill_bias(c, HoWo, 1, bias + k0 if bias != NULL else NULL, kn, npix)

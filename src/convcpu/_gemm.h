@@ -29,7 +29,8 @@
  * convcpu_sconv_implicit runs a convolution on the same kernels with the
  * im2col done in their registers: each row of a panel is read from the
  * input (or a copy of its rows in stride phases) in place, masked at the
- * image's edges.
+ * image's edges (on AMD Zen 4, where it stays inside the input, by a plain
+ * load and'ed with the tap's lanes: cg_implicit_and).
  *
  * Elsewhere (no AVX-512, another compiler, or float64) the caller uses BLAS:
  * convcpu_sgemm returns 0 and does nothing. */
@@ -43,6 +44,7 @@
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8 \
     && defined(__linux__)
 #define CONVCPU_OWN_GEMM 1
+#include <cpuid.h>
 #include <immintrin.h>
 #include <pthread.h>
 #else
@@ -826,17 +828,29 @@ typedef void (*const cg_conv_kernel_t)(Py_ssize_t, const float *, Py_ssize_t, co
                                        const cg_tap_t *, float *, Py_ssize_t, __mmask16,
                                        __mmask16, int, const float *);
 
+/* 16 floats at src, lane j kept where mv's lane j is all ones and +0.0
+ * where it is 0: the values of a zero-masked load, by a plain load and a
+ * bitwise and (see cg_implicit_and). */
+CG_TARGET static inline __m512 cg_and_load(const float *src, const float *mv)
+{
+    return _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(_mm512_loadu_ps(src)),
+                                                _mm512_load_si512((const void *)mv)));
+}
+
 /* C[0:MR, 0:16*H] += A (MR x kc, rows lda apart) . B (with first set:
  * C = bias + A . B, bias[i] for row i, 0 when bias is NULL; C is not read),
  * where row l of B is the 32 values x[rows[l].off + j] (j < 32), lanes
  * outside rows[l].lanes read as zeros: the panel an im2col would have
  * written, read from the input in place; rows[kc .. kc+CG_AHEAD-1] are
- * prefetched, never read.  The FMA chain of each element of C is the one of CG_KERNEL
+ * prefetched, never read.  AND 0: masked loads, rows[l].lanes the lanes'
+ * bits; AND 1: plain loads and'ed with 32 floats of 0 or all ones at the
+ * address rows[l].lanes holds (cg_and_load), every row's 16*H values
+ * readable (the caller's check).  The FMA chain of each element of C is the one of CG_KERNEL
  * over the same B: l = 0 .. kc-1 in order, from C's value.  (A is walked by
  * one pointer, as in CG_KERNEL: per-row pointers ran out of registers; and
  * one flat loop over the rows of B: a loop over the taps of each channel
  * cost 33% with 3 taps.) */
-#define CG_CONV_KERNEL(NAME, MR, H)                                                      \
+#define CG_CONV_KERNEL(NAME, MR, H, AND)                                                 \
     CG_TARGET static void NAME##_##MR(Py_ssize_t kc, const float *restrict a,            \
                                       Py_ssize_t lda, const float *restrict x,           \
                                       const cg_tap_t *restrict rows, float *restrict c,  \
@@ -851,12 +865,15 @@ typedef void (*const cg_conv_kernel_t)(Py_ssize_t, const float *, Py_ssize_t, co
         for (const cg_tap_t *tp = rows, *tend = rows + kc; tp != tend; tp++) {           \
             const float *src = x + tp->off;                                              \
             const uint32_t lanes = (uint32_t)tp->lanes;                                  \
+            const float *mv = (const float *)(uintptr_t)tp->lanes;                       \
             _mm_prefetch((const char *)(x + tp[CG_AHEAD].off), _MM_HINT_T0);             \
             _mm_prefetch((const char *)(x + tp[CG_AHEAD].off + 16), _MM_HINT_T0);        \
-            const __m512 b0 = _mm512_maskz_loadu_ps((__mmask16)lanes, src);              \
-            const __m512 b1 = H == 2                                                     \
-                ? _mm512_maskz_loadu_ps((__mmask16)(lanes >> 16), src + 16)              \
-                : _mm512_setzero_ps();                                                   \
+            const __m512 b0 = AND ? cg_and_load(src, mv)                                 \
+                                  : _mm512_maskz_loadu_ps((__mmask16)lanes, src);        \
+            const __m512 b1 = H != 2 ? _mm512_setzero_ps()                               \
+                              : AND  ? cg_and_load(src + 16, mv + 16)                    \
+                                     : _mm512_maskz_loadu_ps((__mmask16)(lanes >> 16),   \
+                                                             src + 16);                  \
             _Pragma("GCC unroll 12") for (int i = 0; i < MR; i++)                        \
             {                                                                            \
                 const __m512 av = _mm512_set1_ps(a[i * lda]);                            \
@@ -873,9 +890,12 @@ typedef void (*const cg_conv_kernel_t)(Py_ssize_t, const float *, Py_ssize_t, co
                 _mm512_mask_storeu_ps(c + i * ldc + 16, m1, y_[i]);                      \
         }                                                                                \
     }
-#define CG_CONV_KERNELS(NAME, H) CG_MR_KERNELS(CG_CONV_KERNEL, cg_conv_kernel_t, NAME, H)
-CG_CONV_KERNELS(cg_conv, 2)
-CG_CONV_KERNELS(cg_conv_half, 1)
+#define CG_CONV_KERNELS(NAME, H, AND)                                                    \
+    CG_MR_KERNELS(CG_CONV_KERNEL, cg_conv_kernel_t, NAME, H, AND)
+CG_CONV_KERNELS(cg_conv, 2, 0)
+CG_CONV_KERNELS(cg_conv_half, 1, 0)
+CG_CONV_KERNELS(cg_conv_and, 2, 1)
+CG_CONV_KERNELS(cg_conv_and_half, 1, 1)
 
 /* A panel of 16*H + T pixels (T <= CG_ZMAX): the first 16*H as
  * CG_CONV_KERNEL; each of the T more has one vector whose lane i is row i
@@ -980,7 +1000,7 @@ static int cg_zmax = CG_ZMAX; /* 0: no tail kernels (an A/B harness's switch) */
  * bits. */
 #define CG_MR3 8
 #define CG_T3MAX 2
-#define CG_CONV_KERNEL3(NAME, MR, T)                                                     \
+#define CG_CONV_KERNEL3(NAME, MR, T, AND)                                                \
     CG_TARGET static void NAME##_##MR##_##T(Py_ssize_t kc, const float *restrict a,      \
                                             Py_ssize_t lda, const float *restrict x,     \
                                             const cg_tap_t *restrict rows,               \
@@ -1008,13 +1028,20 @@ static int cg_zmax = CG_ZMAX; /* 0: no tail kernels (an A/B harness's switch) */
             CG_CONV_TAP_START(src, lanes, tp);                                           \
             _mm_prefetch((const char *)(x + tp[CG_AHEAD].off + 16), _MM_HINT_T0);        \
             _mm_prefetch((const char *)(x + tp[CG_AHEAD].off + 32), _MM_HINT_T0);        \
-            const __m512 b0 = _mm512_maskz_loadu_ps((__mmask16)lanes, src);              \
-            const __m512 b1 = _mm512_maskz_loadu_ps((__mmask16)(lanes >> 16), src + 16); \
-            const __m512 b2 = _mm512_maskz_loadu_ps((__mmask16)(lanes >> 32), src + 32); \
-            const __m512 bz = T > 0 ? _mm512_maskz_loadu_ps(                             \
-                                          (__mmask16)((lanes >> 48) & ((1u << T) - 1)),  \
-                                          src + 48)                                      \
-                                    : _mm512_setzero_ps();                               \
+            const float *mv = (const float *)(uintptr_t)tp->lanes;                       \
+            const __m512 b0 = AND ? cg_and_load(src, mv)                                 \
+                                  : _mm512_maskz_loadu_ps((__mmask16)lanes, src);        \
+            const __m512 b1 = AND ? cg_and_load(src + 16, mv + 16)                       \
+                                  : _mm512_maskz_loadu_ps((__mmask16)(lanes >> 16),      \
+                                                          src + 16);                     \
+            const __m512 b2 = AND ? cg_and_load(src + 32, mv + 32)                       \
+                                  : _mm512_maskz_loadu_ps((__mmask16)(lanes >> 32),      \
+                                                          src + 32);                     \
+            const __m512 bz = T == 0 ? _mm512_setzero_ps()                               \
+                              : AND  ? cg_and_load(src + 48, mv + 48)                    \
+                                     : _mm512_maskz_loadu_ps(                            \
+                                           (__mmask16)((lanes >> 48) & ((1u << T) - 1)), \
+                                           src + 48);                                    \
             __m512 zv = _mm512_setzero_ps();                                             \
             _Pragma("GCC unroll 8") for (int i = 0; i < MR; i++)                         \
             {                                                                            \
@@ -1047,15 +1074,22 @@ static int cg_zmax = CG_ZMAX; /* 0: no tail kernels (an A/B harness's switch) */
 typedef void (*const cg_conv3_kernel_t)(Py_ssize_t, const float *, Py_ssize_t, const float *,
                                         const cg_tap_t *, float *, Py_ssize_t, __mmask16, int,
                                         const float *);
-#define CG_CONV_KERNELS3(MR)                                                             \
-    CG_CONV_KERNEL3(cg_conv3, MR, 0) CG_CONV_KERNEL3(cg_conv3, MR, 1)                    \
-    CG_CONV_KERNEL3(cg_conv3, MR, 2)
-#define CG_ROW3(MR) {cg_conv3_##MR##_0, cg_conv3_##MR##_1, cg_conv3_##MR##_2}
-CG_CONV_KERNELS3(1) CG_CONV_KERNELS3(2) CG_CONV_KERNELS3(3) CG_CONV_KERNELS3(4)
-CG_CONV_KERNELS3(5) CG_CONV_KERNELS3(6) CG_CONV_KERNELS3(7) CG_CONV_KERNELS3(8)
-static cg_conv3_kernel_t cg_conv3[CG_MR3 + 1][CG_T3MAX + 1] = {
-    {NULL, NULL, NULL}, CG_ROW3(1), CG_ROW3(2), CG_ROW3(3), CG_ROW3(4),
-    CG_ROW3(5), CG_ROW3(6), CG_ROW3(7), CG_ROW3(8)};
+#define CG_CONV_KERNELS3(NAME, MR, AND)                                                  \
+    CG_CONV_KERNEL3(NAME, MR, 0, AND) CG_CONV_KERNEL3(NAME, MR, 1, AND)                  \
+    CG_CONV_KERNEL3(NAME, MR, 2, AND)
+#define CG_ROW3(NAME, MR) {NAME##_##MR##_0, NAME##_##MR##_1, NAME##_##MR##_2}
+/* NAME[MR][T] for MR = 1 .. CG_MR3, T = 0 .. CG_T3MAX */
+#define CG_CONV_TABLE3(NAME, AND)                                                        \
+    CG_CONV_KERNELS3(NAME, 1, AND) CG_CONV_KERNELS3(NAME, 2, AND)                        \
+    CG_CONV_KERNELS3(NAME, 3, AND) CG_CONV_KERNELS3(NAME, 4, AND)                        \
+    CG_CONV_KERNELS3(NAME, 5, AND) CG_CONV_KERNELS3(NAME, 6, AND)                        \
+    CG_CONV_KERNELS3(NAME, 7, AND) CG_CONV_KERNELS3(NAME, 8, AND)                        \
+    static cg_conv3_kernel_t NAME[CG_MR3 + 1][CG_T3MAX + 1] = {                          \
+        {NULL, NULL, NULL}, CG_ROW3(NAME, 1), CG_ROW3(NAME, 2), CG_ROW3(NAME, 3),        \
+        CG_ROW3(NAME, 4),   CG_ROW3(NAME, 5), CG_ROW3(NAME, 6), CG_ROW3(NAME, 7),        \
+        CG_ROW3(NAME, 8)};
+CG_CONV_TABLE3(cg_conv3, 0)
+CG_CONV_TABLE3(cg_conv3_and, 1)
 static int cg_wide3 = 1; /* 0: no 48-lane panels (an A/B harness's switch) */
 
 /* Bit j of the result: lo <= v[j] < hi, for the 8 * nv values v in nv
@@ -1131,6 +1165,21 @@ static void cg_conv_offsets(Py_ssize_t R, Py_ssize_t S, Py_ssize_t PW, Py_ssize_
     }
 }
 
+/* For the and'ed loads (CG_CONV_KERNEL, CG_CONV_KERNEL3 with AND): the
+ * first 16*nv lane bits of each of the RS taps as 16*nv floats at
+ * mv + 16*nv*k (all ones where the bit is set, 0 elsewhere), and the tap's
+ * lanes pointing there. */
+CG_TARGET static void cg_conv_lane_vectors(cg_tap_t *taps, Py_ssize_t RS, int nv, float *mv)
+{
+    for (Py_ssize_t k = 0; k < RS; k++) {
+        const uint64_t lanes = (uint64_t)taps[k].lanes;
+        taps[k].lanes = (int64_t)(uintptr_t)mv;
+        for (int v = 0; v < nv; v++, mv += 16)
+            _mm512_store_si512((void *)mv,
+                               _mm512_maskz_set1_epi32((__mmask16)(lanes >> (16 * v)), -1));
+    }
+}
+
 /* The rows of B of cn channels (cs apart) for the taps of a panel:
  * rows[ci*RS + t] = taps[t], its offset + ci*cs; by int64 vectors (a scalar
  * loop cost 5% of a 3x3 64->64 conv). */
@@ -1152,6 +1201,60 @@ CG_TARGET static void cg_conv_rows(const cg_tap_t *taps, Py_ssize_t RS, Py_ssize
     }
 }
 #endif
+
+#if CONVCPU_OWN_GEMM
+/* How the implicit convolution's whole and half panels read B: 0 by
+ * zero-masked loads; 1 by plain loads and'ed with a lane vector of the tap
+ * (CG_CONV_KERNEL with AND), where every row of a panel's channel block lies
+ * in the memory the caller names readable (elsewhere, and for the tails and
+ * the 48-lane panels, masked loads); -1: not decided yet (cg_and_default).
+ * The same values, so the same bits, either way. */
+static int cg_implicit_and = -1;
+
+/* AMD's family 19h (Zen 4, its first cores with AVX-512) runs a 512-bit
+ * FMA on both of its 256-bit FMA pipes, and a zero-masked 512-bit load took
+ * a slot there too: the implicit kernel at 102-107 GFLOP/s with masked
+ * loads, 111-115 with plain ones or with the and (C harness, one core of
+ * this project's Zen 4 machine, docs/BENCHMARKS.md).  Elsewhere the masked
+ * loads stay: on Intel's AVX-512 cores a 512-bit vpandd takes an FMA port,
+ * and the kernels were tuned with masked loads on Zen 5. */
+static int cg_and_default(void)
+{
+    unsigned int eax, ebx, ecx, edx;
+    if (!__get_cpuid(0, &eax, &ebx, &ecx, &edx) || ebx != 0x68747541u /* "Auth" */
+        || edx != 0x69746e65u /* "enti" */ || ecx != 0x444d4163u /* "cAMD" */)
+        return 0;
+    if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx))
+        return 0;
+    const unsigned int family = ((eax >> 8) & 0xF) + ((eax >> 8 & 0xF) == 0xF ? (eax >> 20) & 0xFF : 0);
+    return family == 0x19;
+}
+#endif
+
+/* The implicit convolution's loads in use: 1 plain loads and'ed with the
+ * taps' lane vectors where they stay in bounds, 0 masked loads (and 0
+ * without the own kernels). */
+CONVCPU_GEMM_API int convcpu_implicit_and_get(void)
+{
+#if CONVCPU_OWN_GEMM
+    if (cg_implicit_and < 0)
+        cg_implicit_and = convcpu_gemm_supported() && cg_and_default();
+    return cg_implicit_and;
+#else
+    return 0;
+#endif
+}
+
+/* Ask for them (1) or for masked loads (0); returns what is now in use. */
+CONVCPU_GEMM_API int convcpu_implicit_and_set(int on)
+{
+#if CONVCPU_OWN_GEMM
+    cg_implicit_and = on && convcpu_gemm_supported();
+#else
+    (void)on;
+#endif
+    return convcpu_implicit_and_get();
+}
 
 /* A zero-padded NCHW convolution by the GEMM kernels with the im2col done
  * in their registers: C[k][j] (rows ldc apart) += sum over
@@ -1178,8 +1281,10 @@ CG_TARGET static void cg_conv_rows(const cg_tap_t *taps, Py_ssize_t RS, Py_ssize
  * (PH = images * H); Ho is the output rows of one image.  The same FMA
  * chains as convcpu_sgemm over the im2col, so the same bits.  A
  * (M x C*R*S) is read in blocks of rows that stay in L2, and the input in
- * blocks of channels, as in cg_gemm.  Returns 0, doing nothing, when the own
- * kernels are off or absent, or R*S > CG_TAPS. */
+ * blocks of channels, as in cg_gemm.  x[lo .. hi) is readable memory (the
+ * input, or the caller's copy): the loads of a masked-out lane may touch it
+ * (convcpu_implicit_and_get), never what lies outside.  Returns 0, doing
+ * nothing, when the own kernels are off or absent, or R*S > CG_TAPS. */
 CONVCPU_GEMM_API int convcpu_sconv_implicit(Py_ssize_t M, Py_ssize_t C, Py_ssize_t R,
                                             Py_ssize_t S, const float *a, Py_ssize_t lda,
                                             const float *x, Py_ssize_t cs, Py_ssize_t PH,
@@ -1188,10 +1293,14 @@ CONVCPU_GEMM_API int convcpu_sconv_implicit(Py_ssize_t M, Py_ssize_t C, Py_ssize
                                             Py_ssize_t pad_top, Py_ssize_t pad_left,
                                             Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t p0,
                                             Py_ssize_t n, float *c, Py_ssize_t ldc, int set,
-                                            const float *bias)
+                                            const float *bias, Py_ssize_t lo, Py_ssize_t hi)
 {
 #if CONVCPU_OWN_GEMM
     const Py_ssize_t RS = R * S, P = CONVCPU_GEMM_PANEL;
+    const int use_and = convcpu_implicit_and_get();
+    /* the taps' lane vectors for the and'ed loads: 0 or all ones per lane,
+     * up to 64 lanes a tap (a 48-lane panel and its tail) */
+    float lane_vectors[CG_TAPS * 64] __attribute__((aligned(64)));
     if (convcpu_gemm_get() != 1 || RS > CG_TAPS || RS < 1)
         return 0;
     if (M <= 0 || n <= 0)
@@ -1223,6 +1332,23 @@ CONVCPU_GEMM_API int convcpu_sconv_implicit(Py_ssize_t M, Py_ssize_t C, Py_ssize
                 nr = wide3 || left < P ? left : t > 0 ? left : P;
                 cg_conv_taps(p0 + j0, nr, R, S, H, W, Ho, PW, sh, sw, pad_top, pad_left, dh,
                              dw, offs, taps);
+                /* a whole, half or 48-lane panel (not the 1-4 pixel tails)
+                 * whose channel block reads inside x[lo .. hi) with every
+                 * vector of every row: plain loads and'ed with the lanes
+                 * (each tap's lanes then point at its lane vectors) */
+                const int nv = wide3 ? (nr > 48 ? 4 : 3) : nr <= 16 ? 1 : 2;
+                int and_loads = 0;
+                if (use_and && t == 0) {
+                    int64_t tmin = taps[0].off, tmax = taps[0].off;
+                    for (Py_ssize_t k = 1; k < RS; k++) {
+                        tmin = taps[k].off < tmin ? taps[k].off : tmin;
+                        tmax = taps[k].off > tmax ? taps[k].off : tmax;
+                    }
+                    and_loads = c0 * cs + tmin >= lo
+                                && (c0 + cn - 1) * cs + tmax + 16 * nv <= hi;
+                }
+                if (and_loads)
+                    cg_conv_lane_vectors(taps, RS, nv, lane_vectors);
                 cg_conv_rows(taps, RS, cn, cs, rows);
                 for (Py_ssize_t l = kc; l < kc + CG_AHEAD; l++)
                     rows[l] = rows[kc - 1]; /* prefetched, not read */
@@ -1234,9 +1360,10 @@ CONVCPU_GEMM_API int convcpu_sconv_implicit(Py_ssize_t M, Py_ssize_t C, Py_ssize
                 if (wide3) {
                     const Py_ssize_t t3 = nr > 48 ? nr - 48 : 0;
                     const __mmask16 m2 = cg_mask(nr - 32);
-                    CG_ROW_BLOCKS(CG_MR3, cg_conv3[mr][t3](kc, ab + ir * lda, lda, xb, rows,
-                                                           cbl + ir * ldc, ldc, m2, first,
-                                                           bb != NULL ? bb + ir : NULL));
+                    cg_conv3_kernel_t(*kern3)[CG_T3MAX + 1] = and_loads ? cg_conv3_and : cg_conv3;
+                    CG_ROW_BLOCKS(CG_MR3, kern3[mr][t3](kc, ab + ir * lda, lda, xb, rows,
+                                                        cbl + ir * ldc, ldc, m2, first,
+                                                        bb != NULL ? bb + ir : NULL));
                     continue;
                 }
                 if (t > 0) {
@@ -1248,7 +1375,9 @@ CONVCPU_GEMM_API int convcpu_sconv_implicit(Py_ssize_t M, Py_ssize_t C, Py_ssize
                     continue;
                 }
                 const __mmask16 m0 = cg_mask(nr), m1 = cg_mask(nr - 16);
-                const cg_conv_kernel_t *kern = nr <= 16 ? cg_conv_half : cg_conv;
+                const cg_conv_kernel_t *kern = and_loads ? (nr <= 16 ? cg_conv_and_half : cg_conv_and)
+                                               : nr <= 16 ? cg_conv_half
+                                                          : cg_conv;
                 CG_ROW_BLOCKS(CG_MR, kern[mr](kc, ab + ir * lda, lda, xb, rows, cbl + ir * ldc,
                                               ldc, m0, m1, first, bb != NULL ? bb + ir : NULL));
             }
@@ -1259,6 +1388,7 @@ CONVCPU_GEMM_API int convcpu_sconv_implicit(Py_ssize_t M, Py_ssize_t C, Py_ssize
     (void)M; (void)C; (void)R; (void)S; (void)a; (void)lda; (void)x; (void)H; (void)W;
     (void)cs; (void)PH; (void)PW; (void)Ho; (void)sh; (void)sw; (void)pad_top; (void)pad_left;
     (void)dh; (void)dw; (void)p0; (void)n; (void)c; (void)ldc; (void)set; (void)bias;
+    (void)lo; (void)hi;
     return 0;
 #endif
 }
