@@ -15,18 +15,22 @@ OWN = _core.gemm_backend() == "convcpu"
 BACKENDS = ["convcpu", "blas"] if OWN else ["blas"]
 
 
-# How the implicit convolution reads its panels (_core.implicit_loads): both
-# give the same bits; "and" is the default on AMD Zen 4 only, so the tests
-# run each on every machine with the own kernels.
-LOADS = ["masked", "and"] if OWN else ["masked"]
+# How the implicit convolution reads its panels (_core.implicit_loads) and
+# cuts a tile into them (_core.implicit_panels): every combination gives the
+# same bits; "and" and "wide" are the defaults on AMD Zen 4 only, so the
+# tests run each on every machine with the own kernels.
+IMPLICIT = ([("masked", "narrow"), ("and", "wide"), ("and", "narrow"), ("masked", "wide")]
+            if OWN else [("masked", "narrow")])
 
 
-@pytest.fixture(params=LOADS)
-def loads(request):
-    before = _core.implicit_loads()
-    assert _core.implicit_loads(request.param) == request.param
+@pytest.fixture(params=IMPLICIT, ids="-".join)
+def implicit(request):
+    before = _core.implicit_loads(), _core.implicit_panels()
+    loads, panels = request.param
+    assert (_core.implicit_loads(loads), _core.implicit_panels(panels)) == request.param
     yield request.param
-    _core.implicit_loads(before)
+    _core.implicit_loads(before[0])
+    _core.implicit_panels(before[1])
 
 
 @pytest.fixture
@@ -157,6 +161,8 @@ def test_backend_switch_refuses_unknown():
         _core.gemm_backend("mkl")
     with pytest.raises(ValueError, match="implicit loads"):
         _core.implicit_loads("gather")
+    with pytest.raises(ValueError, match="implicit panels"):
+        _core.implicit_panels(64)
 
 
 @pytest.mark.parametrize("backend", BACKENDS, indirect=True)
@@ -247,7 +253,7 @@ def test_im2col_into_panels_is_the_packed_sum(seed, monkeypatch):
 
 
 @pytest.mark.parametrize("seed", range(48))
-def test_implicit_conv_is_the_im2col_sum(seed, loads, monkeypatch):
+def test_implicit_conv_is_the_im2col_sum(seed, implicit, monkeypatch):
     """Zero-padded NCHW float32 convolutions run with no im2col: the GEMM
     kernels read each tap of a 32-pixel panel from the input in place (stride
     1, output rows as wide as the input's), or from a task's copy of the
@@ -309,7 +315,7 @@ def test_implicit_conv_is_the_im2col_sum(seed, loads, monkeypatch):
 
 
 @pytest.mark.parametrize("seed", range(30))
-def test_implicit_conv_ragged_tail_kernels(seed, loads, monkeypatch):
+def test_implicit_conv_ragged_tail_kernels(seed, implicit, monkeypatch):
     """A tile that ends 1-4 pixels past a panel (33-36 left) or past a half
     panel (17-20 left, or 51-52: a panel, then 16 + t) runs those pixels on
     the tail kernels of convcpu_sconv_implicit (CG_CONV_KERNEL_Z), which keep
@@ -320,7 +326,9 @@ def test_implicit_conv_ragged_tail_kernels(seed, loads, monkeypatch):
     (7x7, 6x6, 6x7, 10x10, 14x14, 1-D 33-52 ...), output channels from 1 to
     past two blocks of rows, several blocks of input channels (channel
     blocks after the first add to C), bias or none, edges padded, a NaN and
-    an inf on a tail pixel's taps."""
+    an inf on a tail pixel's taps.  Wide panels (_core.implicit_panels, AMD
+    Zen 4's default) run the same sizes on no tail kernel: 48 lanes + 0-2 a
+    panel, 97-100 left cut into 48-50 and 49-50 (97, 98, 99, 100, 14x14)."""
     if _core.gemm_backend() != "convcpu":
         pytest.skip("the implicit convolution runs on the own GEMM's kernels")
     from convcpu._reference import conv_reference
@@ -328,7 +336,7 @@ def test_implicit_conv_ragged_tail_kernels(seed, loads, monkeypatch):
     monkeypatch.setattr(_core, "MIN_TASKS", int(rng.choice([1, 2, 4])))
     sizes = [(7, 7), (6, 6), (10, 10), (14, 14), (3, 11), (4, 5), (1, 17), (4, 13),
              (5, 10), (2, 26), (33,), (36,), (49,), (52,), (68,), (100,), (6, 7), (37,),
-             (48,), (3, 17)]
+             (48,), (3, 17), (97,), (7, 14), (99,)]
     spatial = sizes[seed % len(sizes)]
     nsp = len(spatial)
     kernel = tuple(int(k) for k in rng.choice([1, 3, 5], nsp))
@@ -354,7 +362,7 @@ def test_implicit_conv_ragged_tail_kernels(seed, loads, monkeypatch):
 
 
 @pytest.mark.parametrize("seed", range(16))
-def test_implicit_conv_of_gathered_images(seed, loads, monkeypatch):
+def test_implicit_conv_of_gathered_images(seed, implicit, monkeypatch):
     """Batches of small images with "same" rows and columns at stride 1 go to
     the implicit convolution several whole images to a task: copied one
     after another into a plane per channel, so that a panel's pixels run on
@@ -456,7 +464,7 @@ def test_implicit_and_loads_stay_inside_the_input(seed):
     channel's below it read before and past the array.  Inputs flush against
     a PROT_NONE page on either side (one sample: read in place), stride 1
     and "same" columns; no crash, and the bits of the masked loads."""
-    rng = np.random.default_rng(5300 + seed)
+    rng = np.random.default_rng(5600 + seed)
     nsp = 1 if seed % 4 == 3 else 2
     kernel = tuple(int(rng.integers(1, 6)) for _ in range(nsp))
     dilation = tuple(int(rng.integers(1, 3)) for _ in range(nsp))

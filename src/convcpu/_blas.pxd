@@ -32,6 +32,8 @@ cdef extern from "_gemm.h" nogil:
                                const float* bias, Py_ssize_t lo, Py_ssize_t hi)
     int convcpu_implicit_and_get()
     int convcpu_implicit_and_set(int on)
+    int convcpu_implicit_wide_get()
+    int convcpu_implicit_wide_set(int on)
     enum: CONVCPU_GEMM_PANEL
 
 ctypedef fused floating:

@@ -25,6 +25,7 @@ cimport numpy as cnp
 
 from convcpu._blas cimport (CONVCPU_GEMM_PANEL, convcpu_gemm_get, convcpu_gemm_set,
                             convcpu_implicit_and_get, convcpu_implicit_and_set,
+                            convcpu_implicit_wide_get, convcpu_implicit_wide_set,
                             convcpu_im2col_panels, convcpu_sconv_implicit,
                             convcpu_sgemm_bias, convcpu_sgemm_panels, floating,
                             gemm_colmajor, gemm_trans,
@@ -175,10 +176,11 @@ WEIGHT_GRAD_SLOTS = 8
 WEIGHT_GRAD_BYTES = 64 * 1024 * 1024
 
 
-# Decide the float32 GEMM backend and the implicit convolution's loads once,
-# at import (before any thread reads them).
+# Decide the float32 GEMM backend and the implicit convolution's loads and
+# panels once, at import (before any thread reads them).
 convcpu_gemm_get()
 convcpu_implicit_and_get()
+convcpu_implicit_wide_get()
 
 
 def gemm_backend(name=None):
@@ -206,6 +208,20 @@ def implicit_loads(name=None):
             raise ValueError(f"implicit loads must be 'and' or 'masked', got {name!r}")
         convcpu_implicit_and_set(name == "and")
     return "and" if convcpu_implicit_and_get() else "masked"
+
+
+def implicit_panels(name=None):
+    """How the implicit convolution cuts a tile's pixels into panels: "wide"
+    (48 lanes, the last ones cut so that no tail kernel runs; the default on
+    AMD Zen 4, where the tail kernels' blends cost more than idle lanes) or
+    "narrow" (32 lanes, a last 1-4 pixels on the tail kernels; the default
+    elsewhere).  The same sums and bits either way.  With `name`, select it
+    first; not thread-safe: for tests and benchmarks, between calls."""
+    if name is not None:
+        if name not in ("wide", "narrow"):
+            raise ValueError(f"implicit panels must be 'wide' or 'narrow', got {name!r}")
+        convcpu_implicit_wide_set(name == "wide")
+    return "wide" if convcpu_implicit_wide_get() else "narrow"
 
 
 def openmp_max_threads():

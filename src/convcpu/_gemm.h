@@ -1207,18 +1207,27 @@ CG_TARGET static void cg_conv_rows(const cg_tap_t *taps, Py_ssize_t RS, Py_ssize
  * zero-masked loads; 1 by plain loads and'ed with a lane vector of the tap
  * (CG_CONV_KERNEL with AND), where every row of a panel's channel block lies
  * in the memory the caller names readable (elsewhere, and for the tails and
- * the 48-lane panels, masked loads); -1: not decided yet (cg_and_default).
- * The same values, so the same bits, either way. */
+ * the narrow panels' tails, masked loads); -1: not decided yet (on AMD Zen
+ * 4, the and: cg_zen4).  The same values, so the same bits, either way. */
 static int cg_implicit_and = -1;
+/* How the implicit convolution cuts a tile into panels: 1 (wide) panels of
+ * 48 lanes, no tail kernels; 0 panels of 32, their 1-4 pixel tails on the
+ * tail kernels, a last 37-50 in one of 48 lanes; -1: not decided yet (on
+ * AMD Zen 4, wide).  The same sums either way. */
+static int cg_implicit_wide = -1;
 
-/* AMD's family 19h (Zen 4, its first cores with AVX-512) runs a 512-bit
- * FMA on both of its 256-bit FMA pipes, and a zero-masked 512-bit load took
- * a slot there too: the implicit kernel at 102-107 GFLOP/s with masked
- * loads, 111-115 with plain ones or with the and (C harness, one core of
- * this project's Zen 4 machine, docs/BENCHMARKS.md).  Elsewhere the masked
- * loads stay: on Intel's AVX-512 cores a 512-bit vpandd takes an FMA port,
- * and the kernels were tuned with masked loads on Zen 5. */
-static int cg_and_default(void)
+/* Whether this is AMD's family 19h (Zen 4, its first cores with AVX-512),
+ * which runs a 512-bit FMA on both of its 256-bit FMA pipes.  There (C
+ * harness, one core of this project's Zen 4 machine, docs/BENCHMARKS.md):
+ *   - a zero-masked 512-bit load took an FMA slot: the implicit kernel at
+ *     102-107 GFLOP/s with masked loads, 111-115 with plain ones or with the
+ *     and (cg_implicit_and);
+ *   - the tail kernels' blend trees cost more than idle lanes: a panel of
+ *     32 + 4 pixels 1.65x one of 32, where one of 48 lanes takes 1.45x, and
+ *     48 lanes ran 3% faster a pixel than 32 (cg_implicit_wide).
+ * Elsewhere the kernels keep what they were tuned for on Zen 5 (and Intel's
+ * AVX-512 cores run a 512-bit vpandd on an FMA port). */
+static int cg_zen4(void)
 {
     unsigned int eax, ebx, ecx, edx;
     if (!__get_cpuid(0, &eax, &ebx, &ecx, &edx) || ebx != 0x68747541u /* "Auth" */
@@ -1226,8 +1235,8 @@ static int cg_and_default(void)
         return 0;
     if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx))
         return 0;
-    const unsigned int family = ((eax >> 8) & 0xF) + ((eax >> 8 & 0xF) == 0xF ? (eax >> 20) & 0xFF : 0);
-    return family == 0x19;
+    const unsigned int base = (eax >> 8) & 0xF;
+    return base + (base == 0xF ? (eax >> 20) & 0xFF : 0) == 0x19;
 }
 #endif
 
@@ -1238,7 +1247,7 @@ CONVCPU_GEMM_API int convcpu_implicit_and_get(void)
 {
 #if CONVCPU_OWN_GEMM
     if (cg_implicit_and < 0)
-        cg_implicit_and = convcpu_gemm_supported() && cg_and_default();
+        cg_implicit_and = convcpu_gemm_supported() && cg_zen4();
     return cg_implicit_and;
 #else
     return 0;
@@ -1254,6 +1263,30 @@ CONVCPU_GEMM_API int convcpu_implicit_and_set(int on)
     (void)on;
 #endif
     return convcpu_implicit_and_get();
+}
+
+/* The implicit convolution's panels in use: 1 wide (48 lanes, no tail
+ * kernels), 0 narrow (32 lanes and the tail kernels). */
+CONVCPU_GEMM_API int convcpu_implicit_wide_get(void)
+{
+#if CONVCPU_OWN_GEMM
+    if (cg_implicit_wide < 0)
+        cg_implicit_wide = cg_zen4();
+    return cg_implicit_wide;
+#else
+    return 0;
+#endif
+}
+
+/* Ask for wide (1) or narrow (0) panels; returns what is now in use. */
+CONVCPU_GEMM_API int convcpu_implicit_wide_set(int on)
+{
+#if CONVCPU_OWN_GEMM
+    cg_implicit_wide = on != 0;
+#else
+    (void)on;
+#endif
+    return convcpu_implicit_wide_get();
 }
 
 /* A zero-padded NCHW convolution by the GEMM kernels with the im2col done
@@ -1272,10 +1305,12 @@ CONVCPU_GEMM_API int convcpu_implicit_and_set(int on)
  * a larger stride needs a copy (the caller's; PH rows may start anywhere:
  * x need only hold the rows the taps of pixels p0 .. p0+n-1 read).  Then
  * the 32 pixels of a panel read 32 consecutive values per tap, masked at
- * the image's edges: no im2col tile and no packing pass.  A tile's last 1-4
- * pixels past a panel or a half panel go to the tail kernels
- * (CG_CONV_KERNEL_Z), in a panel of 33-36 or 17-20; a tile's last 37-50
- * run as one panel of 48 lanes + 0-2 (CG_CONV_KERNEL3).  Several images
+ * the image's edges: no im2col tile and no packing pass.  Narrow panels
+ * (cg_implicit_wide 0): a tile's last 1-4 pixels past a panel or a half
+ * panel go to the tail kernels (CG_CONV_KERNEL_Z), in a panel of 33-36 or
+ * 17-20; a tile's last 37-50 run as one panel of 48 lanes + 0-2
+ * (CG_CONV_KERNEL3).  Wide panels: 48 lanes + 0-2, the last ones cut so
+ * that no tail kernel runs (the loop below).  Several images
  * (stride 1, H == Ho, W == PW): output pixel q of image m is pixel
  * m*Ho*PW + q, and each plane holds the images' rows one after another
  * (PH = images * H); Ho is the output rows of one image.  The same FMA
@@ -1297,7 +1332,7 @@ CONVCPU_GEMM_API int convcpu_sconv_implicit(Py_ssize_t M, Py_ssize_t C, Py_ssize
 {
 #if CONVCPU_OWN_GEMM
     const Py_ssize_t RS = R * S, P = CONVCPU_GEMM_PANEL;
-    const int use_and = convcpu_implicit_and_get();
+    const int use_and = convcpu_implicit_and_get(), wide = convcpu_implicit_wide_get();
     /* the taps' lane vectors for the and'ed loads: 0 or all ones per lane,
      * up to 64 lanes a tap (a 48-lane panel and its tail) */
     float lane_vectors[CG_TAPS * 64] __attribute__((aligned(64)));
@@ -1320,16 +1355,30 @@ CONVCPU_GEMM_API int convcpu_sconv_implicit(Py_ssize_t M, Py_ssize_t C, Py_ssize
         for (Py_ssize_t i0 = 0; i0 < M; i0 += mc_even) {
             const Py_ssize_t mc = M - i0 < mc_even ? M - i0 : mc_even;
             for (Py_ssize_t j0 = 0, nr; j0 < n; j0 += nr) {
-                /* a panel of 32 pixels, or of 32 + t when none would be left
-                 * (33-36 left), or of 16 + t when that ends a tile (17-20);
-                 * 37-50 left: one of 48 lanes + t (CG_CONV_KERNEL3); 51-52
-                 * left: 32, then 16 + t */
                 const Py_ssize_t left = n - j0;
-                const Py_ssize_t t = left > P && left <= P + cg_zmax     ? left - P
-                                     : left > 16 && left <= 16 + cg_zmax ? left - 16
-                                                                         : 0;
-                const int wide3 = cg_wide3 && left > P + cg_zmax && left <= 48 + CG_T3MAX;
-                nr = wide3 || left < P ? left : t > 0 ? left : P;
+                Py_ssize_t t;
+                int wide3;
+                if (wide) {
+                    /* panels of 48 lanes, no tail kernels: 33-50 left, one
+                     * of 48 lanes + 0-2; 97-100 left, 48-50 then 49-50 (196
+                     * pixels: 48, 48, 50, 50); 17-32, one of 32; <= 16, half */
+                    t = 0;
+                    nr = left <= 48 + CG_T3MAX ? left
+                         : left > 96 && left <= 96 + 2 * CG_T3MAX
+                             ? (left - 48 - CG_T3MAX > 48 ? left - 48 - CG_T3MAX : 48)
+                             : 48;
+                    wide3 = nr > P;
+                } else {
+                    /* a panel of 32 pixels, or of 32 + t when none would be
+                     * left (33-36 left), or of 16 + t when that ends a tile
+                     * (17-20); 37-50 left: one of 48 lanes + t
+                     * (CG_CONV_KERNEL3); 51-52 left: 32, then 16 + t */
+                    t = left > P && left <= P + cg_zmax       ? left - P
+                        : left > 16 && left <= 16 + cg_zmax ? left - 16
+                                                            : 0;
+                    wide3 = cg_wide3 && left > P + cg_zmax && left <= 48 + CG_T3MAX;
+                    nr = wide3 || left < P ? left : t > 0 ? left : P;
+                }
                 cg_conv_taps(p0 + j0, nr, R, S, H, W, Ho, PW, sh, sw, pad_top, pad_left, dh,
                              dw, offs, taps);
                 /* a whole, half or 48-lane panel (not the 1-4 pixel tails)
