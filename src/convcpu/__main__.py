@@ -42,8 +42,9 @@ def info():
     print(f"float32 GEMM: {_core.gemm_backend()} "
           "(convcpu: own AVX-512 kernels; blas: SciPy's sgemm); float64 GEMM: blas")
     if _core.gemm_backend() == "convcpu":
-        print(f"implicit convolution loads: {_core.implicit_loads()} "
-              "(and: plain loads and'ed with the lanes, AMD Zen 4; masked: masked loads)")
+        print(f"implicit convolution: {_core.implicit_loads()} loads, "
+              f"{_core.implicit_panels()} panels (and, wide: AMD Zen 4; masked, narrow: "
+              "elsewhere)")
     env = {k: v for k, v in os.environ.items()
            if k.startswith(("CONVCPU_", "OMP_", "OPENBLAS_", "GOMP_"))}
     if env:
