@@ -183,16 +183,27 @@ convcpu_implicit_and_get()
 convcpu_implicit_wide_get()
 
 
+ctypedef int (*_switch_get_t)() noexcept nogil
+ctypedef int (*_switch_set_t)(int) noexcept nogil
+
+
+cdef str _switch(str what, object name, str on, str off, _switch_set_t select,
+                 _switch_get_t current):
+    """The kernel switches below: with `name`, select `on` or `off` first (any
+    other name: ValueError naming `what`); returns the one in use."""
+    if name is not None:
+        if name not in (on, off):
+            raise ValueError(f"{what} must be {on!r} or {off!r}, got {name!r}")
+        select(name == on)
+    return on if current() else off
+
+
 def gemm_backend(name=None):
     """The float32 GEMM backend: "convcpu" (own AVX-512 kernels, _gemm.h) or
     "blas" (SciPy's sgemm).  float64 always uses SciPy's dgemm.  With `name`,
     select it first ("convcpu" falls back to "blas" on a CPU without AVX-512);
     not thread-safe: for tests and benchmarks, between calls."""
-    if name is not None:
-        if name not in ("convcpu", "blas"):
-            raise ValueError(f"gemm backend must be 'convcpu' or 'blas', got {name!r}")
-        convcpu_gemm_set(name == "convcpu")
-    return "convcpu" if convcpu_gemm_get() else "blas"
+    return _switch("gemm backend", name, "convcpu", "blas", convcpu_gemm_set, convcpu_gemm_get)
 
 
 def implicit_loads(name=None):
@@ -203,11 +214,8 @@ def implicit_loads(name=None):
     and always for float64 or the BLAS backend, which never load this way).
     The same values and bits either way.  With `name`, select it first; not
     thread-safe: for tests and benchmarks, between calls."""
-    if name is not None:
-        if name not in ("and", "masked"):
-            raise ValueError(f"implicit loads must be 'and' or 'masked', got {name!r}")
-        convcpu_implicit_and_set(name == "and")
-    return "and" if convcpu_implicit_and_get() else "masked"
+    return _switch("implicit loads", name, "and", "masked", convcpu_implicit_and_set,
+                   convcpu_implicit_and_get)
 
 
 def implicit_panels(name=None):
@@ -217,11 +225,8 @@ def implicit_panels(name=None):
     "narrow" (32 lanes, a last 1-4 pixels on the tail kernels; the default
     elsewhere).  The same sums and bits either way.  With `name`, select it
     first; not thread-safe: for tests and benchmarks, between calls."""
-    if name is not None:
-        if name not in ("wide", "narrow"):
-            raise ValueError(f"implicit panels must be 'wide' or 'narrow', got {name!r}")
-        convcpu_implicit_wide_set(name == "wide")
-    return "wide" if convcpu_implicit_wide_get() else "narrow"
+    return _switch("implicit panels", name, "wide", "narrow", convcpu_implicit_wide_set,
+                   convcpu_implicit_wide_get)
 
 
 def openmp_max_threads():

@@ -1206,9 +1206,9 @@ CG_TARGET static void cg_conv_rows(const cg_tap_t *taps, Py_ssize_t RS, Py_ssize
 /* How the implicit convolution's whole and half panels read B: 0 by
  * zero-masked loads; 1 by plain loads and'ed with a lane vector of the tap
  * (CG_CONV_KERNEL with AND), where every row of a panel's channel block lies
- * in the memory the caller names readable (elsewhere, and for the tails and
- * the narrow panels' tails, masked loads); -1: not decided yet (on AMD Zen
- * 4, the and: cg_zen4).  The same values, so the same bits, either way. */
+ * in the memory the caller names readable (elsewhere, and on the narrow
+ * panels' 1-4 pixel tails, masked loads); -1: not decided yet (on AMD Zen 4,
+ * the and: cg_zen4).  The same values, so the same bits, either way. */
 static int cg_implicit_and = -1;
 /* How the implicit convolution cuts a tile into panels: 1 (wide) panels of
  * 48 lanes, no tail kernels; 0 panels of 32, their 1-4 pixel tails on the
