@@ -455,15 +455,17 @@ def _guarded(values, at_end):
 
 
 @pytest.mark.skipif(not OWN, reason="this CPU has no AVX-512: BLAS only")
+@pytest.mark.parametrize("panels", ["narrow", "wide"])
 @pytest.mark.parametrize("seed", range(24))
-def test_implicit_and_loads_stay_inside_the_input(seed):
+def test_implicit_and_loads_stay_inside_the_input(seed, panels):
     """The "and" loads of the implicit convolution read all 32 lanes of a
     panel's row, the masked-out ones too, so a panel takes them only where
     every row of its channel block lies inside the input (or the task's
     copy of it): the first channel's taps above the image and the last
     channel's below it read before and past the array.  Inputs flush against
     a PROT_NONE page on either side (one sample: read in place), stride 1
-    and "same" columns; no crash, and the bits of the masked loads."""
+    and "same" columns, narrow and wide panels (the 48-lane ones read 48 or
+    64 values a row); no crash, and the bits of the masked loads."""
     rng = np.random.default_rng(5600 + seed)
     nsp = 1 if seed % 4 == 3 else 2
     kernel = tuple(int(rng.integers(1, 6)) for _ in range(nsp))
@@ -479,8 +481,9 @@ def test_implicit_and_loads_stay_inside_the_input(seed):
     w = rng.standard_normal((cout, cin) + kernel).astype(np.float32)
     op = convcpu.conv2d if nsp == 2 else convcpu.conv1d
     args = dict(padding=tuple(pads), dilation=dilation)
-    before = _core.implicit_loads()
+    before = _core.implicit_loads(), _core.implicit_panels()
     try:
+        _core.implicit_panels(panels)
         _core.implicit_loads("masked")
         want = op(values, w, **args)
         _core.implicit_loads("and")
@@ -488,4 +491,5 @@ def test_implicit_and_loads_stay_inside_the_input(seed):
             got = op(_guarded(values, at_end), w, **args)
             np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
     finally:
-        _core.implicit_loads(before)
+        _core.implicit_loads(before[0])
+        _core.implicit_panels(before[1])
