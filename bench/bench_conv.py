@@ -36,13 +36,18 @@ LAYERS = [
 ]
 
 
-def run_layer(layer, threads, rounds):
+def layer_inputs(layer):
+    """A layer's input, weights (float32, seeded) and op (conv1d / conv2d)."""
     name, batch, cin, cout, size, k, stride, pad, dil, nsp = layer
     rng = np.random.default_rng(0)
-    spatial = (size,) * nsp
-    x = rng.standard_normal((batch, cin) + spatial).astype(np.float32)
+    x = rng.standard_normal((batch, cin) + (size,) * nsp).astype(np.float32)
     w = (rng.standard_normal((cout, cin) + (k,) * nsp) * 0.1).astype(np.float32)
-    op = convcpu.conv2d if nsp == 2 else convcpu.conv1d
+    return x, w, convcpu.conv2d if nsp == 2 else convcpu.conv1d
+
+
+def run_layer(layer, threads, rounds):
+    name, batch, cin, cout, size, k, stride, pad, dil, nsp = layer
+    x, w, op = layer_inputs(layer)
     out_size = (size + 2 * pad - dil * (k - 1) - 1) // stride + 1
     out = np.empty((batch, cout) + (out_size,) * nsp, np.float32)
     contenders = {

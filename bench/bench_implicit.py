@@ -20,9 +20,8 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from bench_conv import LAYERS  # noqa: E402
+from bench_conv import LAYERS, layer_inputs  # noqa: E402
 
-import convcpu  # noqa: E402
 from convcpu import _core  # noqa: E402
 
 
@@ -31,10 +30,7 @@ SETTINGS = [("masked", "narrow"), ("and", "narrow"), ("and", "wide")]
 
 def run_layer(layer, threads, rounds):
     name, batch, cin, cout, size, k, stride, pad, dil, nsp = layer
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((batch, cin) + (size,) * nsp).astype(np.float32)
-    w = (rng.standard_normal((cout, cin) + (k,) * nsp) * 0.1).astype(np.float32)
-    op = convcpu.conv2d if nsp == 2 else convcpu.conv1d
+    x, w, op = layer_inputs(layer)
 
     def under(loads, panels):
         def call():
