@@ -493,3 +493,28 @@ def test_implicit_and_loads_stay_inside_the_input(seed, panels):
     finally:
         _core.implicit_loads(before[0])
         _core.implicit_panels(before[1])
+
+
+@pytest.mark.skipif(not OWN, reason="this CPU has no AVX-512: BLAS only")
+@pytest.mark.parametrize("m,k,n", [(40, 20, 8013), (192, 32, 1700), (25, 1, 11000), (61, 7, 5000)])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_own_gemm_sweeps_are_the_panel_by_panel_chain(m, k, n, with_bias):
+    """A reduction of at most 32 terms into a C block past 1 MB runs each
+    register block through groups of up to 16 packed panels (cg_gemm's
+    sweeps, which store rows of C in long runs); the same product cut into
+    narrow column slices (C blocks far under 1 MB: one panel at a time) gives
+    the same bits, over rows past several register blocks, a column count
+    that leaves a part group, a half panel and a ragged tail, and the bias."""
+    rng = np.random.default_rng(m * k + n)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    bias = rng.standard_normal(m).astype(np.float32) if with_bias else None
+    whole = np.full((m, n), np.nan, np.float32)
+    assert m * n * 4 > 1024 * 1024 and _core._gemm_bias_for_tests(a, b, bias, whole)
+    for j0 in range(0, n, 96):
+        part = np.full((m, min(96, n - j0)), np.nan, np.float32)
+        assert _core._gemm_bias_for_tests(a, np.ascontiguousarray(b[:, j0:j0 + 96]), bias, part)
+        np.testing.assert_array_equal(whole[:, j0:j0 + 96].view(np.uint32), part.view(np.uint32))
+    want = a.astype(np.float64) @ b + (0 if bias is None else bias[:, None])
+    bound = np.abs(a).astype(np.float64) @ np.abs(b) + (0 if bias is None else np.abs(bias)[:, None])
+    assert np.all(np.abs(whole - want) <= 1e-6 * (k + 2) * bound)
