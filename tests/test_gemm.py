@@ -211,12 +211,14 @@ def test_narrow_nhwc_conv_is_the_same_sum(groups, out_channels, batch, monkeypat
     np.testing.assert_allclose(narrow.transpose(0, 3, 1, 2), want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("blocks", ["several", "one"])
 @pytest.mark.parametrize("seed", range(24))
-def test_im2col_into_panels_is_the_packed_sum(seed, monkeypatch):
-    """NCHW float32 tiles shared by several blocks of output channels are
-    written by the im2col straight into the own GEMM's panel layout
-    (convcpu_im2col_panels, convcpu_sgemm_panels), with no packing pass: the
-    same FMA chains as the packed path, so the same bits, and the
+def test_im2col_into_panels_is_the_packed_sum(seed, blocks, monkeypatch):
+    """NCHW float32 tiles shared by several blocks of output channels, or
+    of one block with output rows shorter than IM2COL_PANELS_ROWS (here: any
+    row), are written by the im2col straight into the own GEMM's panel
+    layout (convcpu_im2col_panels, convcpu_sgemm_panels), with no packing
+    pass: the same FMA chains as the packed path, so the same bits, and the
     reference's values.  Random geometries: rows wider and narrower than a
     panel (runs cut by panels and by output rows), several samples in one
     tile (a sample starting inside a panel), row strides, dilations,
@@ -225,7 +227,12 @@ def test_im2col_into_panels_is_the_packed_sum(seed, monkeypatch):
     if _core.gemm_backend() != "convcpu":
         pytest.skip("the panels are the own GEMM's")
     from convcpu._reference import conv_reference
-    monkeypatch.setattr(_core, "MIN_TASKS", 8)  # blocks of output channels
+    if blocks == "several":
+        monkeypatch.setattr(_core, "MIN_TASKS", 8)  # blocks of output channels
+        monkeypatch.setattr(_core, "IM2COL_PANELS_ROWS", 0)
+    else:
+        monkeypatch.setattr(_core, "MIN_TASKS", 1)  # one block, one task
+        monkeypatch.setattr(_core, "IM2COL_PANELS_ROWS", 10 ** 9)
     monkeypatch.setattr(_core, "IMPLICIT_GEMM", False)  # "same" columns would go there
     rng = np.random.default_rng(1200 + seed)
     nsp = 1 if seed % 6 == 5 else 2

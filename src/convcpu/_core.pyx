@@ -143,6 +143,10 @@ TRANSPOSE_GATHER = True
 # NCHW float32 on the own GEMM: im2col straight into the GEMM's panels (no
 # packing pass; see _im2col_panels); False: a plain tile the GEMM packs.
 IM2COL_PANELS = True
+# ... also with one block of output channels when the output rows are shorter
+# than this: the plain im2col copies each row of a sample separately (a
+# conv1d of length 13: 6144 copies of 52 bytes per task).
+IM2COL_PANELS_ROWS = 16
 # NCHW float32 on the own GEMM, zero padding, every input column in the
 # output's rows (ceil(W / sw) <= Wo): no im2col at all, the GEMM kernels read
 # each panel's taps from the input (stride 1, Wo == W), or from phase planes
@@ -1380,7 +1384,8 @@ def conv_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
     # @28 batch 8, 2-4% slower on panels.)
     p.panels = (IM2COL_PANELS and not p.implicit and not channels_last and not direct
                 and p.sw == 1
-                and p.n_kblocks > 1 and x.dtype.num == cnp.NPY_FLOAT
+                and (p.n_kblocks > 1 or p.Wo < IM2COL_PANELS_ROWS)
+                and x.dtype.num == cnp.NPY_FLOAT
                 and convcpu_gemm_get() == 1 and _zero_padded_columns(&p))
     if p.panels:  # whole panels
         p.ws_elems = (_ceil_div(p.spt * p.ptile, CONVCPU_GEMM_PANEL) * CONVCPU_GEMM_PANEL
