@@ -321,6 +321,38 @@ def test_implicit_conv_is_the_im2col_sum(seed, implicit, monkeypatch):
     np.testing.assert_allclose(implicit, want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_implicit_1x1_is_the_packed_gemm(seed, implicit, monkeypatch):
+    """An unpadded stride-1 1x1 NCHW float32 convolution with at least
+    IMPLICIT_1X1_CHANNELS input channels a group goes to the implicit
+    convolution under the and'ed loads (here any 1x1: the threshold is set to
+    1), and to the own GEMM on the input in place otherwise: the same bits
+    either way, and the reference's values.  Batches, groups, odd image
+    sizes (ragged panels), bias, 1-D, and the input left untouched."""
+    if _core.gemm_backend() != "convcpu":
+        pytest.skip("the implicit convolution runs on the own GEMM's kernels")
+    from convcpu._reference import conv_reference
+    rng = np.random.default_rng(5100 + seed)
+    nsp = 1 if seed % 4 == 3 else 2
+    groups = 1 + int(seed % 3 == 2)
+    spatial = tuple(int(rng.integers(1, 30)) for _ in range(nsp))
+    cin, cout = int(rng.integers(1, 300)) * groups, int(rng.integers(1, 90)) * groups
+    x = rng.standard_normal((int(rng.integers(1, 4)), cin) + spatial).astype(np.float32)
+    w = rng.standard_normal((cout, cin // groups) + (1,) * nsp).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32) if seed % 2 else None
+    op = convcpu.conv2d if nsp == 2 else convcpu.conv1d
+    x_before = x.copy()
+    monkeypatch.setattr(_core, "IMPLICIT_1X1_CHANNELS", 1)
+    implicit_1x1 = op(x, w, b, groups=groups)
+    monkeypatch.setattr(_core, "IMPLICIT_1X1_CHANNELS", 10 ** 9)
+    packed = op(x, w, b, groups=groups)
+    np.testing.assert_array_equal(x, x_before)
+    np.testing.assert_array_equal(implicit_1x1.view(np.uint32), packed.view(np.uint32))
+    want = conv_reference(x.astype(np.float64), w.astype(np.float64),
+                          None if b is None else b.astype(np.float64), groups=groups)
+    np.testing.assert_allclose(implicit_1x1, want, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("seed", range(30))
 def test_implicit_conv_ragged_tail_kernels(seed, implicit, monkeypatch):
     """A tile that ends 1-4 pixels past a panel (33-36 left) or past a half

@@ -157,6 +157,14 @@ IM2COL_PANELS_ROWS = 16
 IMPLICIT_GEMM = True
 # Strides (and wider outputs) on the implicit convolution, by phase planes.
 IMPLICIT_PHASES = True
+# An unpadded stride-1 1x1 NCHW convolution (else the own GEMM on the input
+# in place, packing its panels) goes to the implicit convolution when its
+# loads are the and'ed ones (AMD Zen 4: _core.implicit_loads()) and a group
+# has at least this many input channels: its 48-lane panels then read the
+# input faster than a packing pass (1024->256 @14 0.90-1.04, 2048->512 @7
+# 0.89, 512->128 @28 0.94 of the packed GEMM's time; with 64 input channels
+# 1.15, with masked loads 1.05-1.35).
+IMPLICIT_1X1_CHANNELS = 128
 # An implicit convolution splits its output channels into blocks of at least
 # this many before it splits its pixels (plan_implicit).
 IMPLICIT_MIN_KBLOCK = 48
@@ -1329,14 +1337,18 @@ def conv_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
     # implicit convolution's plane; otherwise a task copies phase planes.
     in_place = p.sh == 1 and p.sw == 1 and p.Wo == p.W
     gather = in_place and p.Ho == p.H  # small images may go whole to a task
+    one_by_one = (direct and convcpu_implicit_and_get() == 1
+                  and p.Cg >= IMPLICIT_1X1_CHANNELS)
     # (a phase plane is Wo wide: every input column must have a place in it)
-    p.implicit = (IMPLICIT_GEMM and not channels_last and not direct and not p.scatter
+    p.implicit = (IMPLICIT_GEMM and not channels_last and (one_by_one or not direct)
+                  and not p.scatter
                   and _ceil_div(p.W, p.sw) <= p.Wo and p.R * p.S <= IMPLICIT_TAPS
                   and (p.N == 1 or p.Ho * p.Wo > CONVCPU_GEMM_PANEL // 2 or gather)
                   and x.dtype.num == cnp.NPY_FLOAT and convcpu_gemm_get() == 1
                   and (IMPLICIT_PHASES or in_place)
                   and _zero_padded_columns(&p) and _zero_padded_rows(&p))
     p.phases = p.implicit and not in_place
+    direct = direct and not p.implicit
     max_pixels = p.Ho * p.Wo
     if p.phases:
         # a task's phase rows fit TILE_BYTES: its output rows, plus the rows
