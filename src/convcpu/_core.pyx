@@ -1337,8 +1337,10 @@ def conv_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
     # implicit convolution's plane; otherwise a task copies phase planes.
     in_place = p.sh == 1 and p.sw == 1 and p.Wo == p.W
     gather = in_place and p.Ho == p.H  # small images may go whole to a task
+    # (and whose fallback panel, P x Cg, fits TILE_BYTES: not 2**31 channels)
     one_by_one = (direct and convcpu_implicit_and_get() == 1
-                  and p.Cg >= IMPLICIT_1X1_CHANNELS)
+                  and IMPLICIT_1X1_CHANNELS <= p.Cg
+                  and p.Cg <= TILE_BYTES // (CONVCPU_GEMM_PANEL * x.itemsize))
     # (a phase plane is Wo wide: every input column must have a place in it)
     p.implicit = (IMPLICIT_GEMM and not channels_last and (one_by_one or not direct)
                   and not p.scatter
