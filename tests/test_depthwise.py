@@ -171,6 +171,67 @@ def test_routing_rule():
     assert not depthwise.use_direct(512, 512, 32, (3, 3), True, f32)  # Cg 16 NHWC: GEMM
     assert not depthwise.use_direct(96, 96, 2, (3, 3), False, f32)   # big groups: GEMM
     assert not depthwise.use_direct(8, 8, 1, (3, 3), False, f32)
+    # Given the window: channels-first float32 groups of >= 8 input channels
+    # with zero "same" columns go to the implicit convolution where its loads
+    # are the and'ed ones (AMD Zen 4), and stay direct elsewhere.
+    from convcpu import _core, _geometry
+    same = _geometry.window((28, 28), (3, 3), 1, 1, 1)
+    valid = _geometry.window((28, 28), (3, 3), 1, 1, 0)
+    zen4 = _core.gemm_backend() == "convcpu" and _core.implicit_loads() == "and"
+    assert depthwise.use_direct(256, 256, 32, (3, 3), False, f32, same) is not zen4
+    assert depthwise.use_direct(256, 256, 32, (3, 3), False, f32, same, "reflect")
+    assert depthwise.use_direct(256, 256, 32, (3, 3), False, f32, valid)  # columns lost
+    assert depthwise.use_direct(256, 256, 32, (3, 3), False, f64, same)
+    assert depthwise.use_direct(128, 128, 32, (3, 3), False, f32, same)  # Cg 4
+    assert depthwise.use_direct(256, 256, 32, (3, 3), True, f32, same)  # NHWC
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_grouped_channels_first_both_routes(seed, monkeypatch):
+    """Channels-first float32 grouped convolutions with groups of 8-24 input
+    channels, on the direct kernel and (where it takes them: zero padding
+    keeping every input column, the and'ed loads of AMD Zen 4) on the
+    implicit convolution: both the reference's values, the input untouched.
+    Strides, dilations, batches, 1-D and 2-D, uneven "same" pads."""
+    rng = np.random.default_rng(700 + seed)
+    nsp = 1 if seed % 4 == 3 else 2
+    groups = int(rng.choice([2, 4, 8]))
+    cg, kg = int(rng.integers(8, 25)), int(rng.integers(1, 33))
+    # (a group's reduction cg*R*S <= DIRECT_MAX_REDUCTION: the direct kernel's)
+    kernel = tuple(int(rng.integers(1, 4 if nsp == 2 else 6)) for _ in range(nsp))
+    stride = tuple(int(rng.integers(1, 3)) for _ in range(nsp))
+    dilation = tuple(int(rng.integers(1, 3)) for _ in range(nsp))
+    spatial = tuple(int(rng.integers(4, 30)) for _ in range(nsp))
+    x = rng.standard_normal((int(rng.integers(1, 4)), groups * cg) + spatial).astype(np.float32)
+    w = rng.standard_normal((groups * kg, cg) + kernel).astype(np.float32)
+    b = rng.standard_normal(groups * kg).astype(np.float32)
+    op = convcpu.conv2d if nsp == 2 else convcpu.conv1d
+    x_before = x.copy()
+    expected = conv_reference(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
+                              stride, _same_pads(spatial, kernel, stride, dilation), dilation,
+                              groups)
+    from convcpu import _core, _geometry
+    window = _geometry.window(spatial, kernel, stride, dilation, "same")
+    zen4 = _core.gemm_backend() == "convcpu" and _core.implicit_loads() == "and"
+    results = []
+    for min_in in (10 ** 9, 8):  # the direct kernel; then the implicit rule
+        monkeypatch.setattr(depthwise, "GROUPED_IMPLICIT_MIN_IN", min_in)
+        direct = depthwise.use_direct(groups * cg, groups * kg, groups, kernel, False,
+                                      np.float32, window)
+        assert direct is not (zen4 and min_in == 8)
+        results.append(op(x, w, b, stride, "same", dilation, groups))
+    np.testing.assert_array_equal(x, x_before)
+    for got in results:
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def _same_pads(spatial, kernel, stride, dilation):
+    """TensorFlow's "same" pads (odd padding at the end), one pair an axis."""
+    pads = []
+    for n, k, s, d in zip(spatial, kernel, stride, dilation):
+        total = max((-(-n // s) - 1) * s + (k - 1) * d + 1 - n, 0)
+        pads.append((total // 2, total - total // 2))
+    return tuple(pads)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

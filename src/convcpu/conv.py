@@ -124,7 +124,8 @@ def _conv(nspatial, x, weight, bias, stride, padding, dilation, groups, data_for
     if nspatial == 1:
         xb = xb[:, np.newaxis] if last else xb[:, :, np.newaxis]
         w_oi = w_oi[:, :, np.newaxis]
-    if depthwise.use_direct(channels, out_channels, groups, kernel, last, dtype):
+    if depthwise.use_direct(channels, out_channels, groups, kernel, last, dtype, window,
+                            padding_mode):
         w_direct = depthwise.conv_weight(w_oi, channels, out_channels, last)
         depthwise.run_direct(xb, w_direct, bias, result_b, window, channels, out_channels,
                              groups, last, dtype, num_threads)

@@ -25,6 +25,11 @@ L2_BYTES = 1024 * 1024
 # takes 0.16 ms direct vs 0.30+ ms on GEMMs (docs/BENCHMARKS.md); the bounds
 # themselves are a first guess, not a measured crossover.
 DIRECT_MAX_REDUCTION = 256
+# ... except on the implicit convolution (AMD Zen 4), measured faster with
+# groups of at least 8 input channels (interleaved, 2 threads, implicit /
+# direct: ResNeXt g=32 256 @28 0.87, batch 4 0.66, 512 @14 0.79, 1024 @7
+# 0.97; with 4 input channels a group 1.05-1.09, so those stay direct).
+GROUPED_IMPLICIT_MIN_IN = 8
 DIRECT_MAX_GROUP_OUT = 32
 # Channels-last grouped convolutions (Cg > 1) run on the direct kernel when a
 # group has at most this many input channels and its output channels fill
@@ -164,11 +169,13 @@ def separable_conv2d(x, depthwise_weight, pointwise_weight, bias=None, stride=1,
     return result
 
 
-def use_direct(channels, out_channels, groups, kernel, last, dtype):
+def use_direct(channels, out_channels, groups, kernel, last, dtype, window=None,
+               padding_mode="zeros"):
     """Whether conv1d / conv2d run on the direct kernels: depthwise (one input
     channel per group, any multiplier) in both layouts; grouped convolutions
     with small groups (channels last: whole vectors of output channels per
-    group)."""
+    group), but not channels-first ones the implicit convolution takes
+    (_implicit_takes_groups; given the call's window)."""
     if groups <= 1:
         return False
     if channels == groups:
@@ -176,10 +183,25 @@ def use_direct(channels, out_channels, groups, kernel, last, dtype):
     in_per_group, out_per_group = channels // groups, out_channels // groups
     if out_per_group > DIRECT_MAX_GROUP_OUT:
         return False
+    if (not last and window is not None
+            and _implicit_takes_groups(in_per_group, window, padding_mode, dtype)):
+        return False
     if last:
         lanes = _direct.GROUPED_VECTOR_BYTES // np.dtype(dtype).itemsize
         return in_per_group <= DIRECT_MAX_GROUP_IN_LAST and out_per_group % lanes == 0
     return in_per_group * int(np.prod(kernel)) <= DIRECT_MAX_REDUCTION
+
+
+def _implicit_takes_groups(in_per_group, window, padding_mode, dtype):
+    """Whether a channels-first grouped convolution goes to conv_forward's
+    implicit convolution rather than the direct kernel: float32 with at least
+    GROUPED_IMPLICIT_MIN_IN input channels a group, zero padding that keeps
+    every input column (ceil(W / stride) <= Wo), at most 64 taps, where the
+    implicit kernels' loads are the and'ed ones (AMD Zen 4)."""
+    return (np.dtype(dtype) == np.float32 and in_per_group >= GROUPED_IMPLICIT_MIN_IN
+            and padding_mode == "zeros" and window.R * window.S <= 64
+            and -(-window.W // window.stride[-1]) <= window.Wo
+            and _core.gemm_backend() == "convcpu" and _core.implicit_loads() == "and")
 
 
 def _kernel_weight(weight, last):
