@@ -184,6 +184,8 @@ def test_routing_rule():
     assert depthwise.use_direct(256, 256, 32, (3, 3), False, f64, same)
     assert depthwise.use_direct(128, 128, 32, (3, 3), False, f32, same)  # Cg 4
     assert depthwise.use_direct(256, 256, 32, (3, 3), True, f32, same)  # NHWC
+    one = _geometry.window((28, 28), (1, 1), 1, 1, 0)  # unpadded 1x1: stays direct
+    assert depthwise.use_direct(256, 256, 32, (1, 1), False, f32, one)
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -218,7 +220,7 @@ def test_grouped_channels_first_both_routes(seed, monkeypatch):
         monkeypatch.setattr(depthwise, "GROUPED_IMPLICIT_MIN_IN", min_in)
         direct = depthwise.use_direct(groups * cg, groups * kg, groups, kernel, False,
                                       np.float32, window)
-        assert direct is not (zen4 and min_in == 8)
+        assert direct is not (zen4 and min_in == 8 and not window.unpadded_1x1)
         results.append(op(x, w, b, stride, "same", dilation, groups))
     np.testing.assert_array_equal(x, x_before)
     for got in results:
