@@ -161,9 +161,9 @@ IMPLICIT_PHASES = True
 # in place, packing its panels) goes to the implicit convolution when its
 # loads are the and'ed ones (AMD Zen 4: _core.implicit_loads()) and a group
 # has at least this many input channels: its 48-lane panels then read the
-# input faster than a packing pass (1024->256 @14 0.90-1.04, 2048->512 @7
-# 0.89, 512->128 @28 0.94 of the packed GEMM's time; with 64 input channels
-# 1.15, with masked loads 1.05-1.35).
+# input faster than a packing pass (1024->256 @14 0.79-1.04, 2048->512 @7
+# 0.87-0.89, 512->128 @28 0.94-0.99 of the packed GEMM's time; with 64 input
+# channels 1.15, with masked loads 1.05-1.35).
 IMPLICIT_1X1_CHANNELS = 128
 # An implicit convolution splits its output channels into blocks of at least
 # this many before it splits its pixels (plan_implicit).

@@ -568,11 +568,11 @@ CG_TARGET static void cg_gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const fl
                     for (Py_ssize_t g = 0; g < g_n; g++)
                         cg_pack_b(kc, CG_NR, b + l0 * rsb + (j_swept + g * CG_NR) * csb, rsb,
                                   csb, bpk + g * kc * CG_NR);
-                    float *cg_ = c + i0 * ldc + j_swept;
+                    float *c_swept = c + i0 * ldc + j_swept;
                     CG_ROW_BLOCKS(CG_MR,
                                   for (Py_ssize_t g = 0; g < g_n; g++)
                                       cg_rows[mr](kc, ablk + ir * rsa, rsa, bpk + g * kc * CG_NR,
-                                                  cg_ + g * CG_NR + ir * ldc, ldc,
+                                                  c_swept + g * CG_NR + ir * ldc, ldc,
                                                   (__mmask16)0xFFFF, (__mmask16)0xFFFF, first,
                                                   bb != NULL ? bb + ir : NULL));
                 }
