@@ -44,6 +44,42 @@ def test_same_bits_for_1_2_and_4_threads(op):
                 np.testing.assert_array_equal(case.call(num_threads=n), one, err_msg=str(n))
 
 
+@pytest.fixture
+def region_schedule():
+    """Restores the parallel regions' task schedule after the test."""
+    before = _threads.region_schedule()
+    yield _threads.region_schedule
+    _threads.region_schedule(before)
+
+
+@pytest.mark.parametrize("op", OPS, ids=IDS)
+def test_same_bits_for_either_region_schedule(op, region_schedule):
+    """A parallel region hands each thread a contiguous range of tasks (then
+    what is left of the others'), or deals them out from one counter: every
+    task is run once either way, by whichever thread, so 2, 3 (ranges of
+    unequal length) and 5 threads (more than some ops' tasks) give the
+    serial bits under each schedule ("ranges", the default, takes ranges
+    only with many tasks: "always ranges" runs them on these small cases)."""
+    for dtype in (np.float32, np.float64):
+        for changes in ({}, _large(op)):
+            case = example(op.name, 14, dtype, **changes)
+            one = case.call(num_threads=1)
+            for schedule in ("ranges", "shared", "always ranges"):
+                assert region_schedule(schedule) == schedule
+                for n in (2, 3, 5):
+                    np.testing.assert_array_equal(case.call(num_threads=n), one,
+                                                  err_msg=f"{schedule}, {n} threads")
+
+
+def test_region_schedule_names(region_schedule):
+    from convcpu import _direct
+    assert region_schedule() == "ranges"  # the default
+    assert region_schedule("shared") == "shared"
+    assert _core.region_schedule() == _direct.region_schedule() == "shared"
+    with pytest.raises(ValueError, match="region schedule"):
+        region_schedule("static")
+
+
 @pytest.mark.parametrize("op", OPS, ids=IDS)
 def test_same_bits_on_a_machine_with_more_or_fewer_cpus(op, monkeypatch):
     """Plans split work into more tasks on a machine with more CPUs

@@ -32,6 +32,7 @@ from convcpu._blas cimport (CONVCPU_GEMM_PANEL, convcpu_gemm_get, convcpu_gemm_s
                             _fill_bias, _zero_padding)
 from convcpu._openmp cimport (CONVCPU_OPENMP, convcpu_region, convcpu_region_enter,
                               convcpu_region_init, convcpu_region_leave,
+                              convcpu_region_ranges_get, convcpu_region_ranges_set,
                               convcpu_region_take, omp_get_max_threads)
 
 import os
@@ -216,6 +217,24 @@ def gemm_backend(name=None):
     select it first ("convcpu" falls back to "blas" on a CPU without AVX-512);
     not thread-safe: for tests and benchmarks, between calls."""
     return _switch("gemm backend", name, "convcpu", "blas", convcpu_gemm_set, convcpu_gemm_get)
+
+
+REGION_SCHEDULES = ("shared", "ranges", "always ranges")
+
+
+def region_schedule(name=None):
+    """How this module's parallel regions hand out their tasks: "ranges" (the
+    default: with at least 8 tasks a thread, a contiguous range per thread,
+    then what is left of the others'; fewer are dealt out in turn by one
+    counter), "shared" (always one counter) or "always ranges".  The same
+    results either way.  With `name`, select it first; not thread-safe: for
+    tests and benchmarks, between calls (convcpu._threads.region_schedule
+    sets every module's)."""
+    if name is not None:
+        if name not in REGION_SCHEDULES:
+            raise ValueError(f"region schedule must be one of {REGION_SCHEDULES}, got {name!r}")
+        convcpu_region_ranges_set(REGION_SCHEDULES.index(name))
+    return REGION_SCHEDULES[convcpu_region_ranges_get()]
 
 
 def implicit_loads(name=None):
@@ -1092,7 +1111,7 @@ cdef int _run_plan(const ConvPlan* p, floating* out, int num_threads,
     ws_bytes *= sizeof(ws[0])
     out_tile_bytes *= sizeof(ws[0])
     if use_openmp and num_threads > 1 and p.n_tasks > 1:
-        convcpu_region_init(tasks)
+        convcpu_region_init(tasks, p.n_tasks, num_threads)
         t = 0  # firstprivate in the region (Cython): give the copies a value
         with parallel(num_threads=num_threads):
             convcpu_region_enter(tasks)
@@ -1570,7 +1589,7 @@ cdef void _col2im_all(const floating* cols, floating* out, const Py_ssize_t* out
     cdef convcpu_region region
     cdef convcpu_region* tasks = &region
     if use_openmp and num_threads > 1 and planes > 1:
-        convcpu_region_init(tasks)
+        convcpu_region_init(tasks, planes, num_threads)
         q = 0  # firstprivate in the region (Cython): give the copies a value
         with parallel(num_threads=num_threads):
             convcpu_region_enter(tasks)
@@ -1727,7 +1746,7 @@ cdef int _weight_grad_all(const ConvPlan* p, Py_ssize_t n_slots, Py_ssize_t per_
     cdef convcpu_region region
     cdef convcpu_region* tasks = &region
     if use_openmp and num_threads > 1 and n_slots > 1:
-        convcpu_region_init(tasks)
+        convcpu_region_init(tasks, n_slots, num_threads)
         slot = 0  # firstprivate in the region (Cython): give the copies a value
         with parallel(num_threads=num_threads):
             convcpu_region_enter(tasks)

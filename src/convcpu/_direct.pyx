@@ -27,6 +27,7 @@ cimport numpy as cnp
 from convcpu._blas cimport _fill_bias, _zero_padding, convcpu_sgemm, floating
 from convcpu._openmp cimport (CONVCPU_OPENMP, convcpu_region, convcpu_region_enter,
                               convcpu_region_init, convcpu_region_leave,
+                              convcpu_region_ranges_get, convcpu_region_ranges_set,
                               convcpu_region_take)
 
 import numpy as np
@@ -166,6 +167,16 @@ cdef inline void _stencil_band(bint single, const void* img, Py_ssize_t ld,
                             <double*>ws)
 
 
+def region_schedule(name=None):
+    """As _core.region_schedule, for this module's regions."""
+    from convcpu._core import REGION_SCHEDULES
+    if name is not None:
+        if name not in REGION_SCHEDULES:
+            raise ValueError(f"region schedule must be one of {REGION_SCHEDULES}, got {name!r}")
+        convcpu_region_ranges_set(REGION_SCHEDULES.index(name))
+    return REGION_SCHEDULES[convcpu_region_ranges_get()]
+
+
 def stencil2d(cnp.ndarray img, cnp.ndarray kernel, cnp.ndarray out, cnp.ndarray rowmap,
               cnp.ndarray colmap, Py_ssize_t col_lo, Py_ssize_t col_hi, Py_ssize_t col_off,
               double fill, int num_threads, bint use_openmp):
@@ -197,7 +208,7 @@ def stencil2d(cnp.ndarray img, cnp.ndarray kernel, cnp.ndarray out, cnp.ndarray 
     # Serial calls (and forked children, where GCC's OpenMP runtime would hang)
     # never enter a parallel region.
     if use_openmp and CONVCPU_OPENMP and num_threads > 1 and n_bands > 1:
-        convcpu_region_init(tasks)
+        convcpu_region_init(tasks, n_bands, num_threads)
         b = 0  # firstprivate in the region (Cython): give the copies a value
         with nogil, parallel(num_threads=num_threads):
             convcpu_region_enter(tasks)
@@ -467,7 +478,7 @@ cdef int _run_direct(const DirectPlan* p, floating* typed, int num_threads,
     cdef convcpu_region region
     cdef convcpu_region* tasks = &region
     if use_openmp and CONVCPU_OPENMP and num_threads > 1 and p.n_tasks > 1:
-        convcpu_region_init(tasks)
+        convcpu_region_init(tasks, p.n_tasks, num_threads)
         t = 0  # firstprivate in the region (Cython): give the copies a value
         with parallel(num_threads=num_threads):
             convcpu_region_enter(tasks)

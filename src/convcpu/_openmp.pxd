@@ -17,7 +17,7 @@ cdef extern from *:
 
 
 # Task hand-out and the end of convcpu's parallel regions (see _region.h):
-#     convcpu_region_init(r)                 # the caller, before the region
+#     convcpu_region_init(r, n_tasks, n)     # the caller, before the region
 #     with parallel(num_threads=n):
 #         convcpu_region_enter(r)
 #         t = convcpu_region_take(r)
@@ -28,7 +28,9 @@ cdef extern from *:
 cdef extern from "_region.h" nogil:
     ctypedef struct convcpu_region:
         pass
-    void convcpu_region_init(convcpu_region* r)
+    int convcpu_region_ranges_get()
+    int convcpu_region_ranges_set(int on)
+    void convcpu_region_init(convcpu_region* r, Py_ssize_t n_tasks, int threads)
     void convcpu_region_enter(const convcpu_region* r)
     Py_ssize_t convcpu_region_take(convcpu_region* r)
     void convcpu_region_leave(convcpu_region* r)

@@ -93,6 +93,16 @@ def resolve(num_threads):
     return n, True
 
 
+def region_schedule(name=None):
+    """How convcpu's parallel regions hand out tasks, in every extension
+    module: "ranges" (the default), "shared" or "always ranges" (see
+    _core.region_schedule); with `name`, select it first.  For tests and
+    benchmarks, between calls."""
+    from convcpu import _direct
+    _direct.region_schedule(name)
+    return _core.region_schedule(name)
+
+
 def _openblas_functions(filepath):
     """(get, set) thread-count functions of the OpenBLAS at filepath, or None."""
     try:
