@@ -186,6 +186,12 @@ def test_routing_rule():
     assert depthwise.use_direct(256, 256, 32, (3, 3), True, f32, same)  # NHWC
     one = _geometry.window((28, 28), (1, 1), 1, 1, 0)  # unpadded 1x1: stays direct
     assert depthwise.use_direct(256, 256, 32, (1, 1), False, f32, one)
+    # at most _core.IMPLICIT_MAX_TAPS (the kernels' CG_TAPS) taps
+    taps64 = _geometry.window((28, 28), (8, 8), 1, 1, "same")
+    taps81 = _geometry.window((28, 28), (9, 9), 1, 1, 4)
+    assert _core.IMPLICIT_MAX_TAPS == 64
+    assert depthwise._implicit_takes_groups(8, taps64, "zeros", f32) is zen4
+    assert not depthwise._implicit_takes_groups(8, taps81, "zeros", f32)
 
 
 @pytest.mark.parametrize("seed", range(12))

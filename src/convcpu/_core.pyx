@@ -177,6 +177,7 @@ cdef enum:
     GATHER_GUARD = 8
     # the most taps (R*S) of the implicit GEMM (CG_TAPS in _gemm.h)
     IMPLICIT_TAPS = 64
+IMPLICIT_MAX_TAPS = IMPLICIT_TAPS  # (for Python: depthwise.use_direct)
 MIN_TASKS = 2 * max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                     else (os.cpu_count() or 1))
 MIN_KBLOCK = 32

@@ -196,12 +196,12 @@ def _implicit_takes_groups(in_per_group, window, padding_mode, dtype):
     """Whether a channels-first grouped convolution goes to conv_forward's
     implicit convolution rather than the direct kernel: float32 with at least
     GROUPED_IMPLICIT_MIN_IN input channels a group, zero padding that keeps
-    every input column (ceil(W / stride) <= Wo), at most 64 taps (CG_TAPS),
-    not an unpadded stride-1 1x1 (conv_forward runs those on the GEMM, below
-    IMPLICIT_1X1_CHANNELS), where the implicit kernels' loads are the and'ed
-    ones (AMD Zen 4)."""
+    every input column (ceil(W / stride) <= Wo), at most
+    _core.IMPLICIT_MAX_TAPS taps (CG_TAPS), not an unpadded stride-1 1x1
+    (conv_forward runs those on the GEMM, below IMPLICIT_1X1_CHANNELS), where
+    the implicit kernels' loads are the and'ed ones (AMD Zen 4)."""
     return (np.dtype(dtype) == np.float32 and in_per_group >= GROUPED_IMPLICIT_MIN_IN
-            and padding_mode == "zeros" and window.R * window.S <= 64
+            and padding_mode == "zeros" and window.R * window.S <= _core.IMPLICIT_MAX_TAPS
             and not window.unpadded_1x1
             and -(-window.W // window.stride[-1]) <= window.Wo
             and _core.gemm_backend() == "convcpu" and _core.implicit_loads() == "and")
