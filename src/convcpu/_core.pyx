@@ -220,22 +220,12 @@ def gemm_backend(name=None):
     return _switch("gemm backend", name, "convcpu", "blas", convcpu_gemm_set, convcpu_gemm_get)
 
 
-REGION_SCHEDULES = ("shared", "ranges", "always ranges")
-
-
-def region_schedule(name=None):
-    """How this module's parallel regions hand out their tasks: "ranges" (the
-    default: with at least 8 tasks a thread, a contiguous range per thread,
-    then what is left of the others'; fewer are dealt out in turn by one
-    counter), "shared" (always one counter) or "always ranges".  The same
-    results either way.  With `name`, select it first; not thread-safe: for
-    tests and benchmarks, between calls (convcpu._threads.region_schedule
-    sets every module's)."""
-    if name is not None:
-        if name not in REGION_SCHEDULES:
-            raise ValueError(f"region schedule must be one of {REGION_SCHEDULES}, got {name!r}")
-        convcpu_region_ranges_set(REGION_SCHEDULES.index(name))
-    return REGION_SCHEDULES[convcpu_region_ranges_get()]
+def _region_mode(mode=None):
+    """This module's convcpu_region_ranges (_region.h), set first to `mode`
+    when given: see convcpu._threads.region_schedule."""
+    if mode is not None:
+        convcpu_region_ranges_set(mode)
+    return convcpu_region_ranges_get()
 
 
 def implicit_loads(name=None):

@@ -167,14 +167,11 @@ cdef inline void _stencil_band(bint single, const void* img, Py_ssize_t ld,
                             <double*>ws)
 
 
-def region_schedule(name=None):
-    """As _core.region_schedule, for this module's regions."""
-    from convcpu._core import REGION_SCHEDULES
-    if name is not None:
-        if name not in REGION_SCHEDULES:
-            raise ValueError(f"region schedule must be one of {REGION_SCHEDULES}, got {name!r}")
-        convcpu_region_ranges_set(REGION_SCHEDULES.index(name))
-    return REGION_SCHEDULES[convcpu_region_ranges_get()]
+def _region_mode(mode=None):
+    """As _core._region_mode, for this module's regions."""
+    if mode is not None:
+        convcpu_region_ranges_set(mode)
+    return convcpu_region_ranges_get()
 
 
 def stencil2d(cnp.ndarray img, cnp.ndarray kernel, cnp.ndarray out, cnp.ndarray rowmap,

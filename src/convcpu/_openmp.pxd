@@ -29,7 +29,7 @@ cdef extern from "_region.h" nogil:
     ctypedef struct convcpu_region:
         pass
     int convcpu_region_ranges_get()
-    int convcpu_region_ranges_set(int on)
+    int convcpu_region_ranges_set(int mode)
     void convcpu_region_init(convcpu_region* r, Py_ssize_t n_tasks, int threads)
     void convcpu_region_enter(const convcpu_region* r)
     Py_ssize_t convcpu_region_take(convcpu_region* r)

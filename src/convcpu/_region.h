@@ -17,8 +17,9 @@
  * (and keeps its mask: it is set to "every CPU but the caller's" and back,
  * which makes the kernel migrate it), and a thread done with the tasks waits
  * for the others with sched_yield() after a short spin, so that a worker
- * sharing its CPU gets to run, before it enters libgomp's end barrier.  Nothing of this changes which task computes what:
- * results stay the same for any thread count and any placement.
+ * sharing its CPU gets to run, before it enters libgomp's end barrier.
+ * Nothing of this changes which task computes what: results stay the same
+ * for any thread count and any placement.
  *
  * The move is skipped when the user binds threads (OMP_PROC_BIND /
  * OMP_PLACES / GOMP_CPU_AFFINITY: omp_get_proc_bind() says so) and when the

@@ -93,14 +93,25 @@ def resolve(num_threads):
     return n, True
 
 
+# convcpu_region_ranges (src/convcpu/_region.h) 0, 1, 2
+REGION_SCHEDULES = ("shared", "ranges", "always ranges")
+
+
 def region_schedule(name=None):
-    """How convcpu's parallel regions hand out tasks, in every extension
-    module: "ranges" (the default), "shared" or "always ranges" (see
-    _core.region_schedule); with `name`, select it first.  For tests and
-    benchmarks, between calls."""
+    """How the parallel regions of every extension module hand out their
+    tasks: "ranges" (the default: with at least 8 tasks a thread, a
+    contiguous range per thread, then what is left of the others'; fewer are
+    dealt out in turn by one counter), "shared" (always one counter) or
+    "always ranges".  The same results either way.  With `name`, select it
+    first; not thread-safe: for tests and benchmarks, between calls."""
     from convcpu import _direct
-    _direct.region_schedule(name)
-    return _core.region_schedule(name)
+    if name is not None:
+        if name not in REGION_SCHEDULES:
+            raise ValueError(f"region schedule must be one of {REGION_SCHEDULES}, got {name!r}")
+        mode = REGION_SCHEDULES.index(name)
+        _direct._region_mode(mode)
+        _core._region_mode(mode)
+    return REGION_SCHEDULES[_core._region_mode()]
 
 
 def _openblas_functions(filepath):
