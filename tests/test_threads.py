@@ -145,5 +145,10 @@ def test_set_and_get_num_threads(monkeypatch):
         assert convcpu.get_num_threads() == 3  # the explicit setting wins
         convcpu.set_num_threads(None)
         assert convcpu.get_num_threads() == 5
+        # the variable is read once, like OMP_NUM_THREADS, and again on a reset
+        monkeypatch.setenv("CONVCPU_NUM_THREADS", "2")
+        assert convcpu.get_num_threads() == 5
+        convcpu.set_num_threads(None)
+        assert convcpu.get_num_threads() == 2
     finally:
         convcpu.set_num_threads(None)

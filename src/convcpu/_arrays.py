@@ -75,7 +75,7 @@ def contiguous(array, dtype):
 def check_out(out, shape, dtype, inputs):
     """Validate a user-supplied out= array, or allocate one."""
     if out is None:
-        nbytes = math.prod(int(n) for n in shape) * np.dtype(dtype).itemsize
+        nbytes = math.prod(map(int, shape)) * np.dtype(dtype).itemsize  # no int64 overflow
         if nbytes > _physical_memory():
             raise MemoryError(f"the result would have shape {tuple(shape)} ({nbytes / 2**30:.4g} "
                               f"GiB), more than this machine's memory "

@@ -128,7 +128,7 @@ def _conv(nspatial, x, weight, bias, stride, padding, dilation, groups, data_for
                             padding_mode):
         w_direct = depthwise.conv_weight(w_oi, channels, out_channels, last)
         depthwise.run_direct(xb, w_direct, bias, result_b, window, channels, out_channels,
-                             groups, last, dtype, num_threads)
+                             groups, last, dtype, threads)
         return result
     xc = _arrays.contiguous(xb, dtype)
     if last:  # (R*S*Cg, K): TensorFlow's HWIO flattened
