@@ -321,6 +321,19 @@ def test_library_setting_and_explicit_threads_agree():
 
 PLANS = textwrap.dedent("""
     from convcpu import _core
+
+    def busiest_ok(batch, spt, per_group):
+        # the samples of the busiest core, tasks dealt in order to the least
+        # loaded: no more than with the groups made even
+        def busiest(size):
+            loads = [0] * _core.CORES
+            for n0 in range(0, batch, size):
+                for _ in range(per_group):
+                    loads[loads.index(min(loads))] += min(size, batch - n0)
+            return max(loads)
+        even = -(-batch // -(-batch // spt))
+        assert busiest(spt) <= busiest(even), (batch, spt, per_group)
+
     for min_tasks in (2, 4, 6, 8, 12, 16, 32, 64):
         _core.MIN_TASKS = min_tasks
         for batch in (1, 2, 3, 4, 5, 7, 8, 16, 33):
@@ -330,6 +343,7 @@ PLANS = textwrap.dedent("""
                                                              4, False, False)
                     assert 1 <= spt <= batch and 1 <= ptile <= pixels, (batch, pixels)
                     assert 1 <= kblock <= channels, (batch, pixels, channels)
+                    busiest_ok(batch, spt, -(-pixels // ptile) * -(-channels // kblock))
                     # the implicit convolution's plan: whole panels, every pixel
                     spt, ptile, kblock = _core.plan_implicit(batch, 1, pixels, channels)
                     assert spt == 1 and 1 <= kblock <= channels, (batch, pixels, channels)
@@ -341,6 +355,16 @@ PLANS = textwrap.dedent("""
                     spt, ptile, kblock = _core.plan_gathered(batch, 1, pixels, channels, 4096)
                     assert 1 <= spt <= batch and ptile == pixels, (batch, pixels, channels)
                     assert 1 <= kblock <= channels, (batch, pixels, channels)
+                    busiest_ok(batch, spt, -(-channels // kblock))
+    # sample groups as even as one size allows when that unloads the busiest
+    # core: 16 samples of 49 pixels in 4 (not 5, 5, 5, 1); 6 in 5, 1 with 2
+    # tasks a group (each core 6 samples either way)
+    _core.CORES, _core.MIN_TASKS = 2, 4
+    assert _core.plan_gathered(16, 1, 49, 128, 128 * 81 * 4)[0] == 4
+    assert _core.plan_gathered(6, 1, 49, 256, 256 * 49 * 4)[0] == 5
+    _core.MIN_TASKS = 2  # one task a core: 16 as 8 + 8, not 9 + 7; 6 as 3 + 3
+    assert _core.plan_tiles(16, 1, 49, 128, 1152, 4, False, True)[0] == 8
+    assert _core.plan_gathered(6, 1, 49, 256, 256 * 49 * 4)[0] == 3
     print("ok")
 """)
 

@@ -21,8 +21,8 @@ cdef extern from "_gemm.h" nogil:
     int convcpu_im2col_panels(const float* xg, Py_ssize_t HW, Py_ssize_t W, Py_ssize_t Cg,
                               Py_ssize_t R, Py_ssize_t S, const Py_ssize_t* hmap,
                               Py_ssize_t sh, Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t pad_left,
-                              Py_ssize_t Wo, Py_ssize_t p0, Py_ssize_t n, float* tile,
-                              Py_ssize_t j0, int last)
+                              Py_ssize_t Wo, Py_ssize_t p0, Py_ssize_t n, Py_ssize_t nsamp,
+                              Py_ssize_t xstride, float* tile, Py_ssize_t j0, int last)
     int convcpu_sconv_implicit(Py_ssize_t M, Py_ssize_t C, Py_ssize_t R, Py_ssize_t S,
                                const float* a, Py_ssize_t lda, const float* x, Py_ssize_t cs,
                                Py_ssize_t PH, Py_ssize_t PW, Py_ssize_t H, Py_ssize_t W,

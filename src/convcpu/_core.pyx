@@ -35,6 +35,8 @@ from convcpu._openmp cimport (CONVCPU_OPENMP, convcpu_region, convcpu_region_ent
                               convcpu_region_ranges_get, convcpu_region_ranges_set,
                               convcpu_region_take, omp_get_max_threads)
 
+import functools
+import heapq
 import os
 
 import numpy as np
@@ -178,8 +180,10 @@ cdef enum:
     # the most taps (R*S) of the implicit GEMM (CG_TAPS in _gemm.h)
     IMPLICIT_TAPS = 64
 IMPLICIT_MAX_TAPS = IMPLICIT_TAPS  # (for Python: depthwise.use_direct)
-MIN_TASKS = 2 * max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                    else (os.cpu_count() or 1))
+# the usable cores at import, and the tasks a plan makes at least: 2 a core
+CORES = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+            else (os.cpu_count() or 1))
+MIN_TASKS = 2 * CORES
 MIN_KBLOCK = 32
 # The weight gradient sums its chunks (sample, pixel tile) in at most this many
 # slots, each into its own weight-sized partial (at most WEIGHT_GRAD_BYTES of
@@ -408,21 +412,19 @@ cdef void _im2col_panels(const ConvPlan* p, const floating* xg, Py_ssize_t nsamp
     cdef Py_ssize_t crs = p.Cg * p.R * p.S, P = CONVCPU_GEMM_PANEL, HW = p.H * p.W
     cdef Py_ssize_t s, done, n, j, l, cols = nsamp * npix
     cdef floating* dst
-    cdef bint own = True
+    if floating is float:  # every sample in one pass (each panel row written once)
+        if convcpu_im2col_panels(<const float*>xg, HW, p.W, p.Cg, p.R, p.S, p.hmap, p.sh,
+                                 p.dh, p.dw, p.pad_left, p.Wo, p0, npix, nsamp, p.C * HW,
+                                 <float*>ws, 0, 1):
+            return
     for s in range(nsamp):
-        if floating is float:
-            if convcpu_im2col_panels(<const float*>xg + s * p.C * HW, HW, p.W, p.Cg, p.R, p.S,
-                                     p.hmap, p.sh, p.dh, p.dw, p.pad_left, p.Wo, p0, npix,
-                                     <float*>ws, s * npix, s == nsamp - 1):
-                continue
-        own = False
         done = 0
         while done < npix:
             j = s * npix + done
             n = _min(P - j % P, npix - done)
             _im2col_nchw(p, xg + s * p.C * HW, p0 + done, n, ws + (j // P) * crs * P + j % P, P)
             done += n
-    if cols % P and not own:
+    if cols % P:
         dst = ws + (cols // P) * crs * P + cols % P
         for l in range(crs):
             memset(dst + l * P, 0, (P - cols % P) * sizeof(floating))
@@ -1188,6 +1190,40 @@ cdef void _set_window(ConvPlan* p, cnp.ndarray x, cnp.ndarray out, cnp.ndarray h
     p.mask = NULL
 
 
+EVEN_SAMPLE_GROUPS = True  # (a switch for benchmarks: False keeps the planned size)
+
+
+@functools.lru_cache(maxsize=256)
+def _makespan(n_batch, spt, per_group, threads):
+    """The samples the busiest of `threads` threads computes when the tasks
+    (sample groups of spt, each per_group tasks, the groups in order) go one
+    at a time to the thread with the least work so far (the shared counter)."""
+    loads = [0] * threads
+    for n0 in range(0, n_batch, spt):
+        for _ in range(per_group):
+            heapq.heapreplace(loads, loads[0] + min(spt, n_batch - n0))
+    return max(loads)
+
+
+def _even_groups(Py_ssize_t n_batch, Py_ssize_t spt, Py_ssize_t per_group):
+    """Samples per group for as many groups as `spt` makes, as even as one
+    size for all allows, when that spreads the work better over the CORES:
+    16 samples in groups of 5 (5, 5, 5, 1, a task each) become 4, 4, 4, 4
+    (2 cores: 10 samples for the busiest against 8); 9, 7 become 8, 8.  6
+    samples in groups of 5, and 2 tasks a group, stay 5, 1: each core
+    computes 6 samples either way, and a lone sample goes straight from the
+    input (as 3, 3 the gathered copies took 4-10% longer).  With many tasks
+    a core the last group's share is small: the plan stays."""
+    if not EVEN_SAMPLE_GROUPS or n_batch < 1 or spt < 1:
+        return spt
+    even = _ceil_div(n_batch, _ceil_div(n_batch, spt))
+    if (even < spt and _ceil_div(n_batch, spt) * per_group <= 16 * CORES
+            and _makespan(n_batch, even, per_group, CORES)
+            < _makespan(n_batch, spt, per_group, CORES)):
+        return even
+    return spt
+
+
 def plan_tiles(Py_ssize_t n_batch, Py_ssize_t groups, Py_ssize_t out_pixels,
                Py_ssize_t out_per_group, Py_ssize_t reduction, Py_ssize_t itemsize,
                bint direct, bint channels_last):
@@ -1241,6 +1277,7 @@ def plan_tiles(Py_ssize_t n_batch, Py_ssize_t groups, Py_ssize_t out_pixels,
         pass
     while tasks() % MIN_TASKS and tasks() < 8 * MIN_TASKS and split_once():
         pass
+    spt = _even_groups(n_batch, spt, groups * n_ptiles * n_kblocks)
     return (int(spt), int(_ceil_div(out_pixels, n_ptiles)),
             int(max(1, _ceil_div(out_per_group, n_kblocks))), bool(direct))
 
@@ -1271,7 +1308,8 @@ def plan_gathered(Py_ssize_t n_batch, Py_ssize_t groups, Py_ssize_t out_pixels,
     while (_ceil_div(n_batch, spt) * groups * n_kblocks < MIN_TASKS
            and _ceil_div(out_per_group, n_kblocks + 1) >= IMPLICIT_MIN_KBLOCK):
         n_kblocks += 1
-    return int(spt), int(out_pixels), int(max(1, _ceil_div(out_per_group, n_kblocks)))
+    return (int(_even_groups(n_batch, spt, groups * n_kblocks)), int(out_pixels),
+            int(max(1, _ceil_div(out_per_group, n_kblocks))))
 
 
 def plan_implicit(Py_ssize_t n_batch, Py_ssize_t groups, Py_ssize_t out_pixels,

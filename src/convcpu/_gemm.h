@@ -749,39 +749,49 @@ static __mmask16 cg_lanes(Py_ssize_t lo, Py_ssize_t hi)
 
 /* Up to CG_SEGMENTS runs of pixels at a time: the runs of a chunk go
  * through every input row (c, r, s) in order, so the input is read in
- * sequence, as a plain im2col reads it. */
+ * sequence, as a plain im2col reads it, and every panel row is written in
+ * one go by the runs that fill it, several samples' included (conv1d batch
+ * 32 L15, a sample's 13 pixels a call: each call swept the whole tile, a
+ * 128-byte panel row of it a few lanes at a time). */
 #define CG_SEGMENTS 64
 
 CG_TARGET static void cg_im2col_panels(const float *xg, Py_ssize_t HW, Py_ssize_t W,
                                        Py_ssize_t Cg, Py_ssize_t R, Py_ssize_t S,
                                        const Py_ssize_t *hmap, Py_ssize_t sh, Py_ssize_t dh,
                                        Py_ssize_t dw, Py_ssize_t pad_left, Py_ssize_t Wo,
-                                       Py_ssize_t p0, Py_ssize_t n, float *tile, Py_ssize_t j0,
+                                       Py_ssize_t p0, Py_ssize_t n, Py_ssize_t nsamp,
+                                       Py_ssize_t xstride, float *tile, Py_ssize_t j0,
                                        int last)
 {
     const Py_ssize_t P = CONVCPU_GEMM_PANEL, panel = Cg * R * S * P;
-    /* a run: pixels of one output row (oh, from column ow0) in one panel,
-     * len of them, the first at dst (row 0 of the panel) */
+    /* a run: pixels of one output row (oh, from column ow0) of one sample
+     * (its input at seg_x) in one panel, len of them, the first at dst (row
+     * 0 of the panel) */
     Py_ssize_t seg_len[CG_SEGMENTS], seg_oh[CG_SEGMENTS], seg_ow[CG_SEGMENTS];
     Py_ssize_t seg_room[CG_SEGMENTS]; /* lanes stored: len, or to the panel's end */
     float *seg_dst[CG_SEGMENTS];
-    Py_ssize_t j = 0, oh = p0 / Wo, ow0 = p0 % Wo;
-    while (j < n) {
+    const float *seg_x[CG_SEGMENTS];
+    const Py_ssize_t total = n * nsamp;
+    Py_ssize_t q = 0, j = 0, sample = 0, oh = p0 / Wo, ow0 = p0 % Wo;
+    while (q < total) {
         int nseg = 0;
-        for (; j < n && nseg < CG_SEGMENTS; nseg++) {
-            const Py_ssize_t col = j0 + j, room = P - col % P;
+        for (; q < total && nseg < CG_SEGMENTS; nseg++) {
+            const Py_ssize_t col = j0 + q, room = P - col % P;
             Py_ssize_t len = Wo - ow0 < n - j ? Wo - ow0 : n - j;
             len = len < room ? len : room;
             seg_len[nseg] = len, seg_oh[nseg] = oh, seg_ow[nseg] = ow0;
-            seg_room[nseg] = last && j + len == n ? room : len; /* zeros past the tile */
+            seg_x[nseg] = xg + sample * xstride;
+            seg_room[nseg] = last && q + len == total ? room : len; /* zeros past the tile */
             seg_dst[nseg] = tile + (col / P) * panel + col % P;
+            q += len;
             j += len;
             ow0 += len;
             if (ow0 == Wo)
                 ow0 = 0, oh++;
+            if (j == n) /* the next sample, from pixel p0 */
+                j = 0, sample++, oh = p0 / Wo, ow0 = p0 % Wo;
         }
         for (Py_ssize_t c = 0; c < Cg; c++) {
-            const float *plane = xg + c * HW;
             for (Py_ssize_t r = 0; r < R; r++)
                 for (Py_ssize_t s = 0; s < S; s++) {
                     const Py_ssize_t l = (c * R + r) * S + s;
@@ -799,7 +809,7 @@ CG_TARGET static void cg_im2col_panels(const float *xg, Py_ssize_t HW, Py_ssize_
                          * inside the row (and the run) for q in [lo, hi) */
                         const Py_ssize_t start = seg_ow[k] + s * dw - pad_left;
                         const Py_ssize_t lo = -start, hi = W - start < len ? W - start : len;
-                        const float *src = plane + ih * W + start;
+                        const float *src = seg_x[k] + c * HW + ih * W + start;
                         const __mmask16 ld0 = cg_lanes(lo, hi), ld1 = cg_lanes(lo - 16, hi - 16);
                         _mm512_mask_storeu_ps(d, st0, _mm512_maskz_loadu_ps(ld0, src));
                         if (st1)
@@ -813,8 +823,9 @@ CG_TARGET static void cg_im2col_panels(const float *xg, Py_ssize_t HW, Py_ssize_
 #endif
 
 /* The im2col of output pixels p0 .. p0+n-1 (row-major over an output Wo
- * wide) of one sample, into the panel layout of convcpu_sgemm_panels: they
- * are tile columns j0 .. j0+n-1, and row ((c*R + r)*S + s) of pixel (oh, ow)
+ * wide) of nsamp samples (xstride apart), into the panel layout of
+ * convcpu_sgemm_panels: pixel j of sample i is tile column j0 + i*n + j,
+ * and row ((c*R + r)*S + s) of pixel (oh, ow)
  * holds input plane c (of Cg, HW apart, rows W wide) at row
  * hmap[oh*sh + r*dh] (-1: a zero) and column ow + s*dw - pad_left (outside
  * [0, W): a zero).  Column stride 1 and zero padding only.  last: these
@@ -825,17 +836,19 @@ CONVCPU_GEMM_API int convcpu_im2col_panels(const float *xg, Py_ssize_t HW, Py_ss
                                            const Py_ssize_t *hmap, Py_ssize_t sh,
                                            Py_ssize_t dh, Py_ssize_t dw, Py_ssize_t pad_left,
                                            Py_ssize_t Wo, Py_ssize_t p0, Py_ssize_t n,
+                                           Py_ssize_t nsamp, Py_ssize_t xstride,
                                            float *tile, Py_ssize_t j0, int last)
 {
 #if CONVCPU_OWN_GEMM
     if (convcpu_gemm_get() != 1)
         return 0;
-    cg_im2col_panels(xg, HW, W, Cg, R, S, hmap, sh, dh, dw, pad_left, Wo, p0, n, tile, j0,
-                     last);
+    cg_im2col_panels(xg, HW, W, Cg, R, S, hmap, sh, dh, dw, pad_left, Wo, p0, n, nsamp,
+                     xstride, tile, j0, last);
     return 1;
 #else
     (void)xg; (void)HW; (void)W; (void)Cg; (void)R; (void)S; (void)hmap; (void)sh; (void)dh;
-    (void)dw; (void)pad_left; (void)Wo; (void)p0; (void)n; (void)tile; (void)j0; (void)last;
+    (void)dw; (void)pad_left; (void)Wo; (void)p0; (void)n; (void)nsamp; (void)xstride;
+    (void)tile; (void)j0; (void)last;
     return 0;
 #endif
 }
