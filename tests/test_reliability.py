@@ -339,11 +339,12 @@ PLANS = textwrap.dedent("""
         for batch in (1, 2, 3, 4, 5, 7, 8, 16, 33):
             for pixels in (1, 15, 26, 49, 196, 3136):
                 for channels in (1, 8, 32, 64, 256):
-                    spt, ptile, kblock, _ = _core.plan_tiles(batch, 1, pixels, channels, 576,
-                                                             4, False, False)
-                    assert 1 <= spt <= batch and 1 <= ptile <= pixels, (batch, pixels)
-                    assert 1 <= kblock <= channels, (batch, pixels, channels)
-                    busiest_ok(batch, spt, -(-pixels // ptile) * -(-channels // kblock))
+                    for own_panels in (False, True):
+                        spt, ptile, kblock, _ = _core.plan_tiles(batch, 1, pixels, channels,
+                                                                 576, 4, False, False, own_panels)
+                        assert 1 <= spt <= batch and 1 <= ptile <= pixels, (batch, pixels)
+                        assert 1 <= kblock <= channels, (batch, pixels, channels)
+                        busiest_ok(batch, spt, -(-pixels // ptile) * -(-channels // kblock))
                     # the implicit convolution's plan: whole panels, every pixel
                     spt, ptile, kblock = _core.plan_implicit(batch, 1, pixels, channels)
                     assert spt == 1 and 1 <= kblock <= channels, (batch, pixels, channels)
@@ -362,6 +363,13 @@ PLANS = textwrap.dedent("""
     _core.CORES, _core.MIN_TASKS = 2, 4
     assert _core.plan_gathered(16, 1, 49, 128, 128 * 81 * 4)[0] == 4
     assert _core.plan_gathered(6, 1, 49, 256, 256 * 49 * 4)[0] == 5
+    # NCHW float32 on the own GEMM: one task a core when the busiest core
+    # then runs fewer 32-column panels (conv1d batch 32 L15: 2 tiles of 16
+    # samples, 6.5 panels each, not 4 of 8 at 3.5); else the plan stays
+    assert _core.plan_tiles(32, 1, 13, 128, 768, 4, False, False)[0] == 8
+    assert _core.plan_tiles(32, 1, 13, 128, 768, 4, False, False, True)[0] == 16
+    assert (_core.plan_tiles(8, 1, 784, 128, 1152, 4, False, False, True)
+            == _core.plan_tiles(8, 1, 784, 128, 1152, 4, False, False))
     _core.MIN_TASKS = 2  # one task a core: 16 as 8 + 8, not 9 + 7; 6 as 3 + 3
     assert _core.plan_tiles(16, 1, 49, 128, 1152, 4, False, True)[0] == 8
     assert _core.plan_gathered(6, 1, 49, 256, 256 * 49 * 4)[0] == 3
