@@ -748,8 +748,7 @@ static __mmask16 cg_lanes(Py_ssize_t lo, Py_ssize_t hi)
 }
 
 /* Up to CG_SEGMENTS runs of pixels at a time: the runs of a chunk go
- * through every input row (c, r, s) in order, so the input is read in
- * sequence, as a plain im2col reads it, and every panel row is written in
+ * through every input row (r, s, then c), and every panel row is written in
  * one go by the runs that fill it, several samples' included (conv1d batch
  * 32 L15, a sample's 13 pixels a call: each call swept the whole tile, a
  * 128-byte panel row of it a few lanes at a time). */
@@ -791,33 +790,46 @@ CG_TARGET static void cg_im2col_panels(const float *xg, Py_ssize_t HW, Py_ssize_
             if (j == n) /* the next sample, from pixel p0 */
                 j = 0, sample++, oh = p0 / Wo, ow0 = p0 % Wo;
         }
-        for (Py_ssize_t c = 0; c < Cg; c++) {
-            for (Py_ssize_t r = 0; r < R; r++)
-                for (Py_ssize_t s = 0; s < S; s++) {
-                    const Py_ssize_t l = (c * R + r) * S + s;
+        /* per tap (r, s), each run's source offset, masks and destination
+         * row are the same for every channel: found once, then the channels
+         * (conv1d b32 L15: 256 channels of 22 runs; the masks a channel and
+         * run cost more than the copy) */
+        for (Py_ssize_t r = 0; r < R; r++)
+            for (Py_ssize_t s = 0; s < S; s++) {
+                const float *src_k[CG_SEGMENTS];
+                float *dst_k[CG_SEGMENTS];
+                __mmask16 ld0_k[CG_SEGMENTS], ld1_k[CG_SEGMENTS];
+                __mmask16 st0_k[CG_SEGMENTS], st1_k[CG_SEGMENTS];
+                for (int k = 0; k < nseg; k++) {
+                    const Py_ssize_t ih = hmap[seg_oh[k] * sh + r * dh], len = seg_len[k];
+                    st0_k[k] = cg_mask(seg_room[k]);
+                    st1_k[k] = cg_mask(seg_room[k] - 16);
+                    dst_k[k] = seg_dst[k] + (r * S + s) * P;
+                    if (ih < 0) { /* a zero row: nothing is loaded */
+                        ld0_k[k] = ld1_k[k] = 0;
+                        src_k[k] = seg_x[k];
+                        continue;
+                    }
+                    /* lane q reads input column ow0 + q + s*dw - pad_left:
+                     * inside the row (and the run) for q in [lo, hi) */
+                    const Py_ssize_t start = seg_ow[k] + s * dw - pad_left;
+                    const Py_ssize_t lo = -start, hi = W - start < len ? W - start : len;
+                    src_k[k] = seg_x[k] + ih * W + start;
+                    ld0_k[k] = cg_lanes(lo, hi);
+                    ld1_k[k] = cg_lanes(lo - 16, hi - 16);
+                }
+                for (Py_ssize_t c = 0; c < Cg; c++) {
+                    const Py_ssize_t row = c * R * S * P, plane = c * HW;
                     for (int k = 0; k < nseg; k++) {
-                        const Py_ssize_t ih = hmap[seg_oh[k] * sh + r * dh], len = seg_len[k];
-                        const __mmask16 st0 = cg_mask(seg_room[k]);
-                        const __mmask16 st1 = cg_mask(seg_room[k] - 16);
-                        float *d = seg_dst[k] + l * P;
-                        if (ih < 0) {
-                            _mm512_mask_storeu_ps(d, st0, _mm512_setzero_ps());
-                            _mm512_mask_storeu_ps(d + 16, st1, _mm512_setzero_ps());
-                            continue;
-                        }
-                        /* lane q reads input column ow0 + q + s*dw - pad_left:
-                         * inside the row (and the run) for q in [lo, hi) */
-                        const Py_ssize_t start = seg_ow[k] + s * dw - pad_left;
-                        const Py_ssize_t lo = -start, hi = W - start < len ? W - start : len;
-                        const float *src = seg_x[k] + c * HW + ih * W + start;
-                        const __mmask16 ld0 = cg_lanes(lo, hi), ld1 = cg_lanes(lo - 16, hi - 16);
-                        _mm512_mask_storeu_ps(d, st0, _mm512_maskz_loadu_ps(ld0, src));
-                        if (st1)
-                            _mm512_mask_storeu_ps(d + 16, st1,
-                                                  _mm512_maskz_loadu_ps(ld1, src + 16));
+                        float *d = dst_k[k] + row;
+                        const float *src = src_k[k] + plane;
+                        _mm512_mask_storeu_ps(d, st0_k[k], _mm512_maskz_loadu_ps(ld0_k[k], src));
+                        if (st1_k[k])
+                            _mm512_mask_storeu_ps(d + 16, st1_k[k],
+                                                  _mm512_maskz_loadu_ps(ld1_k[k], src + 16));
                     }
                 }
-        }
+            }
     }
 }
 #endif
