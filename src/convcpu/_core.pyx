@@ -41,6 +41,8 @@ import os
 
 import numpy as np
 
+from convcpu import _geometry
+
 cnp.import_array()
 
 cdef extern from "_kernels.h" nogil:
@@ -1235,14 +1237,9 @@ def plan_tiles(Py_ssize_t n_batch, Py_ssize_t groups, Py_ssize_t out_pixels,
     key = (n_batch, groups, out_pixels, out_per_group, reduction, itemsize, direct,
            channels_last, own_panels, MIN_TASKS, CORES, EVEN_SAMPLE_GROUPS, TILE_BYTES,
            MIN_TILE_PIXELS, MIN_KBLOCK)
-    found = _PLANS.get(key)
-    if found is None:
-        if len(_PLANS) >= 256:
-            _PLANS.clear()
-        found = _PLANS[key] = _plan_tiles(n_batch, groups, out_pixels, out_per_group,
-                                          reduction, itemsize, direct, channels_last,
-                                          own_panels)
-    return found
+    return _geometry._cached(_PLANS, key, lambda: _plan_tiles(
+        n_batch, groups, out_pixels, out_per_group, reduction, itemsize, direct,
+        channels_last, own_panels))
 
 
 def _plan_tiles(Py_ssize_t n_batch, Py_ssize_t groups, Py_ssize_t out_pixels,
