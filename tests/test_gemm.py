@@ -353,7 +353,7 @@ def test_implicit_1x1_is_the_packed_gemm(seed, implicit, monkeypatch):
     np.testing.assert_allclose(implicit_1x1, want, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("seed", range(30))
+@pytest.mark.parametrize("seed", range(42))
 def test_implicit_conv_ragged_tail_kernels(seed, implicit, monkeypatch):
     """A tile that ends 1-4 pixels past a panel (33-36 left) or past a half
     panel (17-20 left, or 51-52: a panel, then 16 + t) runs those pixels on
@@ -366,8 +366,12 @@ def test_implicit_conv_ragged_tail_kernels(seed, implicit, monkeypatch):
     past two blocks of rows, several blocks of input channels (channel
     blocks after the first add to C), bias or none, edges padded, a NaN and
     an inf on a tail pixel's taps.  Wide panels (_core.implicit_panels, AMD
-    Zen 4's default) run the same sizes on no tail kernel: 48 lanes + 0-2 a
-    panel, 97-100 left cut into 48-50 and 49-50 (97, 98, 99, 100, 14x14)."""
+    Zen 4's default) run the same sizes on panels of 48 lanes + 0-2 (97-98
+    left cut into 48 and 49-50), and their last 1-8 pixels (1-8 left, or
+    51-56 left after a panel of 48: 52, 56, 99, 100, 14x14, 7x8; a lone
+    image of 1-8 pixels) on the transposed tail kernel (CG_CONV_KERNEL_T:
+    output channels along the vector, 16 rows of A transposed in registers,
+    past one block of 16 rows with 24 and 37 output channels)."""
     if _core.gemm_backend() != "convcpu":
         pytest.skip("the implicit convolution runs on the own GEMM's kernels")
     from convcpu._reference import conv_reference
@@ -375,7 +379,8 @@ def test_implicit_conv_ragged_tail_kernels(seed, implicit, monkeypatch):
     monkeypatch.setattr(_core, "MIN_TASKS", int(rng.choice([1, 2, 4])))
     sizes = [(7, 7), (6, 6), (10, 10), (14, 14), (3, 11), (4, 5), (1, 17), (4, 13),
              (5, 10), (2, 26), (33,), (36,), (49,), (52,), (68,), (100,), (6, 7), (37,),
-             (48,), (3, 17), (97,), (7, 14), (99,)]
+             (48,), (3, 17), (97,), (7, 14), (99,), (7, 8), (56,), (53,), (2, 3), (1, 1),
+             (8,), (98,)]
     spatial = sizes[seed % len(sizes)]
     nsp = len(spatial)
     kernel = tuple(int(k) for k in rng.choice([1, 3, 5], nsp))
@@ -398,6 +403,41 @@ def test_implicit_conv_ragged_tail_kernels(seed, implicit, monkeypatch):
     want = conv_reference(x.astype(np.float64), w.astype(np.float64),
                           None if b is None else b.astype(np.float64), pads=pads)
     np.testing.assert_allclose(implicit, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("tail", range(1, 9))
+@pytest.mark.parametrize("lead", [0, 48, 96])
+def test_implicit_transposed_tail(tail, lead, implicit, monkeypatch):
+    """The last 1-8 pixels of a tile: alone, after a panel of 48 lanes, or
+    after two (1-D outputs of tail, 48 + tail and 96 + tail pixels, one tile
+    each).  Under wide panels those of 3-8 after a panel (1-8 when alone)
+    run on the transposed tail kernel (CG_CONV_KERNEL_T), 1-2 after a panel
+    on the 48-lane kernel's extra pixels.  The same bits as the im2col path
+    and the reference's values, with two blocks of input channels (the
+    second adds to C), 37 output channels (blocks of 16, 16 and 5 rows),
+    bias or none, the edges zero-padded, a NaN weight (its output channel
+    NaN) and, past 3 tail pixels, an inf in the input's last pixel."""
+    if _core.gemm_backend() != "convcpu":
+        pytest.skip("the implicit convolution runs on the own GEMM's kernels")
+    from convcpu._reference import conv_reference
+    monkeypatch.setattr(_core, "MIN_TASKS", 1)
+    rng = np.random.default_rng(5700 + 10 * tail + lead)
+    x = rng.standard_normal((1, 100, lead + tail)).astype(np.float32)
+    w = rng.standard_normal((37, 100, 3)).astype(np.float32)
+    b = rng.standard_normal(37).astype(np.float32) if tail % 2 else None
+    w[5, 3, 1] = np.nan
+    if tail > 3:
+        x[0, 97, -1] = np.inf
+    x_before = x.copy()
+    implicit = convcpu.conv1d(x, w, b, padding=1)
+    monkeypatch.setattr(_core, "IMPLICIT_GEMM", False)
+    im2col = convcpu.conv1d(x, w, b, padding=1)
+    np.testing.assert_array_equal(x, x_before)
+    np.testing.assert_array_equal(implicit.view(np.uint32), im2col.view(np.uint32))
+    want = conv_reference(x.astype(np.float64), w.astype(np.float64),
+                          None if b is None else b.astype(np.float64), pads=((1, 1),))
+    np.testing.assert_allclose(implicit, want, rtol=1e-4, atol=1e-4)
+    assert np.isnan(implicit[0, 5]).all() and np.isfinite(implicit[0, 6:, :-2]).all()
 
 
 @pytest.mark.parametrize("seed", range(16))

@@ -1257,6 +1257,96 @@ CG_TARGET static void cg_conv_rows(const cg_tap_t *taps, Py_ssize_t RS, Py_ssize
         add = _mm512_add_epi64(add, step);
     }
 }
+
+/* The last 1-CG_TT pixels of a tile (after its panels of 48 lanes), with
+ * output channels along the vector: lane i of a pixel's accumulator is row
+ * i of a block of 16 rows of A, and the B value of term k is broadcast.
+ * Each block of 16 terms of those rows is loaded row by row and transposed
+ * in registers (cg_transpose16), so A is read once for all the tail's
+ * pixels and no lane sits idle past them.  A 48-lane panel's 0-2 extra
+ * pixels (CG_CONV_KERNEL3) merge 8 rows' A values with 7 masked moves a
+ * term; a half panel (<= 16 pixels) runs the panel's per-tap tables and its
+ * C for 1-8 pixels.  C harness, one thread, one task's 64 rows of 3x3
+ * 256->256 (2304 terms): 196 pixels (4 x 48 + 4) 0.967-0.976 of the time of
+ * 48, 48, 50, 50; 195 0.976; 197-200 (48 x 4 + 5-8 on a half panel)
+ * 0.970-0.988; 193-194 (T = 1, 2) 1.007-1.010, so those stay on
+ * CG_CONV_KERNEL3; a lone tile of 1-8 pixels 0.36-0.68.  The B values of
+ * the tail's pixels are in col (CG_TT a term, 0 where a tap falls outside
+ * the image: cg_conv_tail_cols).  Every element's chain is CG_CONV_KERNEL's
+ * (from the bias or C, one FMA a term in order): the same bits. */
+#define CG_TT 8
+#define CG_CONV_KERNEL_T(NAME, T)                                                        \
+    CG_TARGET static void NAME##_##T(Py_ssize_t kc, Py_ssize_t mr, const float *restrict a, \
+                                     Py_ssize_t lda, const float *restrict col,          \
+                                     float *restrict c, Py_ssize_t ldc, int first,       \
+                                     const float *restrict bias)                         \
+    {                                                                                    \
+        const __mmask16 rm = cg_mask(mr);                                                \
+        __m512 acc[T];                                                                   \
+        float buf[T][16] __attribute__((aligned(64)));                                   \
+        for (int p = 0; p < T; p++) {                                                    \
+            if (first) {                                                                 \
+                acc[p] = bias != NULL ? _mm512_maskz_loadu_ps(rm, bias)                  \
+                                      : _mm512_setzero_ps();                             \
+            } else {                                                                     \
+                for (Py_ssize_t i = 0; i < 16; i++)                                      \
+                    buf[p][i] = i < mr ? c[i * ldc + p] : 0.0f;                          \
+                acc[p] = _mm512_load_ps(buf[p]);                                         \
+            }                                                                            \
+        }                                                                                \
+        for (Py_ssize_t k0 = 0; k0 < kc; k0 += 16) {                                     \
+            const Py_ssize_t kn = kc - k0 < 16 ? kc - k0 : 16;                           \
+            __m512 r[16];                                                                \
+            if (kn == 16 && mr == 16) { /* plain loads: a masked one takes an FMA slot */ \
+                _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++)                    \
+                    r[i] = _mm512_loadu_ps(a + i * lda + k0);                            \
+            } else {                                                                     \
+                const __mmask16 km = cg_mask(kn);                                        \
+                _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++)                    \
+                    r[i] = i < mr ? _mm512_maskz_loadu_ps(km, a + i * lda + k0)          \
+                                  : _mm512_setzero_ps();                                 \
+            }                                                                            \
+            cg_transpose16(r); /* r[j]: term k0 + j of the 16 rows */                    \
+            if (kn == 16) {                                                              \
+                _Pragma("GCC unroll 16") for (int j = 0; j < 16; j++)                    \
+                    _Pragma("GCC unroll 8") for (int p = 0; p < T; p++)                  \
+                        acc[p] = _mm512_fmadd_ps(                                        \
+                            r[j], _mm512_set1_ps(col[(k0 + j) * CG_TT + p]), acc[p]);    \
+            } else {                                                                     \
+                for (Py_ssize_t j = 0; j < kn; j++)                                      \
+                    _Pragma("GCC unroll 8") for (int p = 0; p < T; p++)                  \
+                        acc[p] = _mm512_fmadd_ps(                                        \
+                            r[j], _mm512_set1_ps(col[(k0 + j) * CG_TT + p]), acc[p]);    \
+            }                                                                            \
+        }                                                                                \
+        for (int p = 0; p < T; p++) {                                                    \
+            _mm512_store_ps(buf[p], acc[p]);                                             \
+            for (Py_ssize_t i = 0; i < mr; i++)                                          \
+                c[i * ldc + p] = buf[p][i];                                              \
+        }                                                                                \
+    }
+typedef void (*const cg_tkernel_t)(Py_ssize_t, Py_ssize_t, const float *, Py_ssize_t,
+                                   const float *, float *, Py_ssize_t, int, const float *);
+CG_CONV_KERNEL_T(cg_convt, 1) CG_CONV_KERNEL_T(cg_convt, 2) CG_CONV_KERNEL_T(cg_convt, 3)
+CG_CONV_KERNEL_T(cg_convt, 4) CG_CONV_KERNEL_T(cg_convt, 5) CG_CONV_KERNEL_T(cg_convt, 6)
+CG_CONV_KERNEL_T(cg_convt, 7) CG_CONV_KERNEL_T(cg_convt, 8)
+/* cg_convt[T]: the tail kernel of T pixels */
+static cg_tkernel_t cg_convt[CG_TT + 1] = {NULL,       cg_convt_1, cg_convt_2, cg_convt_3, cg_convt_4,
+                                          cg_convt_5, cg_convt_6, cg_convt_7, cg_convt_8};
+static int cg_ttail = 1; /* 0: no transposed tails (an A/B harness's switch) */
+
+/* The B values of a tail of T <= CG_TT pixels for the kc rows of B
+ * (cg_conv_rows, from xb): col[k*CG_TT + p], 0 where the tap of row k falls
+ * outside the image for pixel p (its lane bit clear: not read). */
+CG_TARGET static void cg_conv_tail_cols(const cg_tap_t *rows, Py_ssize_t kc, const float *xb,
+                                        Py_ssize_t T, float *col)
+{
+    const uint64_t tm = ((uint64_t)1 << T) - 1;
+    for (Py_ssize_t k = 0; k < kc; k++)
+        _mm256_store_ps(col + k * CG_TT,
+                        _mm512_castps512_ps256(_mm512_maskz_loadu_ps(
+                            (__mmask16)((uint64_t)rows[k].lanes & tm), xb + rows[k].off)));
+}
 #endif
 
 #if CONVCPU_OWN_GEMM
@@ -1268,7 +1358,8 @@ CG_TARGET static void cg_conv_rows(const cg_tap_t *taps, Py_ssize_t RS, Py_ssize
  * the and: cg_zen4).  The same values, so the same bits, either way. */
 static int cg_implicit_and = -1;
 /* How the implicit convolution cuts a tile into panels: 1 (wide) panels of
- * 48 lanes, no tail kernels; 0 panels of 32, their 1-4 pixel tails on the
+ * 48 lanes, no blend-tree tail kernels, the last 1-8 pixels on the
+ * transposed tail (CG_CONV_KERNEL_T); 0 panels of 32, their 1-4 pixel tails on the
  * tail kernels, a last 37-50 in one of 48 lanes; -1: not decided yet (on
  * AMD Zen 4, wide).  The same sums either way. */
 static int cg_implicit_wide = -1;
@@ -1393,6 +1484,8 @@ CONVCPU_GEMM_API int convcpu_sconv_implicit(Py_ssize_t M, Py_ssize_t C, Py_ssize
     /* the taps' lane vectors for the and'ed loads: 0 or all ones per lane,
      * up to 64 lanes a tap (a 48-lane panel and its tail) */
     float lane_vectors[CG_TAPS * 64] __attribute__((aligned(64)));
+    /* a transposed tail's B values (cg_conv_tail_cols) */
+    float tail_cols[CG_KC * CG_TT] __attribute__((aligned(64)));
     if (convcpu_gemm_get() != 1 || RS > CG_TAPS || RS < 1)
         return 0;
     if (M <= 0 || n <= 0)
@@ -1414,14 +1507,19 @@ CONVCPU_GEMM_API int convcpu_sconv_implicit(Py_ssize_t M, Py_ssize_t C, Py_ssize
             for (Py_ssize_t j0 = 0, nr; j0 < n; j0 += nr) {
                 const Py_ssize_t left = n - j0;
                 Py_ssize_t t;
-                int wide3;
+                int wide3, tail = 0;
                 if (wide) {
-                    /* panels of 48 lanes, no tail kernels: 33-50 left, one
-                     * of 48 lanes + 0-2; 97-100 left, 48-50 then 49-50 (196
-                     * pixels: 48, 48, 50, 50); 17-32, one of 32; <= 16, half */
+                    /* panels of 48 lanes, and the transposed tail
+                     * (CG_CONV_KERNEL_T) for the last <= CG_TT pixels:
+                     * 33-50 left, one of 48 lanes + 0-2; 97-98 left, 48
+                     * then 49-50; 51-56 left (99-100: 196 pixels), 48, then
+                     * 3-8 on the tail; 17-32, one of 32; 9-16, half.  (With
+                     * cg_ttail off: no tail, 97-100 left cut into 48-50 and
+                     * 49-50, <= 16 half.) */
                     t = 0;
+                    tail = cg_ttail && left <= CG_TT;
                     nr = left <= 48 + CG_T3MAX ? left
-                         : left > 96 && left <= 96 + 2 * CG_T3MAX
+                         : left > 96 && left <= 96 + (cg_ttail ? 1 : 2) * CG_T3MAX
                              ? (left - 48 - CG_T3MAX > 48 ? left - 48 - CG_T3MAX : 48)
                              : 48;
                     wide3 = nr > P;
@@ -1444,7 +1542,7 @@ CONVCPU_GEMM_API int convcpu_sconv_implicit(Py_ssize_t M, Py_ssize_t C, Py_ssize
                  * (each tap's lanes then point at its lane vectors) */
                 const int nv = wide3 ? (nr > 48 ? 4 : 3) : nr <= 16 ? 1 : 2;
                 int and_loads = 0;
-                if (use_and && t == 0) {
+                if (use_and && t == 0 && !tail) {
                     int64_t tmin = taps[0].off, tmax = taps[0].off;
                     for (Py_ssize_t k = 1; k < RS; k++) {
                         tmin = taps[k].off < tmin ? taps[k].off : tmin;
@@ -1463,6 +1561,14 @@ CONVCPU_GEMM_API int convcpu_sconv_implicit(Py_ssize_t M, Py_ssize_t C, Py_ssize
                 const float *bb = bias != NULL ? bias + i0 : NULL;
                 float *cbl = c + i0 * ldc + j0;
                 const int first = set && c0 == 0;
+                if (tail) {
+                    cg_conv_tail_cols(rows, kc, xb, nr, tail_cols);
+                    for (Py_ssize_t ir = 0; ir < mc; ir += 16)
+                        cg_convt[nr](kc, mc - ir < 16 ? mc - ir : 16, ab + ir * lda, lda,
+                                     tail_cols, cbl + ir * ldc, ldc, first,
+                                     bb != NULL ? bb + ir : NULL);
+                    continue;
+                }
                 if (wide3) {
                     const Py_ssize_t t3 = nr > 48 ? nr - 48 : 0;
                     const __mmask16 m2 = cg_mask(nr - 32);
