@@ -249,8 +249,9 @@ def implicit_loads(name=None):
 def implicit_panels(name=None):
     """How the implicit convolution cuts a tile's pixels into panels: "wide"
     (48 lanes, the last ones cut so that no blend-tree tail kernel runs, and
-    a tile's last 1-8 pixels on the transposed tail kernel, output channels
-    along the vector; the default on AMD Zen 4, where the tail kernels'
+    a tile's last 3-8 pixels after its panels, or a whole tile of 1-8, on
+    the transposed tail kernel, output channels along the vector; the
+    default on AMD Zen 4, where the tail kernels'
     blends cost more than idle lanes) or
     "narrow" (32 lanes, a last 1-4 pixels on the tail kernels; the default
     elsewhere).  The same sums and bits either way.  With `name`, select it

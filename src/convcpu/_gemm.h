@@ -1258,7 +1258,8 @@ CG_TARGET static void cg_conv_rows(const cg_tap_t *taps, Py_ssize_t RS, Py_ssize
     }
 }
 
-/* The last 1-CG_TT pixels of a tile (after its panels of 48 lanes), with
+/* The last 3-CG_TT pixels of a tile after its panels of 48 lanes, or a
+ * whole tile of 1-CG_TT pixels (convcpu_sconv_implicit, wide panels), with
  * output channels along the vector: lane i of a pixel's accumulator is row
  * i of a block of 16 rows of A, and the B value of term k is broadcast.
  * Each block of 16 terms of those rows is loaded row by row and transposed
@@ -1267,7 +1268,7 @@ CG_TARGET static void cg_conv_rows(const cg_tap_t *taps, Py_ssize_t RS, Py_ssize
  * pixels (CG_CONV_KERNEL3) merge 8 rows' A values with 7 masked moves a
  * term; a half panel (<= 16 pixels) runs the panel's per-tap tables and its
  * C for 1-8 pixels.  C harness, one thread, one task's 64 rows of 3x3
- * 256->256 (2304 terms): 196 pixels (4 x 48 + 4) 0.967-0.976 of the time of
+ * 256->256 (2304 terms): 196 pixels (4 x 48 + 4) 0.948-0.979 of the time of
  * 48, 48, 50, 50; 195 0.976; 197-200 (48 x 4 + 5-8 on a half panel)
  * 0.970-0.988; 193-194 (T = 1, 2) 1.007-1.010, so those stay on
  * CG_CONV_KERNEL3; a lone tile of 1-8 pixels 0.36-0.68.  The B values of
@@ -1358,8 +1359,9 @@ CG_TARGET static void cg_conv_tail_cols(const cg_tap_t *rows, Py_ssize_t kc, con
  * the and: cg_zen4).  The same values, so the same bits, either way. */
 static int cg_implicit_and = -1;
 /* How the implicit convolution cuts a tile into panels: 1 (wide) panels of
- * 48 lanes, no blend-tree tail kernels, the last 1-8 pixels on the
- * transposed tail (CG_CONV_KERNEL_T); 0 panels of 32, their 1-4 pixel tails on the
+ * 48 lanes, no blend-tree tail kernels, the last 3-8 pixels after them (or
+ * a whole tile of 1-8) on the transposed tail (CG_CONV_KERNEL_T); 0 panels
+ * of 32, their 1-4 pixel tails on the
  * tail kernels, a last 37-50 in one of 48 lanes; -1: not decided yet (on
  * AMD Zen 4, wide).  The same sums either way. */
 static int cg_implicit_wide = -1;
