@@ -251,8 +251,8 @@ def implicit_panels(name=None):
     (48 lanes, the last ones cut so that no blend-tree tail kernel runs, and
     a tile's last 3-8 pixels after its panels, or a whole tile of 1-8, on
     the transposed tail kernel, output channels along the vector; the
-    default on AMD Zen 4, where the tail kernels'
-    blends cost more than idle lanes) or
+    default on AMD Zen 4, where the tail kernels' blends cost more than idle
+    lanes) or
     "narrow" (32 lanes, a last 1-4 pixels on the tail kernels; the default
     elsewhere).  The same sums and bits either way.  With `name`, select it
     first; not thread-safe: for tests and benchmarks, between calls."""
