@@ -1282,19 +1282,11 @@ CG_TARGET static void cg_conv_rows(const cg_tap_t *taps, Py_ssize_t RS, Py_ssize
                                      float *restrict c, Py_ssize_t ldc, int first,       \
                                      const float *restrict bias)                         \
     {                                                                                    \
-        const __mmask16 rm = cg_mask(mr);                                                \
         __m512 acc[T];                                                                   \
         float buf[T][16] __attribute__((aligned(64)));                                   \
-        for (int p = 0; p < T; p++) {                                                    \
-            if (first) {                                                                 \
-                acc[p] = bias != NULL ? _mm512_maskz_loadu_ps(rm, bias)                  \
-                                      : _mm512_setzero_ps();                             \
-            } else {                                                                     \
-                for (Py_ssize_t i = 0; i < 16; i++)                                      \
-                    buf[p][i] = i < mr ? c[i * ldc + p] : 0.0f;                          \
-                acc[p] = _mm512_load_ps(buf[p]);                                         \
-            }                                                                            \
-        }                                                                                \
+        for (Py_ssize_t i = 0; i < mr; i++) /* the bias or C, as the other tails */      \
+            CG_TAIL_START(buf, T, i, 0);                                                 \
+        CG_TAIL_LOAD(buf, mr, T, acc);                                                   \
         for (Py_ssize_t k0 = 0; k0 < kc; k0 += 16) {                                     \
             const Py_ssize_t kn = kc - k0 < 16 ? kc - k0 : 16;                           \
             __m512 r[16];                                                                \
