@@ -345,3 +345,118 @@ def test_small_images_large_batch(kernel, channels_last):
                for threads in (1, 2)]
     assert_close(results[0], expected, np.float32)
     np.testing.assert_array_equal(results[0], results[1])
+
+
+def _repeat_calls(call, times=3):
+    """call() several times: the first takes every check, the others the
+    cached front of conv1d / conv2d (conv._CALLS)."""
+    return [call() for _ in range(times)]
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("route", ["depthwise", "dense"])
+def test_repeated_call_takes_the_cached_front(layout, route, monkeypatch):
+    """A call like an earlier one skips the shape checks (conv._CALLS) and
+    gives the same bits as a fresh call, with out= or without, batched or not,
+    for every array of that shape (new values, new memory, strided views,
+    byte-swapped), with a weight format that needs its axes moved."""
+    from convcpu import conv as conv_module
+    rng = np.random.default_rng(31)
+    channels, groups = (6, 6) if route == "depthwise" else (4, 1)
+    w = rng.standard_normal((6, channels // groups, 3, 3)).astype(np.float32)
+    wf = "OIHW" if layout == "NCHW" else "HWIO"
+    w_given = w if layout == "NCHW" else np.ascontiguousarray(w.transpose(2, 3, 1, 0))
+    kwargs = dict(stride=(1, 2), padding=((1, 0), (2, 1)), groups=groups, data_format=layout,
+                  weight_format=wf)
+    conv_module._CALLS.clear()
+    checked = []
+    real = conv_module._conv_checked
+    monkeypatch.setattr(conv_module, "_conv_checked",
+                        lambda key, *args: checked.append(key) or real(key, *args))
+    for unbatched in (False, True):
+        shape = (channels, 7, 9) if layout == "NCHW" else (7, 9, channels)
+        if not unbatched:
+            shape = (2,) + shape
+        xs = [rng.standard_normal(shape).astype(np.float32) for _ in range(3)]
+        # a strided view and a byte-swapped copy of the same shape
+        big = rng.standard_normal(shape[:-1] + (2 * shape[-1],)).astype(np.float32)
+        xs.append(big[..., ::2])
+        xs.append(xs[0].astype(xs[0].dtype.newbyteorder()))
+        for x in xs:
+            x_nchw = np.asarray(x, np.float32)
+            if layout == "NHWC":
+                x_nchw = np.moveaxis(x_nchw, -1, -3)
+            expected = conv_reference(x_nchw[None] if unbatched else x_nchw, w, None, (1, 2),
+                                      ((1, 0), (2, 1)), 1, groups)
+            if layout == "NHWC":
+                expected = np.moveaxis(expected, 1, -1)
+            if unbatched:
+                expected = expected[0]
+            got = _repeat_calls(lambda: convcpu.conv2d(x, w_given, **kwargs))
+            for g in got:
+                assert_close(g, expected, np.float32)
+                np.testing.assert_array_equal(g, got[0])
+            out = np.full(expected.shape, np.nan, np.float32)
+            for _ in range(2):
+                assert convcpu.conv2d(x, w_given, out=out, **kwargs) is out
+                np.testing.assert_array_equal(out, got[0])
+    # one checked call a key: batched or not, with or without out=, float32
+    # or the byte-swapped dtype; every other call took the cached front
+    assert len(checked) == len(set(checked)) == len(conv_module._CALLS) == 8
+
+
+def test_cached_front_still_checks_out_memory():
+    """After a call with a good out=, an out= of the same shape and dtype is
+    still checked for what depends on its memory: layout, writeable,
+    alignment and overlap with the inputs (the messages of the first call)."""
+    rng = np.random.default_rng(32)
+    x = rng.standard_normal((1, 4, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((4, 4, 3, 3)).astype(np.float32)
+    good = np.empty((1, 4, 6, 6), np.float32)
+    convcpu.conv2d(x, w, padding=1, out=good)
+    convcpu.conv2d(x, w, padding=1, out=good)
+    strided = np.empty((1, 4, 6, 12), np.float32)[..., ::2]
+    readonly = np.empty((1, 4, 6, 6), np.float32)
+    readonly.flags.writeable = False
+    raw = np.zeros(4 * 36 * 4 + 1, np.uint8)
+    unaligned = raw[1:].view(np.float32).reshape(1, 4, 6, 6)
+    x_before = x.copy()
+    for bad, message in [(strided, "C-contiguous"), (readonly, "writeable"),
+                         (unaligned, "aligned"), (x, "overlap x")]:
+        with pytest.raises(ValueError, match=message):
+            convcpu.conv2d(x, w, padding=1, out=bad)
+    np.testing.assert_array_equal(x, x_before)
+    wbig = np.empty((4, 4, 3, 3), np.float32)
+    convcpu.conv2d(x, wbig, padding=1, out=good)
+    with pytest.raises(ValueError, match="overlap weight"):
+        convcpu.conv2d(x, wbig, padding=1, out=wbig.reshape(-1)[:144].reshape(1, 4, 6, 6))
+
+
+def test_cached_front_keys():
+    """Only plain arrays and plain arguments are cached: a bool, float or
+    NumPy scalar where an int goes, a list, or an ndarray subclass takes every
+    check on every call (a bool stride is still refused after an int one)."""
+    from convcpu import conv as conv_module
+    x = np.ones((1, 2, 5, 5), np.float32)
+    w = np.ones((2, 2, 3, 3), np.float32)
+    conv_module._CALLS.clear()
+    convcpu.conv2d(x, w, stride=1)
+    assert len(conv_module._CALLS) == 1
+    for stride in (True, np.int64(1), [1, 1]):
+        if stride is True:
+            with pytest.raises(TypeError, match="bool"):
+                convcpu.conv2d(x, w, stride=stride)
+        else:
+            convcpu.conv2d(x, w, stride=stride)
+    convcpu.conv2d(x, w, groups=1)
+
+    class Sub(np.ndarray):
+        pass
+    convcpu.conv2d(x.view(Sub), w)
+    assert len(conv_module._CALLS) == 1  # groups=1 is the default: the same key
+    with pytest.raises(TypeError):
+        convcpu.conv2d(x, w, groups=2.0)
+    assert conv_module._call_key(2, x, w, None, 1, 0, 1, True, "NCHW", None, "zeros",
+                                 None) is None
+    assert conv_module._call_key(2, x, w, None, 1, 0, 1.0, 1, "NCHW", None, "zeros",
+                                 None) is None

@@ -87,6 +87,12 @@ def check_out(out, shape, dtype, inputs):
         raise TypeError(f"out has dtype {out.dtype}, the result has dtype {dtype}")
     if out.shape != tuple(shape):
         raise ValueError(f"out has shape {out.shape}, the result has shape {tuple(shape)}")
+    return check_out_memory(out, inputs)
+
+
+def check_out_memory(out, inputs):
+    """The checks of an out= array of the right type, dtype and shape that
+    depend on its memory (layout, writeable, alignment, overlap): `out`."""
     flags = out.flags
     if not flags.c_contiguous:
         raise ValueError("out must be C-contiguous")

@@ -56,16 +56,22 @@ def weight_to_oi(weight, weight_format, nspatial, transposed=False):
     group) and the spatial letters (H, W; D for 3-D; W or L for 1-D): for example
     "OIHW" (PyTorch), "HWIO" (TensorFlow), "OHWI".
     """
-    key = (weight_format, nspatial, transposed, weight.ndim) if type(weight_format) is str \
+    return weight.transpose(weight_axes(weight.shape, weight_format, nspatial, transposed))
+
+
+def weight_axes(shape, weight_format, nspatial, transposed=False):
+    """The axes that view a weight of `shape` (laid out as `weight_format`) as
+    (O, I, *kernel): the checks of `weight_to_oi`."""
+    key = (weight_format, nspatial, transposed, len(shape)) if type(weight_format) is str \
         else None
     axes = _FORMAT_AXES.get(key)  # a format checked before: its axes (0.8 us a call)
     if axes is None:
         fmt = _check_weight_format(weight_format, nspatial, transposed)
         wanted = ("O", "I") + _SPATIAL_LETTERS[nspatial]
-        axes = tuple(_oi_axes(weight_format, fmt, wanted, weight.shape))
+        axes = tuple(_oi_axes(weight_format, fmt, wanted, shape))
         if key is not None:
             _FORMAT_AXES[key] = axes
-    return weight.transpose(axes)
+    return axes
 
 
 # Valid weight formats met so far (keys of weight_to_oi): bounded, as a valid

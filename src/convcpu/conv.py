@@ -85,6 +85,77 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
 
 def _conv(nspatial, x, weight, bias, stride, padding, dilation, groups, data_format,
           weight_format, padding_mode, out, num_threads):
+    key = _call_key(nspatial, x, weight, bias, stride, padding, dilation, groups, data_format,
+                    weight_format, padding_mode, out)
+    call = _CALLS.get(key) if key is not None else None
+    if call is None:
+        return _conv_checked(key, nspatial, x, weight, bias, stride, padding, dilation, groups,
+                             data_format, weight_format, padding_mode, out, num_threads)
+    # A call like one that passed every check: only what depends on the
+    # arrays' memory is checked again (a 144-channel depthwise layer @56:
+    # 8 -> 4 us of Python a call).
+    threads, use_openmp = _threads.resolve(num_threads)
+    if out is None:
+        result = np.empty(call.result_shape, dtype=call.dtype)
+    else:
+        result = _arrays.check_out_memory(out, {"x": x, "weight": weight, "bias": bias})
+    return _run(nspatial, x[None] if call.unbatched else x, weight.transpose(call.axes), bias,
+                call, result, result.reshape(call.batched_shape) if call.unbatched else result,
+                padding_mode, threads, use_openmp)
+
+
+class _Call:
+    """What a conv1d / conv2d call that passed its checks derived from its
+    arguments' shapes, dtypes and geometry (not from the arrays' memory)."""
+    __slots__ = ("last", "dtype", "unbatched", "channels", "axes", "out_channels",
+                 "in_per_group", "kernel", "groups", "window", "result_shape", "batched_shape")
+
+
+# _call_key -> _Call; bounded like _geometry's window cache.
+_CALLS = {}
+_MAX_CALLS = 256
+
+
+def _call_key(nspatial, x, weight, bias, stride, padding, dilation, groups, data_format,
+              weight_format, padding_mode, out):
+    """A key for the call: the shapes and dtypes of its arrays and its other
+    arguments as they are; None (no cache) unless every array is a plain
+    ndarray and every other argument an int, a string, None or a tuple of
+    ints and strings (what `_geometry._freeze` keeps as it is: no bool, no
+    float, no NumPy scalar, no list), so that two calls with equal keys take
+    every check and every branch of `_conv_checked` alike."""
+    ndarray = np.ndarray
+    if type(x) is not ndarray or type(weight) is not ndarray:
+        return None
+    if bias is None:
+        bias_key = None
+    elif type(bias) is ndarray:
+        bias_key = (bias.shape, bias.dtype)
+    else:
+        return None
+    if out is None:
+        out_key = None
+    elif type(out) is ndarray:
+        out_key = (out.shape, out.dtype)
+    else:
+        return None
+    for value in (stride, padding, dilation):
+        kind = type(value)
+        if kind is not int and kind is not str and (kind is not tuple
+                                                    or not _geometry._plain(value)):
+            return None
+    if (type(groups) is not int or type(data_format) is not str
+            or (weight_format is not None and type(weight_format) is not str)
+            or type(padding_mode) is not str):
+        return None
+    return (nspatial, x.shape, x.dtype, weight.shape, weight.dtype, bias_key, out_key, stride,
+            padding, dilation, groups, data_format, weight_format, padding_mode)
+
+
+def _conv_checked(key, nspatial, x, weight, bias, stride, padding, dilation, groups,
+                  data_format, weight_format, padding_mode, out, num_threads):
+    """Every check of a conv1d / conv2d call, then the call; what the checks
+    derived kept under `key` (unless None)."""
     last = _geometry.channels_last(data_format, nspatial)
     x, weight, bias, dtype = _arrays.operands(x, weight, bias)
     threads, use_openmp = _threads.resolve(num_threads)
@@ -93,7 +164,8 @@ def _conv(nspatial, x, weight, bias, stride, padding, dilation, groups, data_for
 
     if weight_format is None:
         weight_format = _geometry.default_weight_format(nspatial, last)
-    w_oi = _geometry.weight_to_oi(weight, weight_format, nspatial)
+    axes = _geometry.weight_axes(weight.shape, weight_format, nspatial)
+    w_oi = weight.transpose(axes)
     out_channels, in_per_group = w_oi.shape[:2]
     kernel = w_oi.shape[2:]
     groups = _geometry.expand(groups, 1, "groups")[0]
@@ -113,9 +185,26 @@ def _conv(nspatial, x, weight, bias, stride, padding, dilation, groups, data_for
     result, result_b = _arrays.allocate_output(out, xb.shape[0], out_channels, window.out_spatial,
                                                last, unbatched, dtype,
                                                {"x": x, "weight": weight, "bias": bias})
+    call = _Call()
+    call.last, call.dtype, call.unbatched, call.channels = last, dtype, unbatched, channels
+    call.axes, call.out_channels, call.in_per_group = axes, out_channels, in_per_group
+    call.kernel, call.groups, call.window = kernel, groups, window
+    call.result_shape, call.batched_shape = result.shape, result_b.shape
+    if key is not None:
+        if len(_CALLS) >= _MAX_CALLS:
+            _CALLS.clear()
+        _CALLS[key] = call
+    return _run(nspatial, xb, w_oi, bias, call, result, result_b, padding_mode, threads,
+                use_openmp)
+
+
+def _run(nspatial, xb, w_oi, bias, call, result, result_b, padding_mode, threads, use_openmp):
+    """Compute a checked call into result (result_b: its batched view)."""
+    last, dtype, channels, kernel = call.last, call.dtype, call.channels, call.kernel
+    out_channels, groups, window = call.out_channels, call.groups, call.window
     if result.size == 0:
         return result
-    if in_per_group == 0:  # an empty reduction: the output is the bias
+    if call.in_per_group == 0:  # an empty reduction: the output is the bias
         fill = 0 if bias is None else bias.reshape((-1,) + (() if last else (1,) * nspatial))
         result_b[...] = fill
         return result
