@@ -456,7 +456,9 @@ def test_cached_front_keys():
     assert len(conv_module._CALLS) == 1  # groups=1 is the default: the same key
     with pytest.raises(TypeError):
         convcpu.conv2d(x, w, groups=2.0)
-    assert conv_module._call_key(2, x, w, None, 1, 0, 1, True, "NCHW", None, "zeros",
-                                 None) is None
-    assert conv_module._call_key(2, x, w, None, 1, 0, 1.0, 1, "NCHW", None, "zeros",
-                                 None) is None
+    from convcpu import _arrays
+    plain = ("NCHW", None, "zeros", 1, (1, 2), ((1, 0), (0, 1)), "same")
+    assert _arrays.call_key((x, w, None), plain) is not None
+    for odd in (True, 1.0, np.int64(1), [1, 1], (1, [1]), (1, 1.0), ("seq", 1)):
+        assert _arrays.call_key((x, w, None), plain + (odd,)) is None
+    assert _arrays.call_key((x, w, [1.0]), plain) is None

@@ -5,7 +5,7 @@ import pytest
 from conftest import assert_close, awkward_variants, explicit_pads, optional, to_channels_last
 
 import convcpu
-from convcpu import _direct, depthwise
+from convcpu import _arrays, _direct, depthwise
 from convcpu._reference import conv_reference
 
 DTYPES = [np.float32, np.float64]
@@ -730,3 +730,76 @@ def test_against_keras_separable_layer_with_bias():
     expected = layer(x).numpy()
     wd, wp, bias = (v.numpy() for v in layer.weights)
     assert_close(convcpu.separable_conv2d(x, wd, wp, bias, 2, "same"), expected, np.float32)
+
+
+@pytest.mark.parametrize("op", ["depthwise", "separable"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_repeated_call_takes_the_cached_front(op, channels_last, monkeypatch):
+    """A depthwise_conv2d / separable_conv2d call like an earlier one skips
+    the shape checks (depthwise._CALLS) and gives the same bits as the first
+    call and the reference, with out= or without, batched or not, for any
+    array of that shape (new values, strided, byte-swapped); out= is still
+    checked for its memory on every call."""
+    rng = np.random.default_rng(41)
+    c, m, k = 5, 2, 7
+    wd = rng.standard_normal((3, 3, c, m))
+    wp = rng.standard_normal((1, 1, c * m, k)) if op == "separable" else None
+    bias = rng.standard_normal(k if op == "separable" else c * m)
+    layout = "NHWC" if channels_last else "NCHW"
+    kwargs = dict(stride=(2, 1), padding=((1, 0), (2, 1)), data_format=layout)
+    pads = ((1, 0), (2, 1))
+
+    def call(x, out=None):
+        if op == "separable":
+            return convcpu.separable_conv2d(x, wd, wp, bias, out=out, **kwargs)
+        return convcpu.depthwise_conv2d(x, wd, bias, out=out, **kwargs)
+
+    checked = []  # the calls that took every check (they allocate their output there)
+    real = _arrays.allocate_output
+    depthwise._CALLS.clear()
+    monkeypatch.setattr(_arrays, "allocate_output", lambda *a: checked.append(a) or real(*a))
+    for unbatched in (False, True):
+        shape = (c, 6, 8)
+        if not unbatched:
+            shape = (2,) + shape
+        base = [rng.standard_normal(shape) for _ in range(2)]
+        big = rng.standard_normal(shape[:-1] + (2 * shape[-1],))
+        base.append(big[..., ::2])
+        base.append(base[0].astype(base[0].dtype.newbyteorder()))
+        for x_nchw in base:
+            xb = np.asarray(x_nchw, np.float64)
+            xb = xb if not unbatched else xb[None]
+            expected = (separable_reference(xb, wd, wp, bias, (2, 1), pads) if op == "separable"
+                        else depthwise_reference(xb, wd, bias, (2, 1), pads))
+            if unbatched:
+                expected = expected[0]
+            x = x_nchw
+            if channels_last:
+                x = np.moveaxis(x_nchw, -3, -1)
+                expected = np.moveaxis(expected, -3, -1)
+            got = [call(x) for _ in range(3)]
+            out = np.full(expected.shape, np.nan)
+            got += [call(x, out).copy() for _ in range(2)]
+            for g in got:
+                assert_close(g, expected, np.float64)
+                np.testing.assert_array_equal(g, got[0])
+    # batched or not x (float64 / byte-swapped) x (out= / none): one checked
+    # call each of 40
+    assert len(depthwise._CALLS) == len(checked) == 8
+    x = np.moveaxis(base[0], -3, -1) if channels_last else base[0]
+    x = np.ascontiguousarray(x)
+    good = np.empty(expected.shape)
+    call(x, good)
+    call(x, good)
+    readonly = np.empty(expected.shape)
+    readonly.flags.writeable = False
+    with pytest.raises(ValueError, match="writeable"):
+        call(x, readonly)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        call(x, np.empty(expected.shape[:-1] + (2 * expected.shape[-1],))[..., ::2])
+    alias = np.empty(x.size + good.size)
+    x_alias = alias[:x.size].reshape(x.shape)
+    x_alias[...] = x
+    call(x_alias, np.empty(good.shape))
+    with pytest.raises(ValueError, match="overlap x"):
+        call(x_alias, alias[x.size - 1:x.size - 1 + good.size].reshape(good.shape))

@@ -5,6 +5,8 @@ import os
 
 import numpy as np
 
+from convcpu import _geometry
+
 _NATIVE = (np.dtype(np.float32), np.dtype(np.float64))
 _F32, _F64 = _NATIVE  # NumPy's own objects: a byte-swapped dtype is another one
 
@@ -116,6 +118,38 @@ def allocate_output(out, batch, channels, spatial, channels_last, unbatched, dty
              else (batch, channels) + tuple(spatial))
     result = check_out(out, shape[1:] if unbatched else shape, dtype, inputs)
     return result, result.reshape(shape)
+
+
+def call_key(arrays, args):
+    """A key for a call from the shapes and dtypes of its arrays (or None
+    for an absent one) and its other arguments as they are; None (do not
+    cache) unless every array is a plain ndarray and every other argument an
+    int, a string, None or a tuple of ints and strings (no bool, float, NumPy
+    scalar or list: values that compare equal to an int or to each other but
+    take other checks), so that two calls with equal keys take every check
+    and every branch of an op's argument handling alike."""
+    parts = []
+    for array in arrays:
+        if array is None:
+            parts.append(None)
+        elif type(array) is np.ndarray:
+            parts.append((array.shape, array.dtype))
+        else:
+            return None
+    for value in args:
+        kind = type(value)
+        if not (kind is int or kind is str or value is None
+                or (kind is tuple and _geometry._plain(value))):
+            return None
+    return tuple(parts), args
+
+
+def remember(cache, key, value, limit=256):
+    """cache[key] = value unless key is None; a full cache starts again empty."""
+    if key is not None:
+        if len(cache) >= limit:
+            cache.clear()
+        cache[key] = value
 
 
 def check_bias(bias, channels, name="bias"):

@@ -85,8 +85,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
 
 def _conv(nspatial, x, weight, bias, stride, padding, dilation, groups, data_format,
           weight_format, padding_mode, out, num_threads):
-    key = _call_key(nspatial, x, weight, bias, stride, padding, dilation, groups, data_format,
-                    weight_format, padding_mode, out)
+    key = _arrays.call_key((x, weight, bias, out),
+                           (nspatial, stride, padding, dilation, groups, data_format,
+                            weight_format, padding_mode))
     call = _CALLS.get(key) if key is not None else None
     if call is None:
         return _conv_checked(key, nspatial, x, weight, bias, stride, padding, dilation, groups,
@@ -111,45 +112,8 @@ class _Call:
                  "in_per_group", "kernel", "groups", "window", "result_shape", "batched_shape")
 
 
-# _call_key -> _Call; bounded like _geometry's window cache.
+# _arrays.call_key -> _Call
 _CALLS = {}
-_MAX_CALLS = 256
-
-
-def _call_key(nspatial, x, weight, bias, stride, padding, dilation, groups, data_format,
-              weight_format, padding_mode, out):
-    """A key for the call: the shapes and dtypes of its arrays and its other
-    arguments as they are; None (no cache) unless every array is a plain
-    ndarray and every other argument an int, a string, None or a tuple of
-    ints and strings (what `_geometry._freeze` keeps as it is: no bool, no
-    float, no NumPy scalar, no list), so that two calls with equal keys take
-    every check and every branch of `_conv_checked` alike."""
-    ndarray = np.ndarray
-    if type(x) is not ndarray or type(weight) is not ndarray:
-        return None
-    if bias is None:
-        bias_key = None
-    elif type(bias) is ndarray:
-        bias_key = (bias.shape, bias.dtype)
-    else:
-        return None
-    if out is None:
-        out_key = None
-    elif type(out) is ndarray:
-        out_key = (out.shape, out.dtype)
-    else:
-        return None
-    for value in (stride, padding, dilation):
-        kind = type(value)
-        if kind is not int and kind is not str and (kind is not tuple
-                                                    or not _geometry._plain(value)):
-            return None
-    if (type(groups) is not int or type(data_format) is not str
-            or (weight_format is not None and type(weight_format) is not str)
-            or type(padding_mode) is not str):
-        return None
-    return (nspatial, x.shape, x.dtype, weight.shape, weight.dtype, bias_key, out_key, stride,
-            padding, dilation, groups, data_format, weight_format, padding_mode)
 
 
 def _conv_checked(key, nspatial, x, weight, bias, stride, padding, dilation, groups,
@@ -190,10 +154,7 @@ def _conv_checked(key, nspatial, x, weight, bias, stride, padding, dilation, gro
     call.axes, call.out_channels, call.in_per_group = axes, out_channels, in_per_group
     call.kernel, call.groups, call.window = kernel, groups, window
     call.result_shape, call.batched_shape = result.shape, result_b.shape
-    if key is not None:
-        if len(_CALLS) >= _MAX_CALLS:
-            _CALLS.clear()
-        _CALLS[key] = call
+    _arrays.remember(_CALLS, key, call)
     return _run(nspatial, xb, w_oi, bias, call, result, result_b, padding_mode, threads,
                 use_openmp)
 

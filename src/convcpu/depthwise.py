@@ -80,16 +80,28 @@ def depthwise_conv2d(x, weight, bias=None, stride=1, padding="valid", dilation=1
            [[ 17.,  -7.],
             [-13.,  16.]]], dtype=float32)
     """
-    last = _geometry.channels_last(data_format, 2)
-    x, weight, bias, dtype = _arrays.operands(x, weight, bias)
-    xb, unbatched, channels, spatial = _arrays.batched(x, 2, data_format, last)
-    R, S, M = _depthwise_weight_shape(weight, channels, x.shape, data_format, "weight")
-    window = _geometry.window(spatial, (R, S), stride, dilation, padding, padding_mode)
-    K = channels * M
-    _arrays.check_bias(bias, K)
-    result, result_b = _arrays.allocate_output(out, xb.shape[0], K, window.out_spatial, last,
-                                               unbatched, dtype,
-                                               {"x": x, "weight": weight, "bias": bias})
+    key = _arrays.call_key((x, weight, bias, out),
+                           ("depthwise", stride, padding, dilation, data_format, padding_mode))
+    call = _CALLS.get(key) if key is not None else None
+    if call is None:  # every check (what it derived kept under key)
+        last = _geometry.channels_last(data_format, 2)
+        x, weight, bias, dtype = _arrays.operands(x, weight, bias)
+        xb, unbatched, channels, spatial = _arrays.batched(x, 2, data_format, last)
+        R, S, M = _depthwise_weight_shape(weight, channels, x.shape, data_format, "weight")
+        window = _geometry.window(spatial, (R, S), stride, dilation, padding, padding_mode)
+        K = channels * M
+        _arrays.check_bias(bias, K)
+        result, result_b = _arrays.allocate_output(out, xb.shape[0], K, window.out_spatial,
+                                                   last, unbatched, dtype,
+                                                   {"x": x, "weight": weight, "bias": bias})
+        _arrays.remember(_CALLS, key, (last, dtype, unbatched, channels, K, window,
+                                       result.shape, result_b.shape))
+    else:  # a call like one that passed every check: only the arrays' memory
+        last, dtype, unbatched, channels, K, window, result_shape, batched_shape = call
+        result = np.empty(result_shape, dtype) if out is None else \
+            _arrays.check_out_memory(out, {"x": x, "weight": weight, "bias": bias})
+        xb = x[None] if unbatched else x
+        result_b = result.reshape(batched_shape) if unbatched else result
     if result.size == 0:
         return result
     run_direct(xb, _kernel_weight(weight, last), bias, result_b, window, channels, K, channels,
@@ -127,30 +139,44 @@ def separable_conv2d(x, depthwise_weight, pointwise_weight, bias=None, stride=1,
     1x1 `conv2d`.  Otherwise channels last adds it after the sum, and the two
     layouts may differ in the last bit.
     """
-    last = _geometry.channels_last(data_format, 2)
-    x = _arrays.as_array(x, "x")
-    depthwise_weight = _arrays.as_array(depthwise_weight, "depthwise_weight")
-    pointwise_weight = _arrays.as_array(pointwise_weight, "pointwise_weight")
-    bias = None if bias is None else _arrays.as_array(bias, "bias")
-    dtype = _arrays.compute_dtype(x, depthwise_weight, pointwise_weight, bias)
-    xb, unbatched, channels, spatial = _arrays.batched(x, 2, data_format, last)
-    R, S, M = _depthwise_weight_shape(depthwise_weight, channels, x.shape, data_format,
-                                      "depthwise_weight")
-    K = channels * M
-    pw = pointwise_weight
-    if pw.ndim == 4 and pw.shape[:2] == (1, 1):
-        pw = pw[0, 0]
-    if pw.ndim != 2 or pw.shape[0] != K:
-        raise ValueError(
-            f"pointwise_weight must have shape (1, 1, {K}, K_out) or ({K}, K_out) for "
-            f"{channels} channels x depth multiplier {M}, got {pointwise_weight.shape}")
-    P = pw.shape[1]
-    _arrays.check_bias(bias, P)
-    window = _geometry.window(spatial, (R, S), stride, dilation, padding, padding_mode)
-    result, result_b = _arrays.allocate_output(
-        out, xb.shape[0], P, window.out_spatial, last, unbatched, dtype,
-        {"x": x, "depthwise_weight": depthwise_weight, "pointwise_weight": pointwise_weight,
-         "bias": bias})
+    key = _arrays.call_key((x, depthwise_weight, pointwise_weight, bias, out),
+                           ("separable", stride, padding, dilation, data_format, padding_mode))
+    call = _CALLS.get(key) if key is not None else None
+    if call is None:  # every check (what it derived kept under key)
+        last = _geometry.channels_last(data_format, 2)
+        x = _arrays.as_array(x, "x")
+        depthwise_weight = _arrays.as_array(depthwise_weight, "depthwise_weight")
+        pointwise_weight = _arrays.as_array(pointwise_weight, "pointwise_weight")
+        bias = None if bias is None else _arrays.as_array(bias, "bias")
+        dtype = _arrays.compute_dtype(x, depthwise_weight, pointwise_weight, bias)
+        xb, unbatched, channels, spatial = _arrays.batched(x, 2, data_format, last)
+        R, S, M = _depthwise_weight_shape(depthwise_weight, channels, x.shape, data_format,
+                                          "depthwise_weight")
+        K = channels * M
+        pw = pointwise_weight
+        if pw.ndim == 4 and pw.shape[:2] == (1, 1):
+            pw = pw[0, 0]
+        if pw.ndim != 2 or pw.shape[0] != K:
+            raise ValueError(
+                f"pointwise_weight must have shape (1, 1, {K}, K_out) or ({K}, K_out) for "
+                f"{channels} channels x depth multiplier {M}, got {pointwise_weight.shape}")
+        P = pw.shape[1]
+        _arrays.check_bias(bias, P)
+        window = _geometry.window(spatial, (R, S), stride, dilation, padding, padding_mode)
+        result, result_b = _arrays.allocate_output(
+            out, xb.shape[0], P, window.out_spatial, last, unbatched, dtype,
+            {"x": x, "depthwise_weight": depthwise_weight, "pointwise_weight": pointwise_weight,
+             "bias": bias})
+        _arrays.remember(_CALLS, key, (last, dtype, unbatched, channels, K, P, window,
+                                       result.shape, result_b.shape))
+    else:  # a call like one that passed every check: only the arrays' memory
+        last, dtype, unbatched, channels, K, P, window, result_shape, batched_shape = call
+        result = np.empty(result_shape, dtype) if out is None else \
+            _arrays.check_out_memory(out, {"x": x, "depthwise_weight": depthwise_weight,
+                                           "pointwise_weight": pointwise_weight, "bias": bias})
+        xb = x[None] if unbatched else x
+        result_b = result.reshape(batched_shape) if unbatched else result
+        pw = pointwise_weight[0, 0] if pointwise_weight.ndim == 4 else pointwise_weight
     if result.size == 0:
         return result
     if K == 0:  # no input channels: an empty reduction
@@ -302,6 +328,11 @@ def _band(window, n_batch, in_per_group, groups, out_channels, itemsize, last, s
     while parallel * n_bands < 4 * _core.MIN_TASKS and -(-Ho // (n_bands + 1)) >= min_rows:
         n_bands += 1
     return -(-Ho // n_bands)
+
+
+# _arrays.call_key (tagged with the op) -> what the checks of a
+# depthwise_conv2d or separable_conv2d call derived from its arguments.
+_CALLS = {}
 
 
 def _depthwise_weight_shape(weight, channels, x_shape, data_format, name):
