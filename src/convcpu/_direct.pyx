@@ -128,6 +128,8 @@ cdef extern from "_dwc512.h" nogil:
     void convcpu_dwc512(int k, int sw, const float* plane, Py_ssize_t W, const Py_ssize_t* hrow,
                         Py_ssize_t nrows, Py_ssize_t pl, Py_ssize_t Wo, const float* w,
                         const float* bias, float* out, void* ws)
+    int convcpu_dwc512_narrow_get()
+    int convcpu_dwc512_narrow_set(int on)
 
 # Grouped channels-last convolutions on the direct kernel take output channels
 # of a group in vectors of this many bytes (a group's Kg is a multiple of them).
@@ -165,6 +167,19 @@ cdef inline void _stencil_band(bint single, const void* img, Py_ssize_t ld,
         convcpu_stencil_f64(<const double*>img, ld, rows, cols, col_lo, col_hi, col_off, Wo,
                             <const double*>k, R, S, fill, <double*>out, row0, nrows,
                             <double*>ws)
+
+
+def dwc512_narrow_lanes(lanes=None):
+    """The lanes of convcpu_dwc512's vectors on rows of at most 8 output
+    columns: 8 (the default on AMD Zen 4 with AVX-512VL) or 16.  The same
+    sums and bits either way.  With `lanes`, select it first (8 falls back to
+    16 without AVX-512VL); not thread-safe: for tests and benchmarks, between
+    calls."""
+    if lanes is not None:
+        if lanes not in (8, 16):
+            raise ValueError(f"lanes must be 8 or 16, got {lanes!r}")
+        convcpu_dwc512_narrow_set(lanes == 8)
+    return convcpu_dwc512_narrow_get()
 
 
 def _region_mode(mode=None):

@@ -150,12 +150,12 @@ DW5_INLINE void dw5_prefetch(const float *plane, Py_ssize_t W, const Py_ssize_t 
 }
 
 /* The kernel for a K x K kernel at stride SW (both at compile time): 4 output
- * rows at a time (then one), as CONVCPU_DWC, the next rows prefetched. */
-#define DW5_KERNEL(NAME, K, SW)                                                           \
-    DW5_TARGET static void NAME(const float *plane, Py_ssize_t W, const Py_ssize_t *hrow,  \
-                                Py_ssize_t nrows, Py_ssize_t pl, Py_ssize_t Wo,            \
-                                const __m512 *wv, __m512 bv, float *out, const float *zrow, \
-                                const __mmask16 *mk)                                       \
+ * rows at a time (then one) by ROWS (dw5_rows, or dw8_rows with VEC and MASK
+ * of 8 lanes), as CONVCPU_DWC, the next rows prefetched. */
+#define DW5_KERNEL(NAME, TARGET, VEC, MASK, ROWS, K, SW)                                  \
+    TARGET static void NAME(const float *plane, Py_ssize_t W, const Py_ssize_t *hrow,      \
+                            Py_ssize_t nrows, Py_ssize_t pl, Py_ssize_t Wo, const VEC *wv, \
+                            VEC bv, float *out, const float *zrow, const MASK *mk)         \
     {                                                                                     \
         for (Py_ssize_t i = 0; i < nrows;) {                                              \
             const int nr = nrows - i >= 4 ? 4 : 1;                                        \
@@ -166,16 +166,117 @@ DW5_INLINE void dw5_prefetch(const float *plane, Py_ssize_t W, const Py_ssize_t 
             }                                                                             \
             dw5_prefetch(plane, W, hrow + i * SW, (nr - 1) * SW + K, 4 * SW);             \
             if (nr == 4)                                                                  \
-                dw5_rows(rows, mk, pl, wv, bv, out + i * Wo, Wo, 4, K, SW);               \
+                ROWS(rows, mk, pl, wv, bv, out + i * Wo, Wo, 4, K, SW);                   \
             else                                                                          \
-                dw5_rows(rows, mk, pl, wv, bv, out + i * Wo, Wo, 1, K, SW);               \
+                ROWS(rows, mk, pl, wv, bv, out + i * Wo, Wo, 1, K, SW);                   \
             i += nr;                                                                      \
         }                                                                                 \
     }
-DW5_KERNEL(dw5_3x3_s1, 3, 1)
-DW5_KERNEL(dw5_3x3_s2, 3, 2)
-DW5_KERNEL(dw5_5x5_s1, 5, 1)
-DW5_KERNEL(dw5_5x5_s2, 5, 2)
+DW5_KERNEL(dw5_3x3_s1, DW5_TARGET, __m512, __mmask16, dw5_rows, 3, 1)
+DW5_KERNEL(dw5_3x3_s2, DW5_TARGET, __m512, __mmask16, dw5_rows, 3, 2)
+DW5_KERNEL(dw5_5x5_s1, DW5_TARGET, __m512, __mmask16, dw5_rows, 5, 1)
+DW5_KERNEL(dw5_5x5_s2, DW5_TARGET, __m512, __mmask16, dw5_rows, 5, 2)
+
+/* Rows of at most 8 output columns (7x7 maps, 14x14 at stride 2, ...) in
+ * 8-lane vectors: a 16-lane vector left 9 of its lanes idle at 7 columns,
+ * and on AMD Zen 4 a 512-bit FMA takes both 256-bit FMA pipes, so 8 lanes
+ * do the same useful work in half the pipe time (C harness, one thread,
+ * 8-lane / 16-lane time: 960ch @7 3x3 0.79-0.80, 5x5 0.81-0.82, 576ch @14
+ * stride 2 0.79-0.80, 64ch @8 0.72-0.74, @4 0.85; at 14-112 columns 8 lanes
+ * were 1.04-1.45x slower).  dw5_block's loads, shifts and sums on one
+ * vector of NR rows: the same sums in the same order, the same bits. */
+#define DW8_TARGET __attribute__((target("avx512f,avx512vl,fma")))
+
+static inline __attribute__((always_inline)) DW8_TARGET void
+dw8_block(const float *const *rows, const __mmask8 *m, Py_ssize_t pl, const __m256 *wv, __m256 bv,
+          float *o, Py_ssize_t Wo, int NR, int K, int SW, __mmask8 last)
+{
+    const __m256i even = _mm256_set_epi32(14, 12, 10, 8, 6, 4, 2, 0);
+    const __m256i odd = _mm256_set_epi32(15, 13, 11, 9, 7, 5, 3, 1);
+    __m256 acc[4], wl[25];
+    /* the weights in registers (K = 3): else GCC reads each from memory in
+     * its FMA, one load an FMA */
+    _Pragma("GCC unroll 25") for (int t = 0; t < K * K; t++) {
+        wl[t] = wv[t];
+        if (K == 3) __asm__("" : "+v"(wl[t]));
+    }
+    _Pragma("GCC unroll 4") for (int p = 0; p < NR; p++) acc[p] = bv;
+    _Pragma("GCC unroll 16") for (int k = 0; k < (NR - 1) * SW + K; k++) {
+        const float *q = rows[k] - pl;
+        __m256 y[2][2];
+        _Pragma("GCC unroll 2") for (int jb = 0; jb <= 1; jb++) {
+            if (SW == 1) {
+                y[0][jb] = _mm256_maskz_loadu_ps(m[jb], q + jb * 8);
+            } else {
+                const __m256 a = _mm256_maskz_loadu_ps(m[2 * jb], q + jb * 16);
+                const __m256 b = _mm256_maskz_loadu_ps(m[2 * jb + 1], q + jb * 16 + 8);
+                y[0][jb] = _mm256_permutex2var_ps(a, even, b);
+                if (jb < 1 || K > 3) y[1][jb] = _mm256_permutex2var_ps(a, odd, b);
+            }
+        }
+        _Pragma("GCC unroll 5") for (int s = 0; s < K; s++) {
+            const int ph = s % SW, off = s / SW;
+            const __m256i hi = _mm256_castps_si256(y[ph][1]), lo = _mm256_castps_si256(y[ph][0]);
+            const __m256 xv = off == 0 ? y[ph][0]
+                              : _mm256_castsi256_ps(off == 1   ? _mm256_alignr_epi32(hi, lo, 1)
+                                                    : off == 2 ? _mm256_alignr_epi32(hi, lo, 2)
+                                                    : off == 3 ? _mm256_alignr_epi32(hi, lo, 3)
+                                                               : _mm256_alignr_epi32(hi, lo, 4));
+            _Pragma("GCC unroll 4") for (int p = 0; p < NR; p++) {
+                const int r = k - p * SW;
+                if (r >= 0 && r < K) acc[p] = _mm256_fmadd_ps(xv, wl[r * K + s], acc[p]);
+            }
+        }
+    }
+    _Pragma("GCC unroll 4") for (int p = 0; p < NR; p++)
+        _mm256_mask_storeu_ps(o + p * Wo, last, acc[p]);
+}
+
+/* A row of at most 8 columns (Wo) of NR output rows. */
+static inline __attribute__((always_inline)) DW8_TARGET void
+dw8_rows(const float *const *rows, const __mmask8 *mk, Py_ssize_t pl, const __m256 *wv,
+         __m256 bv, float *o, Py_ssize_t Wo, int NR, int K, int SW)
+{
+    dw8_block(rows, mk, pl, wv, bv, o, Wo, NR, K, SW, (__mmask8)((1u << Wo) - 1));
+}
+
+DW5_KERNEL(dw8_3x3_s1, DW8_TARGET, __m256, __mmask8, dw8_rows, 3, 1)
+DW5_KERNEL(dw8_3x3_s2, DW8_TARGET, __m256, __mmask8, dw8_rows, 3, 2)
+DW5_KERNEL(dw8_5x5_s1, DW8_TARGET, __m256, __mmask8, dw8_rows, 5, 1)
+DW5_KERNEL(dw8_5x5_s2, DW8_TARGET, __m256, __mmask8, dw8_rows, 5, 2)
+
+/* Whether rows of at most 8 output columns run on the 8-lane kernels: 1 yes,
+ * 0 no, -1 not decided yet (yes on AMD Zen 4 with AVX-512VL; elsewhere a
+ * 512-bit FMA is no dearer than a 256-bit one, so the 16-lane kernels'
+ * idle lanes cost less, and it was not measured there). */
+static int dw8_narrow = -1;
+#endif /* CONVCPU_OWN_GEMM */
+
+/* The channels-first depthwise kernel's lanes for rows of at most 8 output
+ * columns: 8 or 16. */
+CONVCPU_GEMM_API int convcpu_dwc512_narrow_get(void)
+{
+#if CONVCPU_OWN_GEMM
+    if (dw8_narrow < 0)
+        dw8_narrow = convcpu_dwc512_supported() && __builtin_cpu_supports("avx512vl") && cg_zen4();
+    return dw8_narrow ? 8 : 16;
+#else
+    return 16;
+#endif
+}
+
+/* Ask for 8 lanes (1, where AVX-512VL runs) or 16 (0); returns the lanes now in use. */
+CONVCPU_GEMM_API int convcpu_dwc512_narrow_set(int on)
+{
+#if CONVCPU_OWN_GEMM
+    dw8_narrow = on && convcpu_dwc512_supported() && __builtin_cpu_supports("avx512vl");
+#else
+    (void)on;
+#endif
+    return convcpu_dwc512_narrow_get();
+}
+
+#if CONVCPU_OWN_GEMM
 
 /* out[i*Wo + j] = bias + sum_{r,s} w[r*k + s] * P[hrow[i*sw + r], j*sw + s - pl]
  * for i < nrows, j < Wo: a k x k kernel (3 or 5) at stride sw x sw (1 or 2)
@@ -192,14 +293,25 @@ CONVCPU_GEMM_API DW5_TARGET void convcpu_dwc512(int k, int sw, const float *plan
     float *zrow = (float *)(((uintptr_t)ws + 63) & ~(uintptr_t)63);
     __mmask16 *mk = (__mmask16 *)(zrow + (W + 15) / 16 * 16);
     memset(zrow, 0, (size_t)W * sizeof(float));
+#define DW5_RUN(P, WV, BV, MK)                                                          \
+    if (k == 3 && sw == 1) P##_3x3_s1(plane, W, hrow, nrows, pl, Wo, WV, BV, out, zrow, MK); \
+    else if (k == 3) P##_3x3_s2(plane, W, hrow, nrows, pl, Wo, WV, BV, out, zrow, MK);       \
+    else if (sw == 1) P##_5x5_s1(plane, W, hrow, nrows, pl, Wo, WV, BV, out, zrow, MK);      \
+    else P##_5x5_s2(plane, W, hrow, nrows, pl, Wo, WV, BV, out, zrow, MK)
+    if (Wo <= 8 && convcpu_dwc512_narrow_get() == 8) {
+        /* the 8-lane masks: 2 * sw bytes, within the 16-lane ones' 4 * sw */
+        __mmask8 *mk8 = (__mmask8 *)mk;
+        for (Py_ssize_t t = 0; t < 2 * sw; t++) mk8[t] = (__mmask8)dw5_lanes(t * 8 - pl, W);
+        __m256 wv8[25];
+        for (int t = 0; t < k * k; t++) wv8[t] = _mm256_set1_ps(w[t]);
+        DW5_RUN(dw8, wv8, _mm256_set1_ps(bias != NULL ? *bias : 0.0f), mk8);
+        return;
+    }
     for (Py_ssize_t t = 0; t < ((Wo + 15) / 16 + 1) * sw; t++) mk[t] = dw5_lanes(t * 16 - pl, W);
     __m512 wv[25];
     for (int t = 0; t < k * k; t++) wv[t] = _mm512_set1_ps(w[t]);
-    const __m512 bv = _mm512_set1_ps(bias != NULL ? *bias : 0.0f);
-    if (k == 3 && sw == 1) dw5_3x3_s1(plane, W, hrow, nrows, pl, Wo, wv, bv, out, zrow, mk);
-    else if (k == 3) dw5_3x3_s2(plane, W, hrow, nrows, pl, Wo, wv, bv, out, zrow, mk);
-    else if (sw == 1) dw5_5x5_s1(plane, W, hrow, nrows, pl, Wo, wv, bv, out, zrow, mk);
-    else dw5_5x5_s2(plane, W, hrow, nrows, pl, Wo, wv, bv, out, zrow, mk);
+    DW5_RUN(dw5, wv, _mm512_set1_ps(bias != NULL ? *bias : 0.0f), mk);
+#undef DW5_RUN
 }
 
 #else /* never called: convcpu_dwc512_supported() is 0 */
