@@ -63,3 +63,17 @@ def test_demo_bad_image_is_a_clear_error(tmp_path):
 def test_sample_image_ships_with_the_package():
     assert os.path.getsize(demo.SAMPLE_IMAGE) < 16 * 1024
     assert demo.load_grey(demo.SAMPLE_IMAGE).shape == (120, 160)
+
+
+def test_info_names_the_kernel_settings(capsys):
+    """python -m convcpu info: versions, threads, and which kernels run."""
+    from convcpu import __main__ as cli
+    from convcpu import _core, _direct
+    cli.info()
+    out = capsys.readouterr().out
+    assert out.startswith(f"convcpu {convcpu.__version__}")
+    assert f"convcpu threads: {convcpu.get_num_threads()}" in out
+    assert f"float32 GEMM: {_core.gemm_backend()}" in out
+    if _core.gemm_backend() == "convcpu":
+        assert f"{_core.implicit_loads()} loads, {_core.implicit_panels()} panels" in out
+        assert f"<= 8 columns: {_direct.dwc512_narrow_lanes()} lanes" in out

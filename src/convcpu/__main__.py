@@ -32,7 +32,7 @@ def info():
     import threadpoolctl
 
     import convcpu
-    from convcpu import _core
+    from convcpu import _core, _direct
 
     print(f"convcpu {convcpu.__version__}  (numpy {np.__version__}, scipy {scipy.__version__}, "
           f"threadpoolctl {threadpoolctl.__version__}, Python {platform.python_version()})")
@@ -45,6 +45,8 @@ def info():
         print(f"implicit convolution: {_core.implicit_loads()} loads, "
               f"{_core.implicit_panels()} panels (and, wide: AMD Zen 4; masked, narrow: "
               "elsewhere)")
+        print(f"channels-first depthwise rows of <= 8 columns: "
+              f"{_direct.dwc512_narrow_lanes()} lanes (8: AMD Zen 4; 16: elsewhere)")
     env = {k: v for k, v in os.environ.items()
            if k.startswith(("CONVCPU_", "OMP_", "OPENBLAS_", "GOMP_"))}
     if env:
