@@ -182,7 +182,7 @@ DW5_KERNEL(dw5_5x5_s2, DW5_TARGET, __m512, __mmask16, dw5_rows, 5, 2)
  * and on AMD Zen 4 a 512-bit FMA takes both 256-bit FMA pipes, so 8 lanes
  * do the same useful work in half the pipe time (C harness, one thread,
  * 8-lane / 16-lane time: 960ch @7 3x3 0.79-0.80, 5x5 0.81-0.82, 576ch @14
- * stride 2 0.79-0.80, 64ch @8 0.72-0.74, @4 0.85; at 14-112 columns 8 lanes
+ * stride 2 0.79-0.80, 64ch @8 0.72-0.74, @4 0.85; 3x3 at 14-112 columns 8 lanes
  * were 1.04-1.45x slower).  dw5_block's loads, shifts and sums on one
  * vector of NR rows: the same sums in the same order, the same bits. */
 #define DW8_TARGET __attribute__((target("avx512f,avx512vl,fma")))

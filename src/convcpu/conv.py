@@ -93,8 +93,8 @@ def _conv(nspatial, x, weight, bias, stride, padding, dilation, groups, data_for
         return _conv_checked(key, nspatial, x, weight, bias, stride, padding, dilation, groups,
                              data_format, weight_format, padding_mode, out, num_threads)
     # A call like one that passed every check: only what depends on the
-    # arrays' memory is checked again (a 144-channel depthwise layer @56:
-    # 8 -> 4 us of Python a call).
+    # arrays' memory is checked again (the Python of a depthwise conv2d: 8 ->
+    # 5 us a call on a tiny input, 13 -> 8-9 us on 144 channels @56).
     threads, use_openmp = _threads.resolve(num_threads)
     if out is None:
         result = np.empty(call.result_shape, dtype=call.dtype)
