@@ -120,6 +120,13 @@ def allocate_output(out, batch, channels, spatial, channels_last, unbatched, dty
     return result, result.reshape(shape)
 
 
+def cached_output(out, result_shape, batched_shape, dtype, inputs):
+    """The result array of a call whose checks ran before with the same
+    shapes (a new one, or `out` checked for its memory) and its batched view."""
+    result = np.empty(result_shape, dtype) if out is None else check_out_memory(out, inputs)
+    return result, result.reshape(batched_shape)
+
+
 def call_key(arrays, args):
     """A key for a call from the shapes and dtypes of its arrays (or None
     for an absent one) and its other arguments as they are; None (do not

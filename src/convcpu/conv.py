@@ -96,13 +96,10 @@ def _conv(nspatial, x, weight, bias, stride, padding, dilation, groups, data_for
     # arrays' memory is checked again (the Python of a depthwise conv2d: 8 ->
     # 5 us a call on a tiny input, 13 -> 8-9 us on 144 channels @56).
     threads, use_openmp = _threads.resolve(num_threads)
-    if out is None:
-        result = np.empty(call.result_shape, dtype=call.dtype)
-    else:
-        result = _arrays.check_out_memory(out, {"x": x, "weight": weight, "bias": bias})
+    result, result_b = _arrays.cached_output(out, call.result_shape, call.batched_shape,
+                                             call.dtype, {"x": x, "weight": weight, "bias": bias})
     return _run(nspatial, x[None] if call.unbatched else x, weight.transpose(call.axes), bias,
-                call, result, result.reshape(call.batched_shape) if call.unbatched else result,
-                padding_mode, threads, use_openmp)
+                call, result, result_b, padding_mode, threads, use_openmp)
 
 
 class _Call:

@@ -98,10 +98,9 @@ def depthwise_conv2d(x, weight, bias=None, stride=1, padding="valid", dilation=1
                                        result.shape, result_b.shape))
     else:  # a call like one that passed every check: only the arrays' memory
         last, dtype, unbatched, channels, K, window, result_shape, batched_shape = call
-        result = np.empty(result_shape, dtype) if out is None else \
-            _arrays.check_out_memory(out, {"x": x, "weight": weight, "bias": bias})
+        result, result_b = _arrays.cached_output(out, result_shape, batched_shape, dtype,
+                                                 {"x": x, "weight": weight, "bias": bias})
         xb = x[None] if unbatched else x
-        result_b = result.reshape(batched_shape) if unbatched else result
     if result.size == 0:
         return result
     run_direct(xb, _kernel_weight(weight, last), bias, result_b, window, channels, K, channels,
@@ -171,11 +170,11 @@ def separable_conv2d(x, depthwise_weight, pointwise_weight, bias=None, stride=1,
                                        result.shape, result_b.shape))
     else:  # a call like one that passed every check: only the arrays' memory
         last, dtype, unbatched, channels, K, P, window, result_shape, batched_shape = call
-        result = np.empty(result_shape, dtype) if out is None else \
-            _arrays.check_out_memory(out, {"x": x, "depthwise_weight": depthwise_weight,
-                                           "pointwise_weight": pointwise_weight, "bias": bias})
+        result, result_b = _arrays.cached_output(
+            out, result_shape, batched_shape, dtype,
+            {"x": x, "depthwise_weight": depthwise_weight, "pointwise_weight": pointwise_weight,
+             "bias": bias})
         xb = x[None] if unbatched else x
-        result_b = result.reshape(batched_shape) if unbatched else result
         pw = pointwise_weight[0, 0] if pointwise_weight.ndim == 4 else pointwise_weight
     if result.size == 0:
         return result
