@@ -13,6 +13,11 @@ cdef extern from "_gemm.h" nogil:
                            const float* a, Py_ssize_t rsa, Py_ssize_t csa,
                            const float* b, Py_ssize_t rsb, Py_ssize_t csb,
                            const float* bias, float* c, Py_ssize_t ldc)
+    int convcpu_sgemm_bias_t(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                             const float* a, Py_ssize_t rsa, Py_ssize_t csa,
+                             const float* b, Py_ssize_t rsb, Py_ssize_t csb,
+                             const float* bias, float* c, Py_ssize_t ldc, float* ws)
+    enum: CONVCPU_SGEMM_T_COLS
     int convcpu_gemm_get()
     int convcpu_gemm_set(int own)
     int convcpu_sgemm_panels(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,

@@ -24,7 +24,8 @@ from cython.parallel cimport parallel
 
 cimport numpy as cnp
 
-from convcpu._blas cimport _fill_bias, _zero_padding, convcpu_sgemm, floating
+from convcpu._blas cimport (CONVCPU_SGEMM_T_COLS, _fill_bias, _zero_padding, convcpu_sgemm,
+                            convcpu_sgemm_bias_t, floating)
 from convcpu._openmp cimport (CONVCPU_OPENMP, convcpu_region, convcpu_region_enter,
                               convcpu_region_init, convcpu_region_leave,
                               convcpu_region_ranges_get, convcpu_region_ranges_set,
@@ -149,6 +150,12 @@ USE_DWC_FIXED = True
 # padded by zeros, on AVX-512 CPUs: no gathered rows, the loads straight from
 # the plane with the edges masked (convcpu_dwc512, _dwc512.h; the same bits).
 USE_DWC512 = True
+
+# Channels-last float32 separable convolutions whose pointwise step has at
+# most this many output channels, not a multiple of 16, run that step
+# transposed, the pixels along the vector (convcpu_sgemm_bias_t, _gemm.h:
+# the same bits; 144 -> 24 channels 1.2x faster); 0: never.
+POINTWISE_T_MAX = 127
 
 # A band's gathered tile stays within L2 (per thread).
 STENCIL_TILE_BYTES = 256 * 1024
@@ -285,6 +292,7 @@ cdef struct DirectPlan:
     Py_ssize_t tile_ld          # separable, channels first: tile row stride
     Py_ssize_t* pw_off          # separable, channels first: c * tile_ld
     Py_ssize_t pw_ld            # separable, channels last: pw's row stride
+    bint pw_t                   # separable, channels last: the pointwise step transposed
 
 
 cdef inline Py_ssize_t _cdiv(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
@@ -435,6 +443,13 @@ cdef void _direct_task(const DirectPlan* p, Py_ssize_t t, floating* ws, floating
         # of P columns for each "channel" pix, tap c reading pw row c.
         dst = out + (n * HoWo + i0 * p.Wo) * p.P
         if floating is float:
+            # P not whole vectors: out^T = pw^T tile^T (pixels along the
+            # vector), its columns from the bias, transposed into dst in
+            # blocks through the tile's tail (the same chains, the same bits).
+            if p.pw_t and convcpu_sgemm_bias_t(p.P, npix, p.K, <const float*>p.pw, 1, p.pw_ld,
+                                               tile, 1, p.K, pbias, dst, p.P,
+                                               tile + p.band * p.Wo * p.K):
+                return
             for j in range(npix):  # bias along the rows (_fill_bias would stride)
                 for k in range(p.P):
                     dst[j * p.P + k] = pbias[k] if pbias != NULL else 0
@@ -637,9 +652,14 @@ def direct_conv(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
     p.tile_ld = 0
     p.pw_off = NULL
     p.pw_ld = 0
+    p.pw_t = False
     if p.separable and channels_last:
         p.P = pointwise_cols
         p.pw_ld = pw_ld
+        p.pw_t = (x.dtype.num == cnp.NPY_FLOAT and p.P % (VECTOR_BYTES // 4) != 0
+                  and p.P <= POINTWISE_T_MAX)
+        if p.pw_t:
+            p.tile_elems += p.P * CONVCPU_SGEMM_T_COLS
         pw_offsets = np.arange(p.K, dtype=np.intp) * pw_ld
         p.pw_off = <Py_ssize_t*>cnp.PyArray_DATA(pw_offsets)
     if p.separable and not channels_last:
