@@ -347,6 +347,55 @@ def test_small_images_large_batch(kernel, channels_last):
     np.testing.assert_array_equal(results[0], results[1])
 
 
+@pytest.mark.parametrize("K", [1, 8, 16, 24, 33, 127, 128, 130])
+def test_channels_last_ragged_output_channels_transposed(K, monkeypatch):
+    """Channels-last float32 tasks with at most 16 output channels, or at most
+    _core.NARROW_RAGGED_MAX_CHANNELS not a multiple of 16, run their GEMM
+    transposed (convcpu_sgemm_bias_t: pixels along the vector, 128 at a time
+    transposed into the output; 128 and 130 do not).  The same bits as by
+    rows (both limits 0), on 1 and 2 threads, the reference's values: a 1x1
+    on the input in place, a 3x3 at stride 2 on im2col tiles, groups, several
+    small images to a task, and conv_transpose2d's OHWI rows (weight_by_rows)."""
+    from convcpu import _core
+    if _core.gemm_backend() != "convcpu":
+        pytest.skip("float32 products run on BLAS on this CPU")
+    rng = np.random.default_rng(K)
+    for n, c, size, kernel, stride, groups in ((1, 40, (13, 150), (1, 1), 1, 1),
+                                               (2, 12, (15, 21), (3, 3), 2, 1),
+                                               (2, 8, (9, 30), (3, 3), 1, 2),
+                                               (9, 6, (4, 3), (3, 3), 1, 1)):
+        kg = K if K % groups == 0 else K * groups
+        x = rng.standard_normal((n,) + size + (c,)).astype(np.float32)
+        w = rng.standard_normal((kg, c // groups) + kernel).astype(np.float32)
+        b = rng.standard_normal(kg).astype(np.float32)
+        x_before = x.copy()
+
+        def run(threads):
+            return convcpu.conv2d(x, weight_oi_to_io_last(w), b, stride, 1, 1, groups,
+                                  data_format="NHWC", num_threads=threads)
+        runs = [run(1), run(2)]
+        with monkeypatch.context() as m:
+            m.setattr(_core, "NARROW_RAGGED_MAX_CHANNELS", 0)
+            m.setattr(_core, "NARROW_MAX_CHANNELS", 0)
+            runs.append(run(2))
+        for got in runs[1:]:
+            np.testing.assert_array_equal(got.view(np.uint32), runs[0].view(np.uint32))
+        expected = conv_reference(np.moveaxis(x, -1, 1), w, b, stride, 1, 1, groups)
+        assert_close(np.moveaxis(runs[0], -1, 1), expected, np.float32)
+        np.testing.assert_array_equal(x, x_before)
+    # conv_transpose2d at stride 1, channels last: the core's weight by rows
+    x = rng.standard_normal((1, 11, 140, 20)).astype(np.float32)
+    wt = rng.standard_normal((20, K, 3, 3)).astype(np.float32)  # (C_in, C_out, R, S)
+    runs = [convcpu.conv_transpose2d(x, wt, None, 1, 1, data_format="NHWC",
+                                     weight_format="IOHW")]
+    with monkeypatch.context() as m:
+        m.setattr(_core, "NARROW_RAGGED_MAX_CHANNELS", 0)
+        m.setattr(_core, "NARROW_MAX_CHANNELS", 0)
+        runs.append(convcpu.conv_transpose2d(x, wt, None, 1, 1, data_format="NHWC",
+                                             weight_format="IOHW"))
+    np.testing.assert_array_equal(runs[0].view(np.uint32), runs[1].view(np.uint32))
+
+
 def _repeat_calls(call, times=3):
     """call() several times: the first takes every check, the others the
     cached front of conv1d / conv2d (conv._CALLS)."""

@@ -23,11 +23,13 @@ from cython.parallel cimport parallel
 
 cimport numpy as cnp
 
-from convcpu._blas cimport (CONVCPU_GEMM_PANEL, convcpu_gemm_get, convcpu_gemm_set,
+from convcpu._blas cimport (CONVCPU_GEMM_PANEL, CONVCPU_SGEMM_T_COLS, convcpu_gemm_get,
+                            convcpu_gemm_set,
                             convcpu_implicit_and_get, convcpu_implicit_and_set,
                             convcpu_implicit_wide_get, convcpu_implicit_wide_set,
                             convcpu_im2col_panels, convcpu_sconv_implicit,
-                            convcpu_sgemm_bias, convcpu_sgemm_panels, floating,
+                            convcpu_sgemm_bias, convcpu_sgemm_bias_t, convcpu_sgemm_panels,
+                            floating,
                             gemm_colmajor, gemm_trans,
                             _fill_bias, _zero_padding)
 from convcpu._openmp cimport (CONVCPU_OPENMP, convcpu_region, convcpu_region_enter,
@@ -136,6 +138,10 @@ PATCH_TILE_BYTES = 256 * 1024
 # the own GEMM.  Measured at 8 (ResNeXt g=32, docs/BENCHMARKS.md); 16 is a
 # guess (half of the own GEMM's 32-column panel).
 NARROW_MAX_CHANNELS = 16
+# ... and so do those whose tasks have at most this many, not a multiple of
+# 16 (by rows they leave lanes of the panels idle: 24 of 32; _gemm.h's
+# convcpu_sgemm_bias_t says what it measured); 0: none beyond the above.
+NARROW_RAGGED_MAX_CHANNELS = 127
 # A transposed convolution whose bands of input rows own disjoint output rows
 # (transpose_forward) cuts them into >= TRANSPOSE_TASKS tasks, each adding
 # column tiles of <= TRANSPOSE_TILE_BYTES (a tile stays in L2 between its GEMM
@@ -760,16 +766,26 @@ cdef void _run_task(const ConvPlan* p, Py_ssize_t t, floating* ws, floating* out
             b = ws
             ldb = crs
         if p.narrow:
-            # Few output channels (a grouped conv: ResNeXt's 8 per group) fill
-            # a fraction of the own GEMM's 32-column panels when they are its
-            # columns; as its rows (pixels along the vector) they do not.
+            # Few output channels (a grouped conv: ResNeXt's 8 per group), or
+            # not whole vectors of them (24), fill a fraction of the own GEMM's
+            # 32-column panels when they are its columns; as its rows (pixels
+            # along the vector) they do not.  The same chains as below: the
+            # same bits.
+            c = out + (n0 * HoWo + p0) * p.K + k0
+            if floating is float:
+                if convcpu_sgemm_bias_t(kn, cols, crs,
+                                        w + k0 * crs if p.w_by_rows else w + k0,
+                                        crs if p.w_by_rows else 1, 1 if p.w_by_rows else p.K,
+                                        b, 1, ldb, bias + k0 if bias != NULL else NULL, c,
+                                        p.K, out_tile):
+                    return
+            # (the own GEMM was switched off since the plan was made)
             _fill_bias(out_tile, cols, 1, bias + k0 if bias != NULL else NULL, kn, cols)
             if p.w_by_rows:
                 gemm_trans(c'T', c'N', cols, kn, crs, b, ldb, w + k0 * crs, crs, 1, out_tile,
                            cols)
             else:
                 gemm_trans(c'T', c'T', cols, kn, crs, b, ldb, w + k0, p.K, 1, out_tile, cols)
-            c = out + (n0 * HoWo + p0) * p.K + k0
             for j in range(cols):
                 for kk in range(kn):
                     c[j * p.K + kk] = out_tile[kk * cols + j]
@@ -1496,10 +1512,14 @@ def conv_forward(cnp.ndarray x, cnp.ndarray w, object bias, cnp.ndarray out,
     if p.panels:  # whole panels
         p.ws_elems = (_ceil_div(p.spt * p.ptile, CONVCPU_GEMM_PANEL) * CONVCPU_GEMM_PANEL
                       * p.Cg * p.R * p.S)
-    p.narrow = (channels_last and not p.scatter and p.kblock <= NARROW_MAX_CHANNELS
-                and x.dtype.num == cnp.NPY_FLOAT and convcpu_gemm_get() == 1)
+    p.narrow = (channels_last and not p.scatter and x.dtype.num == cnp.NPY_FLOAT
+                and convcpu_gemm_get() == 1
+                and (p.kblock <= NARROW_MAX_CHANNELS
+                     or (p.kblock <= NARROW_RAGGED_MAX_CHANNELS and p.kblock % 16 != 0)))
     p.out_elems = (p.spt * p.ptile * p.kblock
                    if p.scatter or p.narrow or (p.spt > 1 and not channels_last) else 0)
+    if p.narrow:  # (convcpu_sgemm_bias_t's workspace)
+        p.out_elems = _max(p.out_elems, p.kblock * CONVCPU_SGEMM_T_COLS)
     if p.implicit:  # no tile: a panel's, if the own GEMM is switched off (_run_task)
         p.ws_elems = CONVCPU_GEMM_PANEL * p.Cg * p.R * p.S
         p.ws_elems = _max(p.ws_elems, p.Cg * p.sh * p.sw * p.phase_rows * p.Wo)
