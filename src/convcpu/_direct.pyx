@@ -15,8 +15,9 @@
 #   rows), vectors over channels, read straight from the input.
 # - Separable convolution: a task is (sample, band of output rows); its
 #   depthwise result goes to a per-thread tile that the pointwise step (float32:
-#   the own GEMM when it runs, from the bias; else the register-blocked row
-#   kernel) turns into output rows while it is still in cache.
+#   the own GEMM when it runs, from the bias, channels last to P not a multiple
+#   of 16 transposed; else the register-blocked row kernel) turns into output
+#   rows while it is still in cache.
 from libc.stdint cimport uintptr_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
