@@ -748,8 +748,8 @@ CG_TARGET static void cg_store_transposed(Py_ssize_t m, Py_ssize_t n, const floa
  * panel's 32 lanes), the product by rows leaves lanes idle; transposed, they
  * are the pixels (C harness, one thread, 3136 pixels x 144 channels, by rows
  * -> transposed: to 24 channels 276 -> 231 us, 8: 141 -> 100, 40: 406 ->
- * 362, 100: 967 -> 884; 16, 32 and 64 1.03-1.11x slower).  Returns 1 when
- * done, 0 (C untouched) when the caller must do it. */
+ * 362, 100: 967 -> 884; 16, 32, 48 and 64 1.05-1.17x slower).  Returns 1
+ * when done, 0 (C untouched) when the caller must do it. */
 CONVCPU_GEMM_API int convcpu_sgemm_bias_t(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                                           const float *a, Py_ssize_t rsa, Py_ssize_t csa,
                                           const float *b, Py_ssize_t rsb, Py_ssize_t csb,
