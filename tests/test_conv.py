@@ -355,7 +355,9 @@ def test_channels_last_ragged_output_channels_transposed(K, monkeypatch):
     transposed into the output; 128 and 130 do not).  The same bits as by
     rows (both limits 0), on 1 and 2 threads, the reference's values: a 1x1
     on the input in place, a 3x3 at stride 2 on im2col tiles, groups, several
-    small images to a task, and conv_transpose2d's OHWI rows (weight_by_rows)."""
+    small images to a task, a 7x7 map (49 pixels: by rows where the channels
+    fill their vectors better, 40 and 127), and conv_transpose2d's OHWI rows
+    (weight_by_rows)."""
     from convcpu import _core
     if _core.gemm_backend() != "convcpu":
         pytest.skip("float32 products run on BLAS on this CPU")
@@ -363,7 +365,8 @@ def test_channels_last_ragged_output_channels_transposed(K, monkeypatch):
     for n, c, size, kernel, stride, groups in ((1, 40, (13, 150), (1, 1), 1, 1),
                                                (2, 12, (15, 21), (3, 3), 2, 1),
                                                (2, 8, (9, 30), (3, 3), 1, 2),
-                                               (9, 6, (4, 3), (3, 3), 1, 1)):
+                                               (9, 6, (4, 3), (3, 3), 1, 1),
+                                               (1, 96, (7, 7), (1, 1), 1, 1)):
         kg = K if K % groups == 0 else K * groups
         x = rng.standard_normal((n,) + size + (c,)).astype(np.float32)
         w = rng.standard_normal((kg, c // groups) + kernel).astype(np.float32)

@@ -765,7 +765,11 @@ cdef void _run_task(const ConvPlan* p, Py_ssize_t t, floating* ws, floating* out
                 last_tile[0] = tile
             b = ws
             ldb = crs
-        if p.narrow:
+        # (more than 16 output channels: transposed only where the pixels
+        # fill their vectors at least as well as the channels would: 1x1
+        # 960->40 @7, 49 pixels in 64 lanes, ran 1.02-1.14x slower transposed)
+        if p.narrow and (kn <= 16 or cols * _ceil_div(kn, 16) * 16
+                         >= kn * _ceil_div(cols, 16) * 16):
             # Few output channels (a grouped conv: ResNeXt's 8 per group), or
             # not whole vectors of them (24), fill a fraction of the own GEMM's
             # 32-column panels when they are its columns; as its rows (pixels
