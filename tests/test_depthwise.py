@@ -122,17 +122,21 @@ def test_channels_last_pointwise_step_transposed(P, monkeypatch):
     transposed into the output; 128 and 130 do not).  The same bits as the
     step by rows (POINTWISE_T_MAX = 0), as the unfused ops, on 1 and 2
     threads, the reference's values; with and without a bias, bands of
-    several blocks and a ragged last one, strides 1 and 2."""
+    several blocks and a ragged last one, strides 1 and 2, and a 7x7 map
+    (bands of few pixels: by rows where P fills its vectors better)."""
     from convcpu import _core
     if _core.gemm_backend() != "convcpu":
         pytest.skip("float32 products run on BLAS on this CPU")
     rng = np.random.default_rng(P)
-    x = rng.standard_normal((2, 9, 150, 12)).astype(np.float32)  # NHWC
     w = rng.standard_normal((3, 3, 12, 2)).astype(np.float32)
     wp = rng.standard_normal((24, P)).astype(np.float32)
-    x_before = x.copy()
-    for bias, stride in ((None, 1), (rng.standard_normal(P).astype(np.float32), 1),
-                         (rng.standard_normal(P).astype(np.float32), 2)):
+    x = rng.standard_normal((2, 9, 150, 12)).astype(np.float32)  # NHWC
+    small = rng.standard_normal((1, 7, 7, 12)).astype(np.float32)  # bands of few pixels
+    for x, bias, stride in ((x, None, 1), (x, rng.standard_normal(P).astype(np.float32), 1),
+                            (x, rng.standard_normal(P).astype(np.float32), 2),
+                            (small, rng.standard_normal(P).astype(np.float32), 1)):
+        x_before = x.copy()
+        size = x.shape[1:3]
         args = dict(stride=stride, padding="same")
         runs = [convcpu.separable_conv2d(x, w, wp, bias, num_threads=t, **args) for t in (1, 2)]
         with monkeypatch.context() as m:
@@ -143,10 +147,10 @@ def test_channels_last_pointwise_step_transposed(P, monkeypatch):
         for got in runs[1:]:
             np.testing.assert_array_equal(got.view(np.uint32), runs[0].view(np.uint32))
         expected = separable_reference(np.moveaxis(x, -1, 1), w, wp, bias, (stride,) * 2,
-                                       explicit_pads("same", (9, 150), (3, 3), (stride,) * 2,
+                                       explicit_pads("same", size, (3, 3), (stride,) * 2,
                                                      (1, 1)))
         assert_close(np.moveaxis(runs[0], -1, 1), expected, np.float32)
-    np.testing.assert_array_equal(x, x_before)
+        np.testing.assert_array_equal(x, x_before)
 
 
 @pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])

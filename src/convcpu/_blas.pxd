@@ -18,6 +18,7 @@ cdef extern from "_gemm.h" nogil:
                              const float* b, Py_ssize_t rsb, Py_ssize_t csb,
                              const float* bias, float* c, Py_ssize_t ldc, float* ws)
     enum: CONVCPU_SGEMM_T_COLS
+    int convcpu_sgemm_t_fills(Py_ssize_t M, Py_ssize_t N)
     int convcpu_gemm_get()
     int convcpu_gemm_set(int own)
     int convcpu_sgemm_panels(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,

@@ -29,7 +29,7 @@ from convcpu._blas cimport (CONVCPU_GEMM_PANEL, CONVCPU_SGEMM_T_COLS, convcpu_ge
                             convcpu_implicit_wide_get, convcpu_implicit_wide_set,
                             convcpu_im2col_panels, convcpu_sconv_implicit,
                             convcpu_sgemm_bias, convcpu_sgemm_bias_t, convcpu_sgemm_panels,
-                            floating,
+                            convcpu_sgemm_t_fills, floating,
                             gemm_colmajor, gemm_trans,
                             _fill_bias, _zero_padding)
 from convcpu._openmp cimport (CONVCPU_OPENMP, convcpu_region, convcpu_region_enter,
@@ -766,10 +766,8 @@ cdef void _run_task(const ConvPlan* p, Py_ssize_t t, floating* ws, floating* out
             b = ws
             ldb = crs
         # (more than 16 output channels: transposed only where the pixels
-        # fill their vectors at least as well as the channels would: 1x1
-        # 960->40 @7, 49 pixels in 64 lanes, ran 1.02-1.14x slower transposed)
-        if p.narrow and (kn <= 16 or cols * _ceil_div(kn, 16) * 16
-                         >= kn * _ceil_div(cols, 16) * 16):
+        # fill their vectors at least as well as the channels would)
+        if p.narrow and (kn <= 16 or convcpu_sgemm_t_fills(kn, cols)):
             # Few output channels (a grouped conv: ResNeXt's 8 per group), or
             # not whole vectors of them (24), fill a fraction of the own GEMM's
             # 32-column panels when they are its columns; as its rows (pixels

@@ -26,7 +26,7 @@ from cython.parallel cimport parallel
 cimport numpy as cnp
 
 from convcpu._blas cimport (CONVCPU_SGEMM_T_COLS, _fill_bias, _zero_padding, convcpu_sgemm,
-                            convcpu_sgemm_bias_t, floating)
+                            convcpu_sgemm_bias_t, convcpu_sgemm_t_fills, floating)
 from convcpu._openmp cimport (CONVCPU_OPENMP, convcpu_region, convcpu_region_enter,
                               convcpu_region_init, convcpu_region_leave,
                               convcpu_region_ranges_get, convcpu_region_ranges_set,
@@ -445,11 +445,13 @@ cdef void _direct_task(const DirectPlan* p, Py_ssize_t t, floating* ws, floating
         dst = out + (n * HoWo + i0 * p.Wo) * p.P
         if floating is float:
             # P not whole vectors: out^T = pw^T tile^T (pixels along the
-            # vector), its columns from the bias, transposed into dst in
-            # blocks through the tile's tail (the same chains, the same bits).
-            if p.pw_t and convcpu_sgemm_bias_t(p.P, npix, p.K, <const float*>p.pw, 1, p.pw_ld,
-                                               tile, 1, p.K, pbias, dst, p.P,
-                                               tile + p.band * p.Wo * p.K):
+            # vector, where they fill them at least as well), its columns
+            # from the bias, transposed into dst in blocks through the tile's
+            # tail (the same chains, the same bits).
+            if (p.pw_t and convcpu_sgemm_t_fills(p.P, npix)
+                    and convcpu_sgemm_bias_t(p.P, npix, p.K, <const float*>p.pw, 1, p.pw_ld,
+                                             tile, 1, p.K, pbias, dst, p.P,
+                                             tile + p.band * p.Wo * p.K)):
                 return
             for j in range(npix):  # bias along the rows (_fill_bias would stride)
                 for k in range(p.P):
